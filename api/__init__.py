@@ -1,0 +1,1 @@
+"""HTTP transport: the Litestar app, routes, guards, schemas, error mapping and the CLI."""

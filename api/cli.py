@@ -1,0 +1,82 @@
+"""The `m2m` command: serve, migrate and keys."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import sys
+from typing import NoReturn
+
+import click
+
+from domain.settings import ConfigError, Mode, Settings, load_settings
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"m2m: {message}", err=True)
+    sys.exit(2)
+
+
+def _settings(mode: Mode) -> Settings:
+    try:
+        return load_settings(os.environ, mode=mode)
+    except ConfigError as error:
+        _fail(f"configuration error: {error}")
+
+
+def _migrate(settings: Settings) -> None:
+    from domain.schema import upgrade_to_head
+
+    try:
+        upgrade_to_head(settings.database_url)
+    except (OSError, ConnectionError) as error:
+        _fail(f"cannot reach the database named by M2M_DATABASE_URL: {error}")
+
+
+@click.group()
+def main() -> None:
+    """m2m-tokens: machine-to-machine tokens, Frontegg-compatible and OAuth 2.0."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--migrate", "migrate_first", is_flag=True, help="Migrate the database first.")
+def serve(host: str, port: int, workers: int, migrate_first: bool) -> None:
+    """Run the API (uvicorn) against PostgreSQL and Redis."""
+    import uvicorn
+
+    settings = _settings("serve")
+    if migrate_first:
+        _migrate(settings)
+    uvicorn.run(
+        "api.app:create_app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=True,
+        server_header=False,
+        log_level="info",
+    )
+
+
+@main.command()
+def migrate() -> None:
+    """Create the database if needed and bring its schema to the newest migration."""
+    settings = _settings("migrate")
+    _migrate(settings)
+    click.echo("m2m: database is at the newest migration")
+
+
+@main.group()
+def keys() -> None:
+    """Key material."""
+
+
+@keys.command("master")
+def new_master_key() -> None:
+    """Print a new random value for M2M_MASTER_KEY."""
+    click.echo(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("="))

@@ -1,0 +1,35 @@
+"""DI providers (services, database session, clock) and the markers routes declare them with."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from datetime import datetime
+from typing import TypeAlias
+
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.state import Services
+from domain.auth import Caller
+from domain.clock import utcnow
+
+ServicesDep: TypeAlias = NamedDependency[Services]
+SessionDep: TypeAlias = NamedDependency[AsyncSession]
+NowDep: TypeAlias = NamedDependency[datetime]
+CallerDep: TypeAlias = NamedDependency[Caller]
+
+
+def provide_services(state: State) -> Services:
+    services: Services = state.services
+    return services
+
+
+async def provide_db_session(services: ServicesDep) -> AsyncGenerator[AsyncSession, None]:
+    """One session per request; the route handler commits, once."""
+    async with services.sessions() as session:
+        yield session
+
+
+def provide_now() -> datetime:
+    return utcnow()

@@ -1,0 +1,56 @@
+"""Authentication of the caller: the vendor, or an end user with the permissions its roles give."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+
+from api.dependencies import ServicesDep, SessionDep
+from domain.auth import VENDOR, Caller
+from domain.directory import permissions_of
+from domain.errors import Forbidden, Unauthenticated
+
+
+def bearer_token(request: Request[Any, Any, Any]) -> str | None:
+    """The token in `x-access-token`, or in `Authorization: Bearer`."""
+    token = request.headers.get("x-access-token")
+    if token:
+        return token.strip()
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+async def provide_vendor(request: Request[Any, Any, Any], services: ServicesDep) -> Caller:
+    """Only the vendor passes."""
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthenticated("Missing vendor token")
+    if not services.vendor.is_vendor_token(token):
+        raise Unauthenticated("Invalid or expired vendor token")
+    return VENDOR
+
+
+async def provide_caller(
+    request: Request[Any, Any, Any], services: ServicesDep, db_session: SessionDep
+) -> Caller:
+    """The vendor, or (when self-service is configured) an end user with its permissions."""
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthenticated("Missing token")
+    if services.vendor.is_vendor_token(token):
+        return VENDOR
+    if services.end_users is None:
+        raise Unauthenticated("Invalid or expired vendor token")
+    identity = await services.end_users.verify(token)
+    permissions = await permissions_of(db_session, identity.user_id, identity.tenant_id)
+    if permissions is None:
+        raise Forbidden("User is not a member of this account")
+    return Caller(
+        kind="user",
+        user_id=identity.user_id,
+        tenant_id=identity.tenant_id,
+        permissions=permissions,
+    )

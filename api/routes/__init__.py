@@ -1,0 +1,1 @@
+"""One module per feature, each exporting the route handlers it serves."""

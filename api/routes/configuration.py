@@ -1,0 +1,48 @@
+"""GET/POST /identity/resources/configurations/v1: the environment settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import get, post
+from litestar.di import Provide
+from litestar.params import JSONBody
+
+from api.dependencies import CallerDep, NowDep, ServicesDep, SessionDep
+from api.guards import provide_vendor
+from api.schemas.configuration import ConfigurationRequest, configuration_response
+from domain.configuration import ConfigurationChange, get_environment, update_configuration
+
+PATH = "/identity/resources/configurations/v1"
+VENDOR_ONLY = {"vendor": Provide(provide_vendor)}
+
+
+@get(PATH, dependencies=VENDOR_ONLY)
+async def get_configuration(
+    vendor: CallerDep, db_session: SessionDep, services: ServicesDep
+) -> dict[str, Any]:
+    environment = await get_environment(db_session)
+    return configuration_response(environment, services.signer.public_key_pem)
+
+
+@post(PATH, dependencies=VENDOR_ONLY, status_code=201)
+async def update_configuration_route(
+    data: JSONBody[ConfigurationRequest],
+    vendor: CallerDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+) -> dict[str, Any]:
+    change = ConfigurationChange(
+        api_tokens_enabled=data.api_tokens_enabled,
+        m2m_strategy=data.machine_to_machine_auth_strategy,
+        default_token_expiration=data.default_token_expiration,
+        default_refresh_token_expiration=data.default_refresh_token_expiration,
+        extra=data.extra(),
+    )
+    environment = await update_configuration(db_session, vendor, change, now)
+    await db_session.commit()
+    return configuration_response(environment, services.signer.public_key_pem)
+
+
+ROUTES = [get_configuration, update_configuration_route]

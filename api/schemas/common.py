@@ -1,0 +1,71 @@
+"""Shared shapes and limits for request bodies: no NUL bytes, bounded strings and metadata."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar.params import HeaderParameter, PathParameter
+
+MAX_NAME = 255
+MAX_DESCRIPTION = 1024
+MAX_METADATA_BYTES = 8192
+MAX_IDS = 200
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
+Text = Annotated[str, msgspec.Meta(max_length=MAX_DESCRIPTION)]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
+IdList = Annotated[list[Id], msgspec.Meta(max_length=MAX_IDS)]
+
+# Path and header ids: bounded, and no NUL (PostgreSQL cannot even compare one).
+ID_PATTERN = r"^[^\x00]+$"
+PathId = Annotated[str, PathParameter(max_length=MAX_NAME, pattern=ID_PATTERN)]
+TenantHeader = Annotated[
+    str, HeaderParameter(name="frontegg-tenant-id", max_length=MAX_NAME, pattern=ID_PATTERN)
+]
+OptionalTenantHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="frontegg-tenant-id", required=False, max_length=MAX_NAME, pattern=ID_PATTERN
+    ),
+]
+OptionalUserHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="frontegg-user-id", required=False, max_length=MAX_NAME, pattern=ID_PATTERN
+    ),
+]
+
+
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(item) for item in value)
+    return False
+
+
+class Body(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
+    """Base of every request body: unknown fields are refused, strings carry no NUL."""
+
+    def __post_init__(self) -> None:
+        for field, name in zip(self.__struct_fields__, self.__struct_encode_fields__, strict=True):
+            value = getattr(self, field)
+            if _contains_nul(value):
+                raise ValueError(f"`{name}` must not contain NUL characters")
+            if isinstance(value, dict) and len(msgspec.json.encode(value)) > MAX_METADATA_BYTES:
+                raise ValueError(f"`{name}` must encode to at most {MAX_METADATA_BYTES} bytes")
+
+
+class Out(msgspec.Struct, kw_only=True, rename="camel"):
+    """Base of every response body, in Frontegg's camelCase."""
+
+
+def iso(value: datetime | None) -> str | None:
+    """Frontegg's timestamp form: ISO 8601 in UTC with milliseconds and Z."""
+    if value is None:
+        return None
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"

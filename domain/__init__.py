@@ -1,0 +1,1 @@
+"""The rules of m2m-tokens: no web framework and no task queue are imported here."""

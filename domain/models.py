@@ -1,0 +1,297 @@
+"""SQLAlchemy tables: the environment, signing keys, directory, tokens, job runs and audit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+ID_LENGTH = 255
+TOKEN_ID_LENGTH = 36
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend (SQLite drops the zone on its own)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONType}
+
+
+ENVIRONMENT_ROW_ID = 1
+
+
+class Environment(Base):
+    """The single row of environment settings (Frontegg's vendor configuration)."""
+
+    __tablename__ = "environment"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    api_tokens_enabled: Mapped[bool]
+    m2m_strategy: Mapped[str] = mapped_column(sa.String(32))
+    default_token_expiration: Mapped[int]
+    default_refresh_token_expiration: Mapped[int]
+    # The other VendorConfig fields: stored and echoed, they steer nothing here.
+    extra: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]
+
+
+class SigningKey(Base):
+    """An RS256 key pair; the private half is encrypted with M2M_MASTER_KEY."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    public_key_pem: Mapped[str] = mapped_column(sa.Text)
+    private_key_encrypted: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    created_at: Mapped[datetime]
+    activated_at: Mapped[datetime | None]
+    retired_at: Mapped[datetime | None]
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    email: Mapped[str] = mapped_column(sa.String(ID_LENGTH), unique=True)
+    name: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH))
+    # Frontegg keeps user metadata as a stringified JSON object.
+    metadata_json: Mapped[str] = mapped_column("metadata", sa.Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Permission(Base):
+    __tablename__ = "permissions"
+
+    id: Mapped[str] = mapped_column(sa.String(TOKEN_ID_LENGTH), primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(ID_LENGTH), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    description: Mapped[str | None] = mapped_column(sa.Text)
+    category_id: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH))
+    fe_permission: Mapped[bool]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Role(Base):
+    """A role of the whole environment (tenant_id NULL) or of one tenant."""
+
+    __tablename__ = "roles"
+
+    id: Mapped[str] = mapped_column(sa.String(TOKEN_ID_LENGTH), primary_key=True)
+    tenant_id: Mapped[str | None] = mapped_column(
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    key: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    name: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    description: Mapped[str | None] = mapped_column(sa.Text)
+    is_default: Mapped[bool]
+    first_user_role: Mapped[bool]
+    level: Mapped[int]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+# Role keys are unique per scope; NULL (environment-wide) counts as one scope.
+sa.Index("uq_roles_scope_key", sa.func.coalesce(Role.tenant_id, ""), Role.key, unique=True)
+
+role_permissions = sa.Table(
+    "role_permissions",
+    Base.metadata,
+    sa.Column("role_id", sa.ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column(
+        "permission_id",
+        sa.ForeignKey("permissions.id", ondelete="CASCADE"),
+        primary_key=True,
+        index=True,
+    ),
+)
+
+user_roles = sa.Table(
+    "user_roles",
+    Base.metadata,
+    sa.Column("user_id", sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("tenant_id", sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column(
+        "role_id", sa.ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True, index=True
+    ),
+)
+
+
+class AccessToken(Base):
+    """A long-lived access token: a tenant token when user_id is NULL, else a user token.
+
+    The token itself is a signed JWT whose `sub` is this row's id; it is never stored.
+    """
+
+    __tablename__ = "access_tokens"
+
+    id: Mapped[str] = mapped_column(sa.String(TOKEN_ID_LENGTH), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[str | None] = mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    created_by_user_id: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH))
+    description: Mapped[str | None] = mapped_column(sa.Text)
+    expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+access_token_roles = sa.Table(
+    "access_token_roles",
+    Base.metadata,
+    sa.Column("token_id", sa.ForeignKey("access_tokens.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column(
+        "role_id", sa.ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True, index=True
+    ),
+)
+
+
+class ClientCredential(Base):
+    """A clientId/secret pair: a tenant credential when user_id is NULL, else a user one."""
+
+    __tablename__ = "client_credentials"
+
+    client_id: Mapped[str] = mapped_column(sa.String(TOKEN_ID_LENGTH), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[str | None] = mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    created_by_user_id: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH))
+    description: Mapped[str | None] = mapped_column(sa.Text)
+    metadata_json: Mapped[dict[str, Any]] = mapped_column("metadata")
+    secret_hash: Mapped[str] = mapped_column(sa.String(255))
+    expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+credential_roles = sa.Table(
+    "credential_roles",
+    Base.metadata,
+    sa.Column(
+        "client_id",
+        sa.ForeignKey("client_credentials.client_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column(
+        "role_id", sa.ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True, index=True
+    ),
+)
+
+credential_permissions = sa.Table(
+    "credential_permissions",
+    Base.metadata,
+    sa.Column(
+        "client_id",
+        sa.ForeignKey("client_credentials.client_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column(
+        "permission_id",
+        sa.ForeignKey("permissions.id", ondelete="CASCADE"),
+        primary_key=True,
+        index=True,
+    ),
+)
+
+
+class RefreshToken(Base):
+    """An opaque, single-use refresh token, stored only as the SHA-256 of its value."""
+
+    __tablename__ = "refresh_tokens"
+    __table_args__ = (sa.Index("ix_refresh_tokens_client_created", "client_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(sa.String(TOKEN_ID_LENGTH), primary_key=True)
+    client_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("client_credentials.client_id", ondelete="CASCADE")
+    )
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    parent_id: Mapped[str | None] = mapped_column(sa.String(TOKEN_ID_LENGTH))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class JobRun(Base):
+    """One run of a background job: what ran, when, how it ended and what it counted."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (sa.Index("ix_job_runs_job_started", "job", "started_at"),)
+
+    id: Mapped[str] = mapped_column(sa.String(TOKEN_ID_LENGTH), primary_key=True)
+    job: Mapped[str] = mapped_column(sa.String(64))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    outcome: Mapped[str] = mapped_column(sa.String(16))
+    counts: Mapped[dict[str, Any]]
+    error: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class AuditEvent(Base):
+    """Who did what to which object, and when. Never carries a secret."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (sa.Index("ix_audit_events_target", "target_type", "target_id"),)
+
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor_type: Mapped[str] = mapped_column(sa.String(16))
+    actor_id: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH))
+    action: Mapped[str] = mapped_column(sa.String(64))
+    target_type: Mapped[str] = mapped_column(sa.String(32))
+    target_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    tenant_id: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH), index=True)
+    details: Mapped[dict[str, Any]]

@@ -1,0 +1,167 @@
+"""The one Settings object, read from `M2M_*` environment variables once at start."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+Mode = Literal["serve", "migrate", "worker"]
+
+DEFAULT_DATABASE_URL = "postgresql+asyncpg://localhost/m2m"
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_ISSUER = "http://localhost:8000"
+MIN_VENDOR_SECRET_LENGTH = 16
+MIN_MASTER_KEY_BYTES = 32
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str
+    broker_url: str
+    vendor_client_id: str
+    vendor_secret: str
+    master_key: bytes
+    webhook_secret: str | None
+    issuer: str
+    user_jwt_public_key: str | None
+    user_jwt_jwks_url: str | None
+    user_jwt_issuer: str | None
+    argon2_time_cost: int
+    argon2_memory_kib: int
+    argon2_parallelism: int
+    max_body_bytes: int
+
+    @property
+    def self_service_enabled(self) -> bool:
+        return bool(self.user_jwt_public_key or self.user_jwt_jwks_url)
+
+
+def load_settings(env: Mapping[str, str], mode: Mode = "serve") -> Settings:
+    """Read and validate every setting; raise ConfigError naming the first bad one."""
+    reader = _Reader(env)
+    needs_credentials = mode == "serve"
+    redis_url = reader.url("M2M_REDIS_URL", DEFAULT_REDIS_URL, schemes={"redis", "rediss", "unix"})
+    settings = Settings(
+        database_url=reader.database_url(),
+        redis_url=redis_url,
+        broker_url=reader.url(
+            "M2M_BROKER_URL", redis_url, schemes={"redis", "rediss", "amqp", "amqps", "unix"}
+        ),
+        vendor_client_id=reader.text("M2M_VENDOR_CLIENT_ID", required=needs_credentials),
+        vendor_secret=reader.vendor_secret(required=needs_credentials),
+        master_key=reader.master_key(required=needs_credentials),
+        webhook_secret=reader.optional("M2M_WEBHOOK_SECRET"),
+        issuer=reader.url("M2M_ISSUER", DEFAULT_ISSUER, schemes={"http", "https"}),
+        user_jwt_public_key=reader.public_key("M2M_USER_JWT_PUBLIC_KEY"),
+        user_jwt_jwks_url=reader.optional_url("M2M_USER_JWT_JWKS_URL"),
+        user_jwt_issuer=reader.optional("M2M_USER_JWT_ISSUER"),
+        argon2_time_cost=reader.integer("M2M_ARGON2_TIME_COST", 2, low=1, high=20),
+        argon2_memory_kib=reader.integer("M2M_ARGON2_MEMORY_KIB", 19456, low=8, high=4_194_304),
+        argon2_parallelism=reader.integer("M2M_ARGON2_PARALLELISM", 1, low=1, high=64),
+        max_body_bytes=reader.integer("M2M_MAX_BODY_BYTES", 65536, low=1024, high=16_777_216),
+    )
+    if settings.user_jwt_public_key and settings.user_jwt_jwks_url:
+        raise ConfigError(
+            "M2M_USER_JWT_JWKS_URL", "set either it or M2M_USER_JWT_PUBLIC_KEY, not both"
+        )
+    return settings
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def optional(self, name: str) -> str | None:
+        value = self._env.get(name, "").strip()
+        return value or None
+
+    def text(self, name: str, *, required: bool) -> str:
+        value = self.optional(name)
+        if value is None:
+            if required:
+                raise ConfigError(name, "is required")
+            return ""
+        return value
+
+    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(name, f"must be an integer, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(name, f"must be between {low} and {high}, got {value}")
+        return value
+
+    def url(self, name: str, default: str, *, schemes: set[str]) -> str:
+        value = self.optional(name) or default
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not (parts.netloc or parts.path):
+            expected = ", ".join(sorted(schemes))
+            raise ConfigError(name, f"must be a URL with scheme {expected}, got {value!r}")
+        return value
+
+    def optional_url(self, name: str) -> str | None:
+        if self.optional(name) is None:
+            return None
+        return self.url(name, "", schemes={"http", "https"})
+
+    def database_url(self) -> str:
+        name = "M2M_DATABASE_URL"
+        value = self.optional(name) or DEFAULT_DATABASE_URL
+        scheme = urlsplit(value).scheme
+        if scheme not in {"postgresql+asyncpg", "sqlite+aiosqlite"}:
+            raise ConfigError(
+                name, f"must start with postgresql+asyncpg:// or sqlite+aiosqlite://, got {value!r}"
+            )
+        return value
+
+    def vendor_secret(self, *, required: bool) -> str:
+        name = "M2M_VENDOR_SECRET"
+        value = self.text(name, required=required)
+        if value and len(value) < MIN_VENDOR_SECRET_LENGTH:
+            raise ConfigError(name, f"must be at least {MIN_VENDOR_SECRET_LENGTH} characters")
+        return value
+
+    def master_key(self, *, required: bool) -> bytes:
+        name = "M2M_MASTER_KEY"
+        value = self.text(name, required=required)
+        if not value:
+            return b""
+        try:
+            key = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        except (binascii.Error, ValueError):
+            raise ConfigError(name, "must be base64; `m2m keys master` makes one") from None
+        if len(key) < MIN_MASTER_KEY_BYTES:
+            raise ConfigError(
+                name, f"must decode to at least {MIN_MASTER_KEY_BYTES} bytes, got {len(key)}"
+            )
+        return key
+
+    def public_key(self, name: str) -> str | None:
+        value = self.optional(name)
+        if value is None:
+            return None
+        pem = value.replace("\\n", "\n")
+        try:
+            load_pem_public_key(pem.encode())
+        except ValueError:
+            raise ConfigError(name, "must be a PEM public key (BEGIN PUBLIC KEY)") from None
+        return pem

@@ -1,0 +1,154 @@
+"""Real PostgreSQL (a database of its own per run, built by the Alembic migrations) and the app."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from litestar.testing import AsyncTestClient
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from api.app import create_app
+from domain.db import create_engine, create_session_factory
+from domain.schema import upgrade_to_head
+from domain.settings import Settings, load_settings
+from tests.factories import Factory
+
+PG_SERVER = os.environ.get("M2M_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432")
+VENDOR_CLIENT_ID = "test-vendor"
+VENDOR_SECRET = "test-vendor-secret-0123456789"
+
+# Tables a test may fill; the seeded environment row, fe.secure permissions and keys stay.
+RESET = [
+    "TRUNCATE tenants, users, roles, role_permissions, user_roles, access_tokens,"
+    " access_token_roles, client_credentials, credential_roles, credential_permissions,"
+    " refresh_tokens, job_runs, audit_events RESTART IDENTITY CASCADE",
+    "DELETE FROM permissions WHERE NOT fe_permission",
+    "UPDATE environment SET api_tokens_enabled = true, m2m_strategy = 'ClientCredentials',"
+    " default_token_expiration = 86400, default_refresh_token_expiration = 2592000, extra = '{}'",
+]
+
+
+def _plain_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh database for this run, migrated to head; dropped at the end."""
+    name = f"m2m_test_{uuid.uuid4().hex[:12]}"
+    url = f"{PG_SERVER}/{name}"
+    upgrade_to_head(url)  # creates the database too
+    yield url
+
+    import asyncio
+
+    async def drop() -> None:
+        connection = await asyncpg.connect(_plain_dsn(f"{PG_SERVER}/postgres"))
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await connection.close()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture(scope="session")
+def idp_key() -> rsa.RSAPrivateKey:
+    """The vendor's identity provider, whose session JWTs end users present."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+IDP_ISSUER = "https://idp.example.test"
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, idp_key: rsa.RSAPrivateKey) -> Settings:
+    public_pem = (
+        idp_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return load_settings(
+        {
+            "M2M_DATABASE_URL": database_url,
+            "M2M_REDIS_URL": os.environ.get("M2M_TEST_REDIS", "redis://127.0.0.1:6379/0"),
+            "M2M_VENDOR_CLIENT_ID": VENDOR_CLIENT_ID,
+            "M2M_VENDOR_SECRET": VENDOR_SECRET,
+            "M2M_MASTER_KEY": "q" * 43,
+            "M2M_ISSUER": "http://m2m.test",
+            "M2M_USER_JWT_PUBLIC_KEY": public_pem,
+            "M2M_USER_JWT_ISSUER": IDP_ISSUER,
+        }
+    )
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(settings.database_url)
+    yield engine
+    async with engine.begin() as connection:
+        for statement in RESET:
+            await connection.exec_driver_sql(statement)
+    await engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return create_session_factory(engine)
+
+
+@pytest.fixture
+async def db(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session for a test to look at what is stored."""
+    async with sessions() as session:
+        yield session
+
+
+@pytest.fixture
+def factory(sessions: async_sessionmaker[AsyncSession]) -> Factory:
+    return Factory(sessions)
+
+
+@pytest.fixture
+async def client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[AsyncTestClient[Any]]:
+    async with AsyncTestClient(app=create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+async def vendor(client: AsyncTestClient[Any]) -> dict[str, str]:
+    """Headers that authenticate as the vendor."""
+    response = await client.post(
+        "/auth/vendor", json={"clientId": VENDOR_CLIENT_ID, "secret": VENDOR_SECRET}
+    )
+    assert response.status_code == 200, response.text
+    return {"x-access-token": response.json()["token"]}
+
+
+@pytest.fixture
+def end_user(idp_key: rsa.RSAPrivateKey) -> Any:
+    """Mint headers of an end user's IdP session: end_user(user_id, tenant_id)."""
+
+    def headers(user_id: str, tenant_id: str, **claims: Any) -> dict[str, str]:
+        now = datetime.now(UTC)
+        payload = {
+            "sub": user_id,
+            "tenantId": tenant_id,
+            "iss": IDP_ISSUER,
+            "iat": int(now.timestamp()),
+            "exp": int((now + timedelta(minutes=10)).timestamp()),
+            **claims,
+        }
+        token = jwt.encode(payload, idp_key, algorithm="RS256")
+        return {"Authorization": f"Bearer {token}"}
+
+    return headers

@@ -1,0 +1,1 @@
+"""Scheduling of the background jobs in domain.jobs."""
