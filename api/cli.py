@@ -34,6 +34,32 @@ def _migrate(settings: Settings) -> None:
         _fail(f"cannot reach the database named by M2M_DATABASE_URL: {error}")
 
 
+def _preflight(settings: Settings) -> None:
+    """Start the services once before forking workers, so a bad setup is one clear line."""
+    import asyncio
+
+    from sqlalchemy.exc import DBAPIError
+
+    from api.app import start_services
+    from domain.keys import MasterKeyMismatch
+
+    async def check() -> None:
+        services = await start_services(settings)
+        services.hasher.close()
+        await services.engine.dispose()
+
+    try:
+        asyncio.run(check())
+    except MasterKeyMismatch as error:
+        _fail(str(error))
+    except (OSError, ConnectionError) as error:
+        _fail(f"cannot reach the database named by M2M_DATABASE_URL: {error}")
+    except DBAPIError as error:
+        if "does not exist" in str(error.orig):
+            _fail("the database has no schema yet: run `m2m migrate` or `m2m serve --migrate`")
+        _fail(f"the database named by M2M_DATABASE_URL refused: {error.orig}")
+
+
 @click.group()
 def main() -> None:
     """m2m-tokens: machine-to-machine tokens, Frontegg-compatible and OAuth 2.0."""
@@ -51,6 +77,7 @@ def serve(host: str, port: int, workers: int, migrate_first: bool) -> None:
     settings = _settings("serve")
     if migrate_first:
         _migrate(settings)
+    _preflight(settings)
     uvicorn.run(
         "api.app:create_app_from_environment",
         factory=True,

@@ -10,6 +10,7 @@ from typing import Any
 
 import jwt
 import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -20,6 +21,10 @@ from domain.models import ENVIRONMENT_ROW_ID, Environment, SigningKey
 
 RSA_KEY_BITS = 2048
 NONCE_BYTES = 12
+
+
+class MasterKeyMismatch(Exception):
+    """The master key cannot decrypt a stored signing key: it is not the one that encrypted it."""
 
 
 class MasterKey:
@@ -39,7 +44,12 @@ class MasterKey:
         return nonce + self._aead.encrypt(nonce, plaintext, associated)
 
     def decrypt(self, sealed: bytes, associated: bytes) -> bytes:
-        return self._aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], associated)
+        try:
+            return self._aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], associated)
+        except InvalidTag:
+            raise MasterKeyMismatch(
+                "M2M_MASTER_KEY cannot decrypt the stored signing keys"
+            ) from None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,106 @@
+"""`m2m migrate`: an empty database reaches head, equal to the models; reruns change nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.models import Base
+from domain.schema import alembic_config, upgrade_to_head
+from tests.conftest import PG_SERVER, _plain_dsn
+
+FE_SECURE = {
+    f"fe.secure.{action}.{resource}"
+    for action in ("read", "write", "delete")
+    for resource in ("userApiTokens", "tenantApiTokens")
+}
+
+
+@pytest.fixture
+def scratch_url() -> Iterator[str]:
+    """The URL of a database that does not exist yet; dropped afterwards."""
+    name = f"m2m_scratch_{uuid.uuid4().hex[:10]}"
+    yield f"{PG_SERVER}/{name}"
+
+    async def drop() -> None:
+        connection = await asyncpg.connect(_plain_dsn(f"{PG_SERVER}/postgres"))
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await connection.close()
+
+    asyncio.run(drop())
+
+
+def _head() -> str:
+    head = ScriptDirectory.from_config(alembic_config("unused")).get_current_head()
+    assert head is not None
+    return head
+
+
+async def test_migrated_schema_equals_the_models(db: AsyncSession) -> None:
+    def diff(connection: object) -> list[object]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})  # type: ignore[arg-type]
+        return list(compare_metadata(context, Base.metadata))
+
+    connection = await db.connection()
+    differences = await connection.run_sync(diff)
+    assert differences == []
+
+
+async def test_migration_seeds_the_environment_and_six_token_permissions(db: AsyncSession) -> None:
+    keys = set(
+        (await db.execute(text("SELECT key FROM permissions WHERE fe_permission"))).scalars()
+    )
+    assert keys == FE_SECURE
+    row = (await db.execute(text("SELECT api_tokens_enabled, m2m_strategy FROM environment"))).one()
+    assert tuple(row) == (True, "ClientCredentials")
+
+
+def test_migrate_creates_an_empty_database_and_reaches_head(scratch_url: str) -> None:
+    upgrade_to_head(scratch_url)
+    upgrade_to_head(scratch_url)  # a second run changes nothing and does not fail
+
+    async def current() -> str | None:
+        connection = await asyncpg.connect(_plain_dsn(scratch_url))
+        try:
+            value = await connection.fetchval("SELECT version_num FROM alembic_version")
+            permissions = await connection.fetchval(
+                "SELECT count(*) FROM permissions WHERE fe_permission"
+            )
+            assert permissions == len(FE_SECURE)
+            return str(value)
+        finally:
+            await connection.close()
+
+    assert asyncio.run(current()) == _head()
+
+
+def test_downgrade_to_base_and_upgrade_again(scratch_url: str) -> None:
+    upgrade_to_head(scratch_url)
+    config = alembic_config(scratch_url)
+    command.downgrade(config, "base")
+
+    async def tables() -> set[str]:
+        connection = await asyncpg.connect(_plain_dsn(scratch_url))
+        try:
+            rows = await connection.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            )
+            return {row["tablename"] for row in rows}
+        finally:
+            await connection.close()
+
+    assert asyncio.run(tables()) <= {"alembic_version"}
+    upgrade_to_head(scratch_url)
+    assert "access_tokens" in asyncio.run(tables())

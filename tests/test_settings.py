@@ -1,0 +1,104 @@
+"""Settings come from M2M_* variables; a missing or malformed one stops start-up with one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from domain.settings import ConfigError, load_settings
+
+VALID = {
+    "M2M_VENDOR_CLIENT_ID": "vendor",
+    "M2M_VENDOR_SECRET": "a-vendor-secret-long-enough",
+    "M2M_MASTER_KEY": "q" * 43,
+}
+
+
+def test_defaults_follow_the_spec() -> None:
+    settings = load_settings(VALID)
+    assert settings.database_url == "postgresql+asyncpg://localhost/m2m"
+    assert settings.redis_url == "redis://localhost:6379/0"
+    assert settings.broker_url == settings.redis_url
+    assert settings.issuer == "http://localhost:8000"
+    assert settings.webhook_secret is None
+    assert settings.self_service_enabled is False
+    assert (
+        settings.argon2_memory_kib,
+        settings.argon2_time_cost,
+        settings.argon2_parallelism,
+    ) == (19456, 2, 1)
+
+
+def test_broker_defaults_to_redis_url_and_can_differ() -> None:
+    settings = load_settings({**VALID, "M2M_REDIS_URL": "redis://cache:6379/2"})
+    assert settings.broker_url == "redis://cache:6379/2"
+    settings = load_settings({**VALID, "M2M_BROKER_URL": "amqp://guest@mq//"})
+    assert settings.broker_url == "amqp://guest@mq//"
+
+
+@pytest.mark.parametrize(
+    ("changes", "variable"),
+    [
+        ({"M2M_VENDOR_CLIENT_ID": ""}, "M2M_VENDOR_CLIENT_ID"),
+        ({"M2M_VENDOR_SECRET": ""}, "M2M_VENDOR_SECRET"),
+        ({"M2M_VENDOR_SECRET": "short"}, "M2M_VENDOR_SECRET"),
+        ({"M2M_MASTER_KEY": ""}, "M2M_MASTER_KEY"),
+        ({"M2M_MASTER_KEY": "not base64!"}, "M2M_MASTER_KEY"),
+        ({"M2M_MASTER_KEY": "c2hvcnQ"}, "M2M_MASTER_KEY"),
+        ({"M2M_DATABASE_URL": "mysql://x/y"}, "M2M_DATABASE_URL"),
+        ({"M2M_REDIS_URL": "http://x"}, "M2M_REDIS_URL"),
+        ({"M2M_BROKER_URL": "ftp://x"}, "M2M_BROKER_URL"),
+        ({"M2M_ISSUER": "not a url"}, "M2M_ISSUER"),
+        ({"M2M_USER_JWT_PUBLIC_KEY": "garbage"}, "M2M_USER_JWT_PUBLIC_KEY"),
+        ({"M2M_USER_JWT_JWKS_URL": "file:///etc/passwd"}, "M2M_USER_JWT_JWKS_URL"),
+        ({"M2M_ARGON2_MEMORY_KIB": "lots"}, "M2M_ARGON2_MEMORY_KIB"),
+        ({"M2M_ARGON2_TIME_COST": "0"}, "M2M_ARGON2_TIME_COST"),
+    ],
+)
+def test_bad_setting_names_the_variable(changes: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**VALID, **changes})
+    assert caught.value.variable == variable
+    assert str(caught.value).startswith(f"{variable}: ")
+
+
+def test_migrate_needs_no_vendor_credentials() -> None:
+    settings = load_settings({}, mode="migrate")
+    assert settings.vendor_client_id == ""
+
+
+def _run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("M2M_")}
+    return subprocess.run(
+        [sys.executable, "-c", "from api.cli import main; main()", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_serve_without_a_required_setting_prints_one_line_and_no_traceback() -> None:
+    result = _run_cli(["serve"], {"M2M_VENDOR_CLIENT_ID": "vendor"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["m2m: configuration error: M2M_VENDOR_SECRET: is required"]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_serve_with_a_malformed_master_key_names_it() -> None:
+    result = _run_cli(["serve"], {**VALID, "M2M_MASTER_KEY": "tooshort"})
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("m2m: configuration error: M2M_MASTER_KEY:")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_keys_master_prints_a_usable_master_key() -> None:
+    result = _run_cli(["keys", "master"], {})
+    assert result.returncode == 0
+    key = result.stdout.strip()
+    assert load_settings({**VALID, "M2M_MASTER_KEY": key}).master_key.__len__() == 32
