@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request
+from litestar.di import Provide
 
 from api.dependencies import ServicesDep, SessionDep
 from domain.auth import VENDOR, Caller
@@ -54,3 +55,7 @@ async def provide_caller(
         tenant_id=identity.tenant_id,
         permissions=permissions,
     )
+
+
+VENDOR_ONLY = {"vendor": Provide(provide_vendor)}
+CALLER = {"caller": Provide(provide_caller)}

@@ -9,14 +9,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from litestar.testing import AsyncTestClient
+from litestar import Litestar
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from api.app import create_app
+from api.app import create_app, start_services
+from api.state import Services
 from domain.db import create_engine, create_session_factory
 from domain.schema import upgrade_to_head
 from domain.settings import Settings, load_settings
@@ -118,14 +120,32 @@ def factory(sessions: async_sessionmaker[AsyncSession]) -> Factory:
     return Factory(sessions)
 
 
+@pytest.fixture(scope="session")
+async def services(settings: Settings) -> AsyncIterator[Services]:
+    """One API process's services for the whole run, as `m2m serve` would hold them."""
+    started = await start_services(settings)
+    yield started
+    started.hasher.close()
+    await started.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings, services: Services) -> Litestar:
+    application = create_app(settings)
+    application.state.services = services
+    return application
+
+
 @pytest.fixture
-async def client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[AsyncTestClient[Any]]:
-    async with AsyncTestClient(app=create_app(settings)) as test_client:
+async def client(app: Litestar, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
+    """Requests run in the test's own event loop, so gathered requests really interleave."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://m2m.test") as test_client:
         yield test_client
 
 
 @pytest.fixture
-async def vendor(client: AsyncTestClient[Any]) -> dict[str, str]:
+async def vendor(client: httpx.AsyncClient) -> dict[str, str]:
     """Headers that authenticate as the vendor."""
     response = await client.post(
         "/auth/vendor", json={"clientId": VENDOR_CLIENT_ID, "secret": VENDOR_SECRET}

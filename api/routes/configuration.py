@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import get, post
-from litestar.di import Provide
-from litestar.params import JSONBody
+from litestar import Request, get, post
 
 from api.dependencies import CallerDep, NowDep, ServicesDep, SessionDep
-from api.guards import provide_vendor
+from api.guards import VENDOR_ONLY
+from api.schemas.common import read_body
 from api.schemas.configuration import ConfigurationRequest, configuration_response
 from domain.configuration import ConfigurationChange, get_environment, update_configuration
 
 PATH = "/identity/resources/configurations/v1"
-VENDOR_ONLY = {"vendor": Provide(provide_vendor)}
 
 
 @get(PATH, dependencies=VENDOR_ONLY)
@@ -27,12 +25,13 @@ async def get_configuration(
 
 @post(PATH, dependencies=VENDOR_ONLY, status_code=201)
 async def update_configuration_route(
-    data: JSONBody[ConfigurationRequest],
+    request: Request[Any, Any, Any],
     vendor: CallerDep,
     db_session: SessionDep,
     services: ServicesDep,
     now: NowDep,
 ) -> dict[str, Any]:
+    data = await read_body(request, ConfigurationRequest)
     change = ConfigurationChange(
         api_tokens_enabled=data.api_tokens_enabled,
         m2m_strategy=data.machine_to_machine_auth_strategy,

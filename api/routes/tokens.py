@@ -1,3 +1,313 @@
-"""Placeholder."""
+"""/identity/resources/{users,tenants}/{api,access}-tokens: token management, four kinds."""
 
-ROUTES: list[object] = []
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import MediaType, Request, delete, get, patch, post
+
+from api.dependencies import CallerDep, NowDep, ServicesDep, SessionDep
+from api.guards import CALLER
+from api.schemas.common import OptionalTenantHeader, OptionalUserHeader, PathId, read_body
+from api.schemas.tokens import (
+    CreatedTenantAccessTokenOut,
+    CreatedTenantApiTokenOut,
+    CreatedUserAccessTokenOut,
+    CreatedUserApiTokenOut,
+    CreateTenantAccessTokenRequest,
+    CreateTenantApiTokenRequest,
+    CreateUserAccessTokenRequest,
+    CreateUserApiTokenRequest,
+    TenantAccessTokensOut,
+    TenantApiTokenOut,
+    UpdateTenantApiTokenRequest,
+    UserAccessTokensOut,
+    UserApiTokenOut,
+    created_tenant_access_token_response,
+    created_tenant_api_token_response,
+    created_user_access_token_response,
+    created_user_api_token_response,
+    given,
+    tenant_access_token_response,
+    tenant_api_token_response,
+    user_access_token_response,
+    user_api_token_response,
+)
+from domain import tokens
+
+USER_API_TOKENS = "/identity/resources/users/api-tokens/v1"
+USER_ACCESS_TOKENS = "/identity/resources/users/access-tokens/v1"
+TENANT_API_TOKENS = "/identity/resources/tenants/api-tokens/v1"
+TENANT_API_TOKENS_V2 = "/identity/resources/tenants/api-tokens/v2"
+TENANT_ACCESS_TOKENS = "/identity/resources/tenants/access-tokens/v1"
+ONE = "/{token_id:str}"
+# Frontegg answers a deletion with 200 and an empty body.
+DELETED = MediaType.TEXT
+
+
+# --- user client credentials -----------------------------------------------------------------
+
+
+@post(USER_API_TOKENS, dependencies=CALLER, status_code=201)
+async def create_user_api_token(
+    request: Request[Any, Any, Any],
+    caller: CallerDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+    tenant_id: OptionalTenantHeader,
+    user_id: OptionalUserHeader,
+) -> CreatedUserApiTokenOut:
+    data = await read_body(request, CreateUserApiTokenRequest)
+    issued = await tokens.create_user_client_credential(
+        db_session,
+        caller,
+        tokens.Named(tenant_id, user_id),
+        services.hasher,
+        description=data.description,
+        metadata=data.metadata,
+        expires_in_minutes=data.minutes,
+        now=now,
+    )
+    await db_session.commit()
+    return created_user_api_token_response(issued)
+
+
+@get(USER_API_TOKENS, dependencies=CALLER)
+async def get_user_api_tokens(
+    caller: CallerDep,
+    db_session: SessionDep,
+    tenant_id: OptionalTenantHeader,
+    user_id: OptionalUserHeader,
+) -> list[UserApiTokenOut]:
+    credentials = await tokens.list_user_client_credentials(
+        db_session, caller, tokens.Named(tenant_id, user_id)
+    )
+    return [user_api_token_response(credential) for credential in credentials]
+
+
+@delete(USER_API_TOKENS + ONE, dependencies=CALLER, status_code=200, media_type=DELETED)
+async def delete_user_api_token(
+    token_id: PathId,
+    caller: CallerDep,
+    db_session: SessionDep,
+    now: NowDep,
+    tenant_id: OptionalTenantHeader,
+    user_id: OptionalUserHeader,
+) -> None:
+    await tokens.delete_user_client_credential(
+        db_session, caller, tokens.Named(tenant_id, user_id), token_id, now
+    )
+    await db_session.commit()
+
+
+# --- user access tokens ----------------------------------------------------------------------
+
+
+@post(USER_ACCESS_TOKENS, dependencies=CALLER, status_code=201)
+async def create_user_access_token(
+    request: Request[Any, Any, Any],
+    caller: CallerDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+    tenant_id: OptionalTenantHeader,
+    user_id: OptionalUserHeader,
+) -> CreatedUserAccessTokenOut:
+    data = await read_body(request, CreateUserAccessTokenRequest)
+    issued = await tokens.create_user_access_token(
+        db_session,
+        caller,
+        tokens.Named(tenant_id, user_id),
+        services.signer,
+        services.settings.issuer,
+        description=data.description,
+        expires_in_minutes=data.minutes,
+        now=now,
+    )
+    await db_session.commit()
+    return created_user_access_token_response(issued)
+
+
+@get(USER_ACCESS_TOKENS, dependencies=CALLER)
+async def get_user_access_tokens(
+    caller: CallerDep,
+    db_session: SessionDep,
+    tenant_id: OptionalTenantHeader,
+    user_id: OptionalUserHeader,
+) -> UserAccessTokensOut:
+    listed = await tokens.list_user_access_tokens(
+        db_session, caller, tokens.Named(tenant_id, user_id)
+    )
+    return UserAccessTokensOut(access_tokens=[user_access_token_response(t) for t in listed])
+
+
+@delete(USER_ACCESS_TOKENS + ONE, dependencies=CALLER, status_code=200, media_type=DELETED)
+async def delete_user_access_token(
+    token_id: PathId,
+    caller: CallerDep,
+    db_session: SessionDep,
+    now: NowDep,
+    tenant_id: OptionalTenantHeader,
+    user_id: OptionalUserHeader,
+) -> None:
+    await tokens.delete_user_access_token(
+        db_session, caller, tokens.Named(tenant_id, user_id), token_id, now
+    )
+    await db_session.commit()
+
+
+# --- tenant client credentials ---------------------------------------------------------------
+
+
+@post([TENANT_API_TOKENS_V2, TENANT_API_TOKENS], dependencies=CALLER, status_code=201)
+async def create_tenant_api_token(
+    request: Request[Any, Any, Any],
+    caller: CallerDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+    tenant_id: OptionalTenantHeader,
+    user_id: OptionalUserHeader,
+) -> CreatedTenantApiTokenOut:
+    data = await read_body(request, CreateTenantApiTokenRequest)
+    issued = await tokens.create_tenant_client_credential(
+        db_session,
+        caller,
+        tokens.Named(tenant_id, user_id),
+        services.hasher,
+        description=data.description,
+        metadata=data.metadata,
+        role_ids=data.role_ids,
+        permission_ids=data.permission_ids,
+        expires_in_minutes=data.minutes,
+        now=now,
+    )
+    await db_session.commit()
+    return created_tenant_api_token_response(issued)
+
+
+@get(TENANT_API_TOKENS, dependencies=CALLER)
+async def get_tenant_api_tokens(
+    caller: CallerDep,
+    db_session: SessionDep,
+    tenant_id: OptionalTenantHeader,
+    user_id: OptionalUserHeader,
+) -> list[TenantApiTokenOut]:
+    credentials = await tokens.list_tenant_client_credentials(
+        db_session, caller, tokens.Named(tenant_id, user_id)
+    )
+    return [tenant_api_token_response(view) for view in credentials]
+
+
+@patch(TENANT_API_TOKENS + ONE, dependencies=CALLER, status_code=200)
+async def update_tenant_api_token(
+    token_id: PathId,
+    request: Request[Any, Any, Any],
+    caller: CallerDep,
+    db_session: SessionDep,
+    now: NowDep,
+    tenant_id: OptionalTenantHeader,
+    user_id: OptionalUserHeader,
+) -> TenantApiTokenOut:
+    data = await read_body(request, UpdateTenantApiTokenRequest)
+    change = tokens.CredentialChange(
+        description=given(data.description),
+        metadata=given(data.metadata),
+        role_ids=given(data.role_ids),
+        permission_ids=given(data.permission_ids),
+    )
+    view = await tokens.update_tenant_client_credential(
+        db_session, caller, tokens.Named(tenant_id, user_id), token_id, change, now
+    )
+    await db_session.commit()
+    return tenant_api_token_response(view)
+
+
+@delete(TENANT_API_TOKENS + ONE, dependencies=CALLER, status_code=200, media_type=DELETED)
+async def delete_tenant_api_token(
+    token_id: PathId,
+    caller: CallerDep,
+    db_session: SessionDep,
+    now: NowDep,
+    tenant_id: OptionalTenantHeader,
+    user_id: OptionalUserHeader,
+) -> None:
+    await tokens.delete_tenant_client_credential(
+        db_session, caller, tokens.Named(tenant_id, user_id), token_id, now
+    )
+    await db_session.commit()
+
+
+# --- tenant access tokens --------------------------------------------------------------------
+
+
+@post(TENANT_ACCESS_TOKENS, dependencies=CALLER, status_code=201)
+async def create_tenant_access_token(
+    request: Request[Any, Any, Any],
+    caller: CallerDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+    tenant_id: OptionalTenantHeader,
+    user_id: OptionalUserHeader,
+) -> CreatedTenantAccessTokenOut:
+    data = await read_body(request, CreateTenantAccessTokenRequest)
+    issued = await tokens.create_tenant_access_token(
+        db_session,
+        caller,
+        tokens.Named(tenant_id, user_id),
+        services.signer,
+        services.settings.issuer,
+        description=data.description,
+        role_ids=data.role_ids,
+        expires_in_minutes=data.minutes,
+        now=now,
+    )
+    await db_session.commit()
+    return created_tenant_access_token_response(issued)
+
+
+@get(TENANT_ACCESS_TOKENS, dependencies=CALLER)
+async def get_tenant_access_tokens(
+    caller: CallerDep,
+    db_session: SessionDep,
+    tenant_id: OptionalTenantHeader,
+    user_id: OptionalUserHeader,
+) -> TenantAccessTokensOut:
+    listed = await tokens.list_tenant_access_tokens(
+        db_session, caller, tokens.Named(tenant_id, user_id)
+    )
+    return TenantAccessTokensOut(access_tokens=[tenant_access_token_response(t) for t in listed])
+
+
+@delete(TENANT_ACCESS_TOKENS + ONE, dependencies=CALLER, status_code=200, media_type=DELETED)
+async def delete_tenant_access_token(
+    token_id: PathId,
+    caller: CallerDep,
+    db_session: SessionDep,
+    now: NowDep,
+    tenant_id: OptionalTenantHeader,
+    user_id: OptionalUserHeader,
+) -> None:
+    await tokens.delete_tenant_access_token(
+        db_session, caller, tokens.Named(tenant_id, user_id), token_id, now
+    )
+    await db_session.commit()
+
+
+ROUTES = [
+    create_user_api_token,
+    get_user_api_tokens,
+    delete_user_api_token,
+    create_user_access_token,
+    get_user_access_tokens,
+    delete_user_access_token,
+    create_tenant_api_token,
+    get_tenant_api_tokens,
+    update_tenant_api_token,
+    delete_tenant_api_token,
+    create_tenant_access_token,
+    get_tenant_access_tokens,
+    delete_tenant_access_token,
+]

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from litestar import post
-from litestar.params import JSONBody
+from typing import Any
+
+from litestar import Request, post
 
 from api.dependencies import NowDep, ServicesDep
+from api.schemas.common import read_body
 from api.schemas.vendor import VendorAuthRequest, VendorAuthResponse
 
 
 @post("/auth/vendor", status_code=200)
 async def authenticate_vendor(
-    data: JSONBody[VendorAuthRequest], services: ServicesDep, now: NowDep
+    request: Request[Any, Any, Any], services: ServicesDep, now: NowDep
 ) -> VendorAuthResponse:
+    data = await read_body(request, VendorAuthRequest)
     token, expires_in = services.vendor.authenticate(data.client_id, data.secret, now)
     return VendorAuthResponse(token=token, expires_in=expires_in)
 

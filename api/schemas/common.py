@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar, overload
 
 import msgspec
+from litestar import Request
 from litestar.params import HeaderParameter, PathParameter
+
+from domain.errors import InvalidInput
+
+T = TypeVar("T")
 
 MAX_NAME = 255
 MAX_DESCRIPTION = 1024
@@ -64,8 +69,26 @@ class Out(msgspec.Struct, kw_only=True, rename="camel"):
     """Base of every response body, in Frontegg's camelCase."""
 
 
+@overload
+def iso(value: datetime) -> str: ...
+@overload
+def iso(value: None) -> None: ...
 def iso(value: datetime | None) -> str | None:
     """Frontegg's timestamp form: ISO 8601 in UTC with milliseconds and Z."""
     if value is None:
         return None
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+async def read_body(request: Request[Any, Any, Any], model: type[T]) -> T:
+    """Decode the JSON body into `model` strictly: "10" is not a number, "false" not a boolean.
+
+    Litestar's own body conversion is lax, so every route with a body reads it through here.
+    """
+    raw = await request.body()
+    try:
+        return msgspec.json.decode(raw, type=model, strict=True)
+    except msgspec.ValidationError as error:
+        raise InvalidInput(str(error)) from None
+    except msgspec.DecodeError as error:
+        raise InvalidInput(f"Malformed JSON body: {error}") from None
