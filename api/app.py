@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,26 +11,39 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.di import Provide
+from redis.asyncio import Redis
 
 from api.dependencies import provide_db_session, provide_now, provide_services
 from api.errors import EXCEPTION_HANDLERS
-from api.routes import configuration, directory, tokens, vendor
+from api.routes import configuration, directory, tokens, vendor, wellknown
 from api.state import Services
 from domain.auth import EndUserVerifier, VendorAuthenticator
 from domain.clock import utcnow
 from domain.db import create_engine, create_session_factory
-from domain.keys import MasterKey, ensure_signing_key
+from domain.keys import KeyRing, MasterKey
+from domain.ratelimit import RateLimiter
 from domain.secrets import Argon2Parameters, SecretHasher
 from domain.settings import Settings, load_settings
+from domain.validity import ValidityCache
+
+logger = logging.getLogger("m2m.api")
+
+
+# Redis must fail fast: validation falls back to PostgreSQL rather than wait on it.
+REDIS_TIMEOUT_SECONDS = 0.25
+KEY_REFRESH_SECONDS = 30
 
 
 async def start_services(settings: Settings) -> Services:
     engine = create_engine(settings.database_url)
     sessions = create_session_factory(engine)
     master_key = MasterKey(settings.master_key)
-    async with sessions() as session:
-        signer = await ensure_signing_key(session, master_key, utcnow())
-        await session.commit()
+    keyring = await KeyRing.load(sessions, master_key, settings.issuer, utcnow())
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+    )
     end_users = (
         EndUserVerifier(
             public_key_pem=settings.user_jwt_public_key,
@@ -54,8 +69,21 @@ async def start_services(settings: Settings) -> Services:
                 parallelism=settings.argon2_parallelism,
             )
         ),
-        signer=signer,
+        keyring=keyring,
+        redis=redis,
+        validity=ValidityCache(redis=redis, sessions=sessions, prefix=settings.redis_prefix),
+        limiter=RateLimiter(redis=redis, prefix=settings.redis_prefix),
     )
+
+
+async def _refresh_keys_forever(keyring: KeyRing) -> None:
+    """Pick up rotations made by other processes, and let retired keys leave the JWKS."""
+    while True:
+        await asyncio.sleep(KEY_REFRESH_SECONDS)
+        try:
+            await keyring.refresh(utcnow())
+        except Exception:
+            logger.exception("reloading signing keys failed; keeping the keys already loaded")
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -63,17 +91,20 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         services = await start_services(settings)
         app.state.services = services
+        await services.validity.start()
+        refresher = asyncio.create_task(_refresh_keys_forever(services.keyring))
         try:
             yield
         finally:
-            services.hasher.close()
-            await services.engine.dispose()
+            refresher.cancel()
+            await services.close()
 
     route_handlers: list[Any] = [
         *vendor.ROUTES,
         *configuration.ROUTES,
         *directory.ROUTES,
         *tokens.ROUTES,
+        *wellknown.ROUTES,
     ]
     return Litestar(
         route_handlers=route_handlers,

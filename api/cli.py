@@ -45,8 +45,7 @@ def _preflight(settings: Settings) -> None:
 
     async def check() -> None:
         services = await start_services(settings)
-        services.hasher.close()
-        await services.engine.dispose()
+        await services.close()
 
     try:
         asyncio.run(check())
@@ -107,3 +106,28 @@ def keys() -> None:
 def new_master_key() -> None:
     """Print a new random value for M2M_MASTER_KEY."""
     click.echo(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("="))
+
+
+@keys.command("rotate")
+def rotate_keys() -> None:
+    """A new signing key signs from now on; old keys stay published while their tokens live."""
+    import asyncio
+
+    from domain.clock import utcnow
+    from domain.db import create_engine, create_session_factory
+    from domain.keys import MasterKey, rotate_signing_key
+
+    settings = _settings("serve")
+
+    async def rotate() -> str:
+        engine = create_engine(settings.database_url, pooled=False)
+        try:
+            async with create_session_factory(engine)() as session:
+                kid = await rotate_signing_key(session, MasterKey(settings.master_key), utcnow())
+                await session.commit()
+                return kid
+        finally:
+            await engine.dispose()
+
+    kid = asyncio.run(rotate())
+    click.echo(f"m2m: key {kid} signs new tokens; running API processes switch within 30 s")

@@ -182,6 +182,8 @@ class AccessToken(Base):
     description: Mapped[str | None] = mapped_column(sa.Text)
     expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
+    # The key that signed it: kept published in JWKS while such a token can still be valid.
+    signing_kid: Mapped[str | None] = mapped_column(sa.String(64), index=True)
 
 
 access_token_roles = sa.Table(
@@ -257,6 +259,8 @@ class RefreshToken(Base):
     )
     token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
     parent_id: Mapped[str | None] = mapped_column(sa.String(TOKEN_ID_LENGTH))
+    # Every token rotated from one exchange shares its family: reuse revokes the family.
+    family_id: Mapped[str] = mapped_column(sa.String(TOKEN_ID_LENGTH), index=True)
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]

@@ -15,6 +15,7 @@ Mode = Literal["serve", "migrate", "worker"]
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://localhost/m2m"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_REDIS_PREFIX = "m2m:"
 DEFAULT_ISSUER = "http://localhost:8000"
 MIN_VENDOR_SECRET_LENGTH = 16
 MIN_MASTER_KEY_BYTES = 32
@@ -32,6 +33,7 @@ class ConfigError(Exception):
 class Settings:
     database_url: str
     redis_url: str
+    redis_prefix: str
     broker_url: str
     vendor_client_id: str
     vendor_secret: str
@@ -59,6 +61,7 @@ def load_settings(env: Mapping[str, str], mode: Mode = "serve") -> Settings:
     settings = Settings(
         database_url=reader.database_url(),
         redis_url=redis_url,
+        redis_prefix=reader.optional("M2M_REDIS_PREFIX") or DEFAULT_REDIS_PREFIX,
         broker_url=reader.url(
             "M2M_BROKER_URL", redis_url, schemes={"redis", "rediss", "amqp", "amqps", "unix"}
         ),

@@ -386,6 +386,7 @@ async def create_user_access_token(
         description=description,
         expires_at=expires_at,
         created_at=now,
+        signing_kid=signer.kid,
     )
     session.add(token)
     await session.flush()
@@ -649,6 +650,7 @@ async def create_tenant_access_token(
         description=description,
         expires_at=expires_at,
         created_at=now,
+        signing_kid=signer.kid,
     )
     session.add(token)
     await session.flush()

@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from litestar import Litestar
+from redis import Redis as SyncRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.app import create_app, start_services
@@ -72,8 +73,25 @@ def idp_key() -> rsa.RSAPrivateKey:
 IDP_ISSUER = "https://idp.example.test"
 
 
+REDIS_URL = os.environ.get("M2M_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
 @pytest.fixture(scope="session")
-def settings(database_url: str, idp_key: rsa.RSAPrivateKey) -> Settings:
+def redis_prefix() -> Iterator[str]:
+    """Every Redis key of this run starts with this; they are deleted at the end."""
+    prefix = f"m2m-test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = SyncRedis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, idp_key: rsa.RSAPrivateKey, redis_prefix: str) -> Settings:
     public_pem = (
         idp_key.public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -82,7 +100,8 @@ def settings(database_url: str, idp_key: rsa.RSAPrivateKey) -> Settings:
     return load_settings(
         {
             "M2M_DATABASE_URL": database_url,
-            "M2M_REDIS_URL": os.environ.get("M2M_TEST_REDIS", "redis://127.0.0.1:6379/0"),
+            "M2M_REDIS_URL": REDIS_URL,
+            "M2M_REDIS_PREFIX": redis_prefix,
             "M2M_VENDOR_CLIENT_ID": VENDOR_CLIENT_ID,
             "M2M_VENDOR_SECRET": VENDOR_SECRET,
             "M2M_MASTER_KEY": "q" * 43,
@@ -124,9 +143,9 @@ def factory(sessions: async_sessionmaker[AsyncSession]) -> Factory:
 async def services(settings: Settings) -> AsyncIterator[Services]:
     """One API process's services for the whole run, as `m2m serve` would hold them."""
     started = await start_services(settings)
+    await started.validity.start()
     yield started
-    started.hasher.close()
-    await started.engine.dispose()
+    await started.close()
 
 
 @pytest.fixture(scope="session")

@@ -46,8 +46,7 @@ async def test_processes_starting_together_create_exactly_one_key(
         assert count == 1
     finally:
         for services in started:
-            services.hasher.close()
-            await services.engine.dispose()
+            await services.close()
 
 
 async def test_private_key_is_stored_encrypted_with_the_master_key(
