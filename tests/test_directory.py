@@ -216,6 +216,7 @@ async def issue_tokens(
                 client_id=tokens.client_id,
                 token_hash=uuid.uuid4().hex * 2,
                 parent_id=None,
+                family_id=tokens.refresh_token_id,
                 created_at=now,
                 expires_at=now + timedelta(days=30),
                 used_at=None,
