@@ -15,7 +15,15 @@ from redis.asyncio import Redis
 
 from api.dependencies import provide_db_session, provide_now, provide_services
 from api.errors import EXCEPTION_HANDLERS
-from api.routes import configuration, directory, tokens, vendor, wellknown
+from api.routes import (
+    configuration,
+    directory,
+    exchange,
+    tokens,
+    validation,
+    vendor,
+    wellknown,
+)
 from api.state import Services
 from domain.auth import EndUserVerifier, VendorAuthenticator
 from domain.clock import utcnow
@@ -104,6 +112,8 @@ def create_app(settings: Settings) -> Litestar:
         *configuration.ROUTES,
         *directory.ROUTES,
         *tokens.ROUTES,
+        *exchange.ROUTES,
+        *validation.ROUTES,
         *wellknown.ROUTES,
     ]
     return Litestar(

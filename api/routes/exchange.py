@@ -1,0 +1,3 @@
+"""Placeholder: filled in by the exchange work."""
+
+ROUTES: list[object] = []

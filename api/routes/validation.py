@@ -1,0 +1,3 @@
+"""Placeholder: filled in by the validation work."""
+
+ROUTES: list[object] = []
