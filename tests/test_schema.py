@@ -104,3 +104,44 @@ def test_downgrade_to_base_and_upgrade_again(scratch_url: str) -> None:
     assert asyncio.run(tables()) <= {"alembic_version"}
     upgrade_to_head(scratch_url)
     assert "access_tokens" in asyncio.run(tables())
+
+
+def test_an_older_database_with_data_migrates_to_head(scratch_url: str) -> None:
+    """A database at 0001 holding a refresh token reaches head; the token starts its own family."""
+    asyncio.run(_create_empty(scratch_url))
+    command.upgrade(alembic_config(scratch_url), "0001")
+
+    async def seed() -> None:
+        connection = await asyncpg.connect(_plain_dsn(scratch_url))
+        try:
+            await connection.execute(
+                "INSERT INTO tenants (id, name, created_at, updated_at)"
+                " VALUES ('t', 'T', now(), now());"
+                "INSERT INTO client_credentials (client_id, tenant_id, metadata, secret_hash,"
+                " created_at, updated_at) VALUES ('c', 't', '{}', 'h', now(), now());"
+                "INSERT INTO refresh_tokens (id, client_id, token_hash, created_at, expires_at)"
+                " VALUES ('r', 'c', 'x', now(), now() + interval '1 day');"
+            )
+        finally:
+            await connection.close()
+
+    asyncio.run(seed())
+    upgrade_to_head(scratch_url)
+
+    async def family() -> str:
+        connection = await asyncpg.connect(_plain_dsn(scratch_url))
+        try:
+            return str(await connection.fetchval("SELECT family_id FROM refresh_tokens"))
+        finally:
+            await connection.close()
+
+    assert asyncio.run(family()) == "r"
+
+
+async def _create_empty(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    connection = await asyncpg.connect(_plain_dsn(f"{PG_SERVER}/postgres"))
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
