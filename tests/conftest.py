@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -191,3 +197,65 @@ def end_user(idp_key: rsa.RSAPrivateKey) -> Any:
         return {"Authorization": f"Bearer {token}"}
 
     return headers
+
+
+def serve_environment(settings: Settings) -> dict[str, str]:
+    """The M2M_* environment under which a `m2m serve` process shares this run's stores."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("M2M_")}
+    master = base64.urlsafe_b64encode(settings.master_key).decode().rstrip("=")
+    return {
+        **clean,
+        "M2M_DATABASE_URL": settings.database_url,
+        "M2M_REDIS_URL": settings.redis_url,
+        "M2M_REDIS_PREFIX": settings.redis_prefix,
+        "M2M_VENDOR_CLIENT_ID": settings.vendor_client_id,
+        "M2M_VENDOR_SECRET": settings.vendor_secret,
+        "M2M_MASTER_KEY": master,
+        "M2M_ISSUER": settings.issuer,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_server(settings: Settings, **extra_env: str) -> Iterator[str]:
+    """A real `m2m serve` subprocess on a free port; yields its base URL, stops it after."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from api.cli import main; main()", "serve", "--port", str(port)],
+        env={**serve_environment(settings), **extra_env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"m2m serve exited: {process.stderr.read().decode()[-2000:]}")
+            try:
+                httpx.get(f"{base}/.well-known/jwks.json", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("m2m serve did not answer within 30 s") from None
+                time.sleep(0.05)  # waiting for a process to boot, not for a behaviour
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def live_server(settings: Settings, engine: AsyncEngine) -> Iterator[str]:
+    with running_server(settings) as base:
+        yield base

@@ -1,0 +1,533 @@
+"""The benchmark, in one command: a throwaway stack, wrk loads side by side, one Markdown table.
+
+    python bench/run.py [--duration 10] [--connections 4[,16]]
+
+See bench/README.md for what is measured and how to read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from loadgen import (
+    REQUEST_TIMEOUT_SECONDS,
+    Argon2Bound,
+    Load,
+    LoadResult,
+    WrkFailed,
+    WrkMissing,
+    measure_argon2_bound,
+    run_wrk,
+    wrk_version,
+)
+from report import Kind, Row, render
+from seed import ACTIVE, EXCHANGE, REFRESH, VALIDATE, RouteFailed, RouteMissing, ServiceClient
+from stack import (
+    Server,
+    ServerFailed,
+    create_database,
+    delete_redis_keys,
+    drop_database,
+    free_port,
+    seed_access_tokens,
+)
+
+from domain.secrets import Argon2Parameters
+from domain.settings import load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+HOST = "127.0.0.1"
+WORKERS = 2
+TENANT_ID = "bench"
+VENDOR_CLIENT_ID = "bench-vendor"
+
+# Exchanges are rate limited per clientId and per address; the benchmark must not hit that.
+# The names the exchange work announced, plus any M2M_*LIMIT* variable the service reads.
+RATE_LIMIT_VARIABLES = ("M2M_EXCHANGE_LIMIT_PER_CLIENT", "M2M_EXCHANGE_LIMIT_PER_ADDRESS")
+RATE_LIMIT_PATTERN = re.compile(r"\bM2M_[A-Z0-9_]*LIMIT[A-Z0-9_]*\b")
+HIGH_RATE_LIMIT = 1_000_000
+SETTLE_SECONDS = 0.2
+SETTLE_MAX_SECONDS = 30
+# load_settings refuses out-of-range values with this message: retry with the highest allowed.
+OUT_OF_RANGE = re.compile(r"(?P<name>M2M_[A-Z0-9_]+): must be between \d+ and (?P<high>\d+)")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--duration", type=_bounded(1, 300), default=10, help="seconds per measurement"
+    )
+    parser.add_argument(
+        "--warmup", type=_bounded(0, 60), default=1, help="seconds of discarded load before each"
+    )
+    parser.add_argument(
+        "--connections",
+        type=_connection_levels,
+        default=[4],
+        help="comma-separated connection counts, e.g. 4,16 (default 4)",
+    )
+    parser.add_argument(
+        "--active-tokens",
+        type=_bounded(1, 1_000_000),
+        default=100_000,
+        help="access tokens seeded for /active",
+    )
+    parser.add_argument("--argon2-samples", type=_bounded(5, 1000), default=50)
+    parser.add_argument(
+        "--postgres",
+        default="postgresql://postgres@127.0.0.1:5432",
+        help="PostgreSQL server (a user that may create databases), without a database name",
+    )
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--output", type=Path, default=BENCH / "results" / "results.md")
+    args = parser.parse_args(argv)
+    if not args.postgres.startswith("postgresql://"):
+        parser.error("--postgres must be a postgresql:// URL")
+    args.postgres = args.postgres.rstrip("/")
+    return args
+
+
+def _bounded(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _connection_levels(text: str) -> list[int]:
+    levels = [_bounded(1, 256)(part) for part in text.split(",") if part.strip()]
+    if not levels:
+        raise argparse.ArgumentTypeError("give at least one connection count")
+    return sorted(set(levels))
+
+
+# --- the stack -------------------------------------------------------------------------------
+
+
+def rate_limit_variables() -> tuple[list[str], list[str]]:
+    """(the variables to set, those of them the service's code mentions today)."""
+    mentioned: set[str] = set()
+    for source in [*(REPO / "domain").glob("*.py"), *(REPO / "api").rglob("*.py")]:
+        mentioned.update(RATE_LIMIT_PATTERN.findall(source.read_text(errors="replace")))
+    return sorted(mentioned | set(RATE_LIMIT_VARIABLES)), sorted(mentioned)
+
+
+def service_environment(args: argparse.Namespace, database: str, prefix: str) -> dict[str, str]:
+    # Inherited M2M_* settings would make the run depend on the shell; argon2's are kept on
+    # purpose, so that other parameters can be measured (the bound uses the same ones).
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("M2M_") or name.startswith("M2M_ARGON2_")
+    }
+    server_url = args.postgres.replace("postgresql://", "postgresql+asyncpg://", 1)
+    env.update(
+        M2M_DATABASE_URL=f"{server_url}/{database}",
+        M2M_REDIS_URL=args.redis,
+        M2M_REDIS_PREFIX=prefix,
+        M2M_VENDOR_CLIENT_ID=VENDOR_CLIENT_ID,
+        M2M_VENDOR_SECRET=secrets.token_urlsafe(24),
+        M2M_MASTER_KEY=base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("="),
+    )
+    for name in rate_limit_variables()[0]:
+        env[name] = str(HIGH_RATE_LIMIT)
+    return env
+
+
+def m2m_command() -> str:
+    beside_python = Path(sys.executable).parent / "m2m"
+    found = str(beside_python) if beside_python.exists() else shutil.which("m2m")
+    if found is None:
+        sys.exit("bench: the `m2m` command is not installed: pip install -e '.[dev]'")
+    return found
+
+
+def start_service(env: dict[str, str], workdir: Path, cleanup: ExitStack) -> str:
+    """`m2m serve --workers 2` on a free port; its base URL."""
+    # Registered first so that it runs last, once the server has stopped.
+    cleanup.callback(save_service_errors, workdir / "service.log")
+    for _ in range(3):
+        port = free_port()
+        server = Server(
+            "m2m serve",
+            [
+                m2m_command(),
+                "serve",
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--workers",
+                str(WORKERS),
+            ],
+            env=env,
+            cwd=REPO,
+            log=workdir / "service.log",
+        )
+        cleanup.callback(server.stop)
+        try:
+            server.start(WORKERS)
+        except ServerFailed as failure:
+            refused = OUT_OF_RANGE.search(failure.log_tail)
+            if refused is None or refused["name"] not in rate_limit_variables()[0]:
+                raise
+            env[refused["name"]] = refused["high"]
+            continue
+        return f"http://{HOST}:{port}"
+    raise ServerFailed("m2m serve", "its rate-limit settings were refused three times")
+
+
+def start_baseline(env: dict[str, str], workdir: Path, cleanup: ExitStack) -> str:
+    port = free_port()
+    server = Server(
+        "baseline",
+        [
+            sys.executable,
+            str(BENCH / "baseline.py"),
+            *("--host", HOST, "--port", str(port), "--workers", str(WORKERS)),
+        ],
+        env=env,
+        cwd=REPO,
+        log=workdir / "baseline.log",
+    )
+    cleanup.callback(server.stop)
+    server.start(WORKERS)
+    return f"http://{HOST}:{port}"
+
+
+ACCESS_LOG_LINE = re.compile(r'^INFO: +[\d.]+:\d+ - "')
+
+
+def save_service_errors(log: Path) -> None:
+    """Keep what the service said besides its access log (errors, tracebacks) with the results."""
+    if log.exists():
+        with log.open(errors="replace") as lines:
+            kept = [line for line in lines if not ACCESS_LOG_LINE.match(line)]
+        (BENCH / "results" / "service.log").write_text("".join(kept))
+
+
+@contextmanager
+def quietly(what: str) -> Iterator[None]:
+    """Cleanup must go on after one step fails: say so, and carry on."""
+    try:
+        yield
+    except Exception as error:
+        print(f"bench: {what} failed: {error}", file=sys.stderr)
+
+
+# --- the service's state for the loads -------------------------------------------------------
+
+
+@dataclass
+class Seeded:
+    access_token: str
+    validate_credential: tuple[str, str]
+    exchange_credential: tuple[str, str]
+    refresh_credentials: list[tuple[str, str]]
+
+
+def seed(
+    client: ServiceClient, args: argparse.Namespace, vendor_secret: str, database: str
+) -> Seeded:
+    client.authenticate_vendor(VENDOR_CLIENT_ID, vendor_secret)
+    client.create_tenant()
+    seed_access_tokens(args.postgres, database, TENANT_ID, args.active_tokens)
+    role_id = client.create_role()
+    client.set_strategy("ClientCredentials")
+    validate_credential = client.create_client_credential(role_id)
+    exchange_credential = client.create_client_credential(role_id)
+    # A credential keeps at most 100 usable refresh tokens: one credential per connection.
+    refresh_credentials = [
+        client.create_client_credential(role_id) for _ in range(max(args.connections))
+    ]
+    client.set_strategy("AccessToken")
+    access_token = client.create_access_token()
+    return Seeded(access_token, validate_credential, exchange_credential, refresh_credentials)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    title: str
+    kind: Kind
+    # Each measurement runs under the strategy that created its tokens.
+    strategy: str | None
+    # Probes the route once (RouteMissing when it is not built yet) and describes the load.
+    prepare: Callable[[int], Load]
+
+
+def measurements(
+    client: ServiceClient, seeded: Seeded, baseline_url: str, workdir: Path, active_tokens: int
+) -> list[Measurement]:
+    service = client.base_url
+
+    def baseline(connections: int) -> Load:
+        return Load(url=f"{baseline_url}/", method="POST", body="")
+
+    def validate_access_token(connections: int) -> Load:
+        headers = {"X-API-KEY": seeded.access_token}
+        client.validate(headers)
+        return Load(url=service + VALIDATE, method="POST", headers=headers, body="")
+
+    def validate_client_jwt(connections: int) -> Load:
+        jwt = client.exchange(*seeded.validate_credential)["access_token"]
+        headers = {"Authorization": f"Bearer {jwt}"}
+        client.validate(headers)
+        return Load(url=service + VALIDATE, method="POST", headers=headers, body="")
+
+    def exchange(connections: int) -> Load:
+        client_id, secret = seeded.exchange_credential
+        client.exchange(client_id, secret)
+        return Load(
+            url=service + EXCHANGE,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+            body=json.dumps({"clientId": client_id, "secret": secret}),
+        )
+
+    def refresh(connections: int) -> Load:
+        probe = client.exchange(*seeded.refresh_credentials[0])["refresh_token"]
+        client.refresh(probe)
+        # One fresh token per connection, on its own credential, and one for wrk's check.
+        chain_starts = [
+            client.exchange(*credential)["refresh_token"]
+            for credential in [
+                *seeded.refresh_credentials[:connections],
+                seeded.refresh_credentials[0],
+            ]
+        ]
+        tokens_file = workdir / "refresh-tokens.txt"
+        tokens_file.write_text("\n".join(chain_starts) + "\n")
+        return Load(
+            url=service + REFRESH,
+            method="POST",
+            script="refresh.lua",
+            env={"BENCH_REFRESH_TOKENS": str(tokens_file)},
+        )
+
+    def active(connections: int) -> Load:
+        ids, size = client.active_ids()
+        note = f"{len(ids):,} ids, {size / 1e6:.1f} MB an answer"
+        if len(ids) < active_tokens:
+            note += f" (fewer than the {active_tokens:,} seeded)"
+        return Load(url=service + ACTIVE, headers=client.vendor_headers, note=note)
+
+    return [
+        Measurement("baseline: constant JSON", Kind.BASELINE, None, baseline),
+        Measurement("validate access token", Kind.VALIDATION, "AccessToken", validate_access_token),
+        Measurement(
+            "validate client-credential JWT",
+            Kind.VALIDATION,
+            "ClientCredentials",
+            validate_client_jwt,
+        ),
+        Measurement("exchange", Kind.EXCHANGE, "ClientCredentials", exchange),
+        Measurement("refresh (chained)", Kind.REFRESH, "ClientCredentials", refresh),
+        Measurement(f"/active, {active_tokens:,} tokens", Kind.ACTIVE, None, active),
+    ]
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+class Runner:
+    def __init__(self, client: ServiceClient, args: argparse.Namespace, transcript: Path) -> None:
+        self.client = client
+        self.args = args
+        self.transcript = transcript
+        self.strategy: str | None = None
+
+    def measure(self, measurement: Measurement, connections: int) -> Row:
+        row = Row(measurement.title, measurement.kind, connections)
+        try:
+            if measurement.strategy and measurement.strategy != self.strategy:
+                self.client.set_strategy(measurement.strategy)
+                self.strategy = measurement.strategy
+                time.sleep(0.2)  # other API processes see a change within 100 ms
+            if self.args.warmup:
+                self._load(measurement.prepare(connections), connections, self.args.warmup)
+            load = measurement.prepare(connections)
+            row.result = self._load(load, connections, self.args.duration)
+            row.note = load.note
+        except RouteMissing as missing:
+            row.unavailable = str(missing)
+        except (RouteFailed, WrkFailed) as failure:
+            row.failure = str(failure)
+        return row
+
+    def _load(self, load: Load, connections: int, seconds: int) -> LoadResult:
+        result = run_wrk(load, connections=connections, seconds=seconds, transcript=self.transcript)
+        # wrk leaves one request per connection unanswered; the server still works on them.
+        # Let it finish, so that they do not weigh on the next load (it can be /active's).
+        in_flight = result.p99_ms / 1000 if result.requests else seconds + REQUEST_TIMEOUT_SECONDS
+        time.sleep(min(SETTLE_MAX_SECONDS, SETTLE_SECONDS + in_flight))
+        return result
+
+
+def describe(row: Row) -> str:
+    if row.result is None:
+        return f"not available ({row.unavailable})" if row.unavailable else f"failed: {row.failure}"
+    result = row.result
+    if result.requests == 0:
+        return "no answer completed during the run"
+    failed = [result.failed_answers] if result.failed_answers else []
+    if result.failed_socket:
+        failed.append(f"{result.failed_socket} socket errors")
+    return (
+        f"{result.successes_per_second:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
+        f"p99 {result.p99_ms:.2f} ms" + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
+
+
+def preamble(
+    args: argparse.Namespace, wrk: str, env: dict[str, str], mentioned_limits: list[str]
+) -> list[str]:
+    commit = _git("rev-parse", "--short", "HEAD") or "unknown"
+    if _git("status", "--porcelain"):
+        commit += " with uncommitted changes"
+    limits = ", ".join(f"`{name}={env[name]}`" for name in rate_limit_variables()[0])
+    read = ", ".join(f"`{name}`" for name in mentioned_limits) or "none of them yet"
+    lines = [
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · commit {commit} · {os.cpu_count()} cores · "
+        f"Python {platform.python_version()} · {wrk}",
+        "",
+        f"Each figure: {wrk.split(' [')[0]}, 1 thread, {args.duration} s after a {args.warmup} s "
+        f"warm-up, keep-alive connections to {HOST}, on the same machine as the servers. "
+        f"Both servers: uvicorn with {WORKERS} worker processes, started the same way "
+        f"(`m2m serve --workers {WORKERS}`, `bench/baseline.py --workers {WORKERS}`). "
+        "req/s counts answers below 400; a row with more than 1% failed requests is invalid.",
+        "",
+        f"Service: a fresh database with {args.active_tokens:,} access tokens seeded for "
+        f"`/active`; exchange rate limits raised with {limits} (read by the service: {read}).",
+    ]
+    return lines
+
+
+def _git(*arguments: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *arguments], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # A SIGTERM must run the cleanup like Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return run(args)
+    except (WrkMissing, ServerFailed, RouteMissing, RouteFailed) as error:
+        print(f"bench: {error}", file=sys.stderr)
+    except subprocess.CalledProcessError as error:
+        print(
+            f"bench: {' '.join(map(str, error.cmd))} failed ({error.returncode})", file=sys.stderr
+        )
+    except KeyboardInterrupt:
+        print("bench: interrupted; stopped the servers and removed the database", file=sys.stderr)
+        return 130
+    return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    wrk = wrk_version()
+    run_id = secrets.token_hex(4)
+    database = f"m2m_bench_{run_id}"
+    prefix = f"m2m-bench:{run_id}:"
+    results = args.output.parent
+    results.mkdir(parents=True, exist_ok=True)
+    (BENCH / "results").mkdir(exist_ok=True)
+    transcript = results / "wrk-output.txt"
+    transcript.write_text("")
+
+    with ExitStack() as cleanup:
+        workdir = Path(tempfile.mkdtemp(prefix="m2m-bench-"))
+        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+        print(f"bench: database {database}, Redis prefix {prefix!r}, logs in {workdir}")
+
+        create_database(args.postgres, database)
+
+        def drop() -> None:
+            with quietly(f"dropping database {database}"):
+                drop_database(args.postgres, database)
+
+        def forget_keys() -> None:
+            with quietly(f"deleting Redis keys {prefix}*"):
+                print(f"bench: deleted {delete_redis_keys(args.redis, prefix)} Redis keys")
+
+        cleanup.callback(drop)  # callbacks run last-registered first: servers stop before
+        cleanup.callback(forget_keys)
+
+        env = service_environment(args, database, prefix)
+        subprocess.run(
+            [m2m_command(), "migrate"],
+            env=env,
+            cwd=REPO,
+            check=True,
+            timeout=300,
+            stdout=subprocess.DEVNULL,
+        )
+        print(f"bench: starting m2m serve and the baseline, {WORKERS} workers each")
+        service_url = start_service(env, workdir, cleanup)
+        baseline_url = start_baseline(env, workdir, cleanup)
+
+        client = ServiceClient(service_url, TENANT_ID)
+        cleanup.callback(client.close)
+        print(f"bench: seeding ({args.active_tokens:,} access tokens for /active)")
+        seeded = seed(client, args, env["M2M_VENDOR_SECRET"], database)
+
+        settings = load_settings(env, mode="serve")
+        parameters = Argon2Parameters(
+            time_cost=settings.argon2_time_cost,
+            memory_kib=settings.argon2_memory_kib,
+            parallelism=settings.argon2_parallelism,
+        )
+        bound: Argon2Bound = measure_argon2_bound(parameters, args.argon2_samples)
+        print(
+            f"bench: argon2 verify {bound.verify_seconds * 1000:.1f} ms (median of "
+            f"{bound.samples}), bound {bound.verifies_per_second:.1f}/s on {bound.cores} cores"
+        )
+
+        runner = Runner(client, args, transcript)
+        rows = []
+        plan = measurements(client, seeded, baseline_url, workdir, args.active_tokens)
+        for connections in args.connections:
+            for measurement in plan:
+                row = runner.measure(measurement, connections)
+                rows.append(row)
+                print(f"bench: [{connections} conns] {row.title}: {describe(row)}")
+
+        mentioned_limits = rate_limit_variables()[1]
+        text, warnings = render(rows, bound, preamble(args, wrk, env, mentioned_limits))
+        args.output.write_text(text)
+        print()
+        print(text)
+        print(f"bench: written to {args.output}; wrk's own output in {transcript}")
+        for warning in warnings:
+            print(f"bench: WARNING: {warning}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
