@@ -75,12 +75,18 @@ async def start_services(settings: Settings) -> Services:
                 time_cost=settings.argon2_time_cost,
                 memory_kib=settings.argon2_memory_kib,
                 parallelism=settings.argon2_parallelism,
-            )
+            ),
+            max_pending=settings.argon2_max_pending,
         ),
         keyring=keyring,
         redis=redis,
         validity=ValidityCache(redis=redis, sessions=sessions, prefix=settings.redis_prefix),
-        limiter=RateLimiter(redis=redis, prefix=settings.redis_prefix),
+        limiter=RateLimiter(
+            redis=redis,
+            prefix=settings.redis_prefix,
+            per_client=settings.exchange_limit_per_client,
+            per_address=settings.exchange_limit_per_address,
+        ),
     )
 
 

@@ -8,6 +8,7 @@ from typing import TypeAlias
 
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.params import SkipValidation
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.state import Services
@@ -16,7 +17,8 @@ from domain.clock import utcnow
 
 ServicesDep: TypeAlias = NamedDependency[Services]
 SessionDep: TypeAlias = NamedDependency[AsyncSession]
-NowDep: TypeAlias = NamedDependency[datetime]
+# SkipValidation: freezegun's datetime is not a datetime to Litestar's signature check.
+NowDep: TypeAlias = NamedDependency[SkipValidation[datetime]]
 CallerDep: TypeAlias = NamedDependency[Caller]
 
 

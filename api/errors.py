@@ -46,7 +46,7 @@ def error_response(
     return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers)
 
 
-def _status_of(error: DomainError) -> int:
+def status_of(error: DomainError) -> int:
     for cls in type(error).__mro__:
         if cls in DOMAIN_STATUS:
             return DOMAIN_STATUS[cls]
@@ -54,8 +54,9 @@ def _status_of(error: DomainError) -> int:
 
 
 def handle_domain_error(_: Request[Any, Any, Any], error: DomainError) -> Response[Any]:
-    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
-    return error_response(_status_of(error), [error.message], headers=headers)
+    retry_after = getattr(error, "retry_after", None)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return error_response(status_of(error), [error.message], headers=headers)
 
 
 def handle_validation_error(_: Request[Any, Any, Any], error: ValidationException) -> Response[Any]:

@@ -13,7 +13,7 @@ from domain.models import AuditEvent
 
 def record(
     session: AsyncSession,
-    caller: Caller,
+    caller: Caller | None,
     action: str,
     *,
     target_type: str,
@@ -22,12 +22,15 @@ def record(
     tenant_id: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> None:
-    """Add an audit event to the caller's transaction; it commits or rolls back with it."""
+    """Add an audit event to the caller's transaction; it commits or rolls back with it.
+
+    `caller` None is the service itself (reuse detection, background jobs).
+    """
     session.add(
         AuditEvent(
             at=now,
-            actor_type=caller.kind,
-            actor_id=caller.user_id,
+            actor_type=caller.kind if caller is not None else "system",
+            actor_id=caller.user_id if caller is not None else None,
             action=action,
             target_type=target_type,
             target_id=target_id,

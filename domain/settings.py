@@ -46,6 +46,9 @@ class Settings:
     argon2_time_cost: int
     argon2_memory_kib: int
     argon2_parallelism: int
+    argon2_max_pending: int | None
+    exchange_limit_per_client: int
+    exchange_limit_per_address: int
     max_body_bytes: int
 
     @property
@@ -76,6 +79,13 @@ def load_settings(env: Mapping[str, str], mode: Mode = "serve") -> Settings:
         argon2_time_cost=reader.integer("M2M_ARGON2_TIME_COST", 2, low=1, high=20),
         argon2_memory_kib=reader.integer("M2M_ARGON2_MEMORY_KIB", 19456, low=8, high=4_194_304),
         argon2_parallelism=reader.integer("M2M_ARGON2_PARALLELISM", 1, low=1, high=64),
+        argon2_max_pending=reader.optional_integer("M2M_ARGON2_MAX_PENDING", low=1, high=1_000_000),
+        exchange_limit_per_client=reader.integer(
+            "M2M_EXCHANGE_LIMIT_PER_CLIENT", 60, low=1, high=1_000_000_000
+        ),
+        exchange_limit_per_address=reader.integer(
+            "M2M_EXCHANGE_LIMIT_PER_ADDRESS", 600, low=1, high=1_000_000_000
+        ),
         max_body_bytes=reader.integer("M2M_MAX_BODY_BYTES", 65536, low=1024, high=16_777_216),
     )
     if settings.user_jwt_public_key and settings.user_jwt_jwks_url:
@@ -112,6 +122,11 @@ class _Reader:
         if not low <= value <= high:
             raise ConfigError(name, f"must be between {low} and {high}, got {value}")
         return value
+
+    def optional_integer(self, name: str, *, low: int, high: int) -> int | None:
+        if self.optional(name) is None:
+            return None
+        return self.integer(name, low, low=low, high=high)
 
     def url(self, name: str, default: str, *, schemes: set[str]) -> str:
         value = self.optional(name) or default

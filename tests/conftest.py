@@ -164,6 +164,8 @@ def app(settings: Settings, services: Services) -> Litestar:
 @pytest.fixture
 async def client(app: Litestar, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
     """Requests run in the test's own event loop, so gathered requests really interleave."""
+    # Every request comes from 127.0.0.1: no test inherits another's exchange attempts.
+    await app.state.services.limiter.reset()
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://m2m.test") as test_client:
         yield test_client
