@@ -237,12 +237,16 @@ async def list_tenants(session: AsyncSession) -> list[Tenant]:
 
 async def delete_tenant(
     session: AsyncSession, caller: Caller, tenant_id: str, now: datetime
-) -> None:
-    """Delete the tenant; the foreign keys cascade to its users, roles and every token."""
-    deleted = await session.scalar(
-        sa.delete(Tenant).where(Tenant.id == tenant_id).returning(Tenant.id)
+) -> datetime:
+    """Delete the tenant; the foreign keys cascade to its users, roles and every token.
+
+    Returns its creation instant, which tells it apart from a later tenant of the same id (the
+    validity cache's tombstone names it).
+    """
+    created_at: datetime | None = await session.scalar(
+        sa.delete(Tenant).where(Tenant.id == tenant_id).returning(Tenant.created_at)
     )
-    if deleted is None:
+    if created_at is None:
         raise NotFound(f"Tenant {tenant_id} not found")
     audit.record(
         session,
@@ -254,6 +258,7 @@ async def delete_tenant(
         now=now,
     )
     await session.flush()
+    return created_at
 
 
 # --- users ------------------------------------------------------------------------------------
@@ -412,8 +417,12 @@ async def get_user(session: AsyncSession, user_id: str, tenant_id: str | None) -
 
 async def delete_user(
     session: AsyncSession, caller: Caller, user_id: str, tenant_id: str | None, now: datetime
-) -> None:
-    """Delete the user; the foreign keys cascade to its tokens, credentials and refresh tokens."""
+) -> datetime:
+    """Delete the user; the foreign keys cascade to its tokens, credentials and refresh tokens.
+
+    Returns its creation instant, which tells it apart from a later user of the same id (the
+    validity cache's tombstone names it).
+    """
     user = await _find_user(session, user_id, tenant_id)
     deleted = await session.scalar(sa.delete(User).where(User.id == user.id).returning(User.id))
     if deleted is None:  # deleted by a concurrent request since we read it
@@ -428,6 +437,7 @@ async def delete_user(
         now=now,
     )
     await session.flush()
+    return user.created_at
 
 
 async def assign_roles(

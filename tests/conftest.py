@@ -119,13 +119,15 @@ def settings(database_url: str, idp_key: rsa.RSAPrivateKey, redis_prefix: str) -
 
 
 @pytest.fixture
-async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+async def engine(settings: Settings, services: Services) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(settings.database_url)
     yield engine
     async with engine.begin() as connection:
         for statement in RESET:
             await connection.exec_driver_sql(statement)
     await engine.dispose()
+    # The truncation bypasses the validity cache (and every `m2m serve` of the run): drop it too.
+    await services.validity.forget_all()
 
 
 @pytest.fixture

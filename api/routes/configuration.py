@@ -41,6 +41,9 @@ async def update_configuration_route(
     )
     environment = await update_configuration(db_session, vendor, change, now)
     await db_session.commit()
+    if data.api_tokens_enabled is not None:
+        # In effect on this process before the response, on every other within 100 ms.
+        await services.validity.switch_api_tokens(environment.api_tokens_enabled)
     return configuration_response(environment, services.signer.public_key_pem)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import MediaType, Request, delete, get, patch, post, put
 
-from api.dependencies import CallerDep, NowDep, SessionDep
+from api.dependencies import CallerDep, NowDep, ServicesDep, SessionDep
 from api.guards import VENDOR_ONLY
 from api.schemas.common import OptionalTenantHeader, PathId, TenantHeader, read_body
 from api.schemas.directory import (
@@ -48,11 +48,17 @@ PERMISSIONS = "/identity/resources/permissions/v1"
 
 @post(TENANTS, dependencies=VENDOR_ONLY, status_code=201)
 async def create_tenant(
-    request: Request[Any, Any, Any], vendor: CallerDep, db_session: SessionDep, now: NowDep
+    request: Request[Any, Any, Any],
+    vendor: CallerDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
 ) -> TenantResponse:
     data = await read_body(request, CreateTenantRequest)
     tenant = await directory.create_tenant(db_session, vendor, data.tenant_id, data.name, now)
     await db_session.commit()
+    # The id may have belonged to a deleted tenant, whose tombstone would slow this one down.
+    await services.validity.forget_tenant(tenant.id)
     return tenant_response(tenant)
 
 
@@ -71,10 +77,15 @@ async def get_tenant(
 # Frontegg answers these deletions with 200 and an empty body.
 @delete(TENANT, dependencies=VENDOR_ONLY, status_code=200, media_type=MediaType.TEXT)
 async def delete_tenant(
-    tenant_id: PathId, vendor: CallerDep, db_session: SessionDep, now: NowDep
+    tenant_id: PathId,
+    vendor: CallerDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
 ) -> None:
-    await directory.delete_tenant(db_session, vendor, tenant_id, now)
+    created_at = await directory.delete_tenant(db_session, vendor, tenant_id, now)
     await db_session.commit()
+    await services.validity.invalidate_tenant(tenant_id, created_at)
 
 
 # --- users ------------------------------------------------------------------------------------
@@ -86,11 +97,14 @@ async def create_user(
     tenant_id: TenantHeader,
     vendor: CallerDep,
     db_session: SessionDep,
+    services: ServicesDep,
     now: NowDep,
 ) -> UserCreatedResponse:
     data = await read_body(request, CreateUserRequest)
     user = await directory.create_user(db_session, vendor, tenant_id, data.to_new_user(), now)
     await db_session.commit()
+    # The id may have belonged to a deleted user, whose tombstone would slow this one down.
+    await services.validity.forget_user(user.user.id)
     return user_created_response(user)
 
 
@@ -107,10 +121,12 @@ async def delete_user(
     tenant_id: OptionalTenantHeader,
     vendor: CallerDep,
     db_session: SessionDep,
+    services: ServicesDep,
     now: NowDep,
 ) -> None:
-    await directory.delete_user(db_session, vendor, user_id, tenant_id, now)
+    created_at = await directory.delete_user(db_session, vendor, user_id, tenant_id, now)
     await db_session.commit()
+    await services.validity.invalidate_user(user_id, created_at)
 
 
 @post(USER_ROLES, dependencies=VENDOR_ONLY, status_code=201)

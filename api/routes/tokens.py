@@ -41,7 +41,8 @@ TENANT_API_TOKENS = "/identity/resources/tenants/api-tokens/v1"
 TENANT_API_TOKENS_V2 = "/identity/resources/tenants/api-tokens/v2"
 TENANT_ACCESS_TOKENS = "/identity/resources/tenants/access-tokens/v1"
 ONE = "/{token_id:str}"
-# Frontegg answers a deletion with 200 and an empty body.
+# Frontegg answers a deletion with 200 and an empty body. Each DELETE, after its commit, writes
+# the validity cache: the token is invalid here before the response, everywhere within 100 ms.
 DELETED = MediaType.TEXT
 
 
@@ -91,6 +92,7 @@ async def delete_user_api_token(
     token_id: PathId,
     caller: CallerDep,
     db_session: SessionDep,
+    services: ServicesDep,
     now: NowDep,
     tenant_id: OptionalTenantHeader,
     user_id: OptionalUserHeader,
@@ -99,6 +101,7 @@ async def delete_user_api_token(
         db_session, caller, tokens.Named(tenant_id, user_id), token_id, now
     )
     await db_session.commit()
+    await services.validity.invalidate_tokens(client_ids=[token_id])
 
 
 # --- user access tokens ----------------------------------------------------------------------
@@ -147,6 +150,7 @@ async def delete_user_access_token(
     token_id: PathId,
     caller: CallerDep,
     db_session: SessionDep,
+    services: ServicesDep,
     now: NowDep,
     tenant_id: OptionalTenantHeader,
     user_id: OptionalUserHeader,
@@ -155,6 +159,7 @@ async def delete_user_access_token(
         db_session, caller, tokens.Named(tenant_id, user_id), token_id, now
     )
     await db_session.commit()
+    await services.validity.invalidate_tokens(access_token_ids=[token_id])
 
 
 # --- tenant client credentials ---------------------------------------------------------------
@@ -229,6 +234,7 @@ async def delete_tenant_api_token(
     token_id: PathId,
     caller: CallerDep,
     db_session: SessionDep,
+    services: ServicesDep,
     now: NowDep,
     tenant_id: OptionalTenantHeader,
     user_id: OptionalUserHeader,
@@ -237,6 +243,7 @@ async def delete_tenant_api_token(
         db_session, caller, tokens.Named(tenant_id, user_id), token_id, now
     )
     await db_session.commit()
+    await services.validity.invalidate_tokens(client_ids=[token_id])
 
 
 # --- tenant access tokens --------------------------------------------------------------------
@@ -286,6 +293,7 @@ async def delete_tenant_access_token(
     token_id: PathId,
     caller: CallerDep,
     db_session: SessionDep,
+    services: ServicesDep,
     now: NowDep,
     tenant_id: OptionalTenantHeader,
     user_id: OptionalUserHeader,
@@ -294,6 +302,7 @@ async def delete_tenant_access_token(
         db_session, caller, tokens.Named(tenant_id, user_id), token_id, now
     )
     await db_session.commit()
+    await services.validity.invalidate_tokens(access_token_ids=[token_id])
 
 
 ROUTES = [

@@ -1,0 +1,331 @@
+"""The validity cache: what a warm validation costs, and how an invalidation wins every race.
+
+Also home of the private-Redis fixtures the failure tests share: a `redis-server` of the test's
+own, on a free port, that a test may flush, pause or kill (never the shared one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from redis.asyncio import Redis
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import await_only
+
+from api.app import REDIS_TIMEOUT_SECONDS, create_app, start_services
+from api.state import Services
+from domain.clock import utcnow
+from domain.db import create_engine, create_session_factory
+from domain.settings import Settings
+from domain.validity import ACCESS_TOKEN_TYPES, CREDENTIAL_TYPES, ValidityCache
+from tests.conftest import free_port
+from tests.factories import Factory
+from tests.test_validation import (
+    TENANT_ACCESS,
+    TENANT_API,
+    build_scene,
+    configure,
+    create_access_token,
+    create_credential,
+    credential_jwt,
+    delete_token,
+    fresh_validity_cache,  # noqa: F401  (autouse)
+)
+
+# --- private Redis ----------------------------------------------------------------------------
+
+
+class PrivateRedis:
+    """A redis-server of this test's own, which it may flush, pause, kill and start again."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            [
+                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with self.client() as probe:
+                    probe.ping()
+                return
+            except redis.ConnectionError:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server on {self.port} did not start") from None
+                time.sleep(0.01)  # waiting for a process to boot, not for a behaviour
+
+    def kill(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+    def calls(self, command: str) -> int:
+        with self.client() as probe:
+            stats: dict[str, Any] = probe.info("commandstats")
+        return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+    def get(self, prefix: str, key: str) -> bytes | None:
+        with self.client() as probe:
+            value: bytes | None = probe.get(f"{prefix}v:{key}")
+        return value
+
+
+@pytest.fixture(name="private_redis")
+def private_redis_fixture() -> Iterator[PrivateRedis]:
+    server = PrivateRedis()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@dataclass
+class Stack:
+    """One API process (its services, and a client over its app) using the private Redis."""
+
+    services: Services
+    client: httpx.AsyncClient
+    redis: PrivateRedis
+    settings: Settings
+
+
+@pytest.fixture(name="stack")
+async def stack_fixture(
+    private_redis: PrivateRedis, settings: Settings, engine: AsyncEngine
+) -> AsyncIterator[Stack]:
+    own = dataclasses.replace(settings, redis_url=private_redis.url)
+    services = await start_services(own)
+    await services.validity.start()
+    app = create_app(own)
+    app.state.services = services
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://m2m.test") as client:
+            await until(lambda: services.validity.listening, "the stack listens")
+            yield Stack(services=services, client=client, redis=private_redis, settings=own)
+    finally:
+        await services.close()
+
+
+async def until(condition: Any, what: str, *, within: float = 5.0) -> float:
+    """Poll `condition` until it holds; the seconds it took. Fails past `within`."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while not condition():
+        if loop.time() - start > within:
+            raise AssertionError(f"not within {within} s: {what}")
+        await asyncio.sleep(0.001)  # yield to the listener; the deadline bounds the wait
+    return loop.time() - start
+
+
+def redis_client(url: str) -> Redis:
+    """A client configured as the API configures its own."""
+    return Redis.from_url(
+        url, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS
+    )
+
+
+class QueryCounter:
+    """Statements sent to PostgreSQL through one engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.count = 0
+        self._engine = engine
+
+    def __enter__(self) -> QueryCounter:
+        event.listen(self._engine.sync_engine, "before_cursor_execute", self._seen)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        event.remove(self._engine.sync_engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, *_: object) -> None:
+        self.count += 1
+
+
+# --- what a validation costs ------------------------------------------------------------------
+
+
+async def test_a_warm_validation_asks_postgresql_nothing(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, services: Services
+) -> None:
+    scene = await build_scene(factory)
+    token = await create_access_token(client, vendor, scene.tenant.id, user_id=scene.user.id)
+    headers = {"X-API-KEY": token["secret"]}
+
+    with QueryCounter(services.engine) as cold:
+        assert (
+            await client.post("/identity/resources/auth/v1/validate", headers=headers)
+        ).is_success
+    with QueryCounter(services.engine) as warm:
+        for _ in range(5):
+            response = await client.post("/identity/resources/auth/v1/validate", headers=headers)
+            assert response.status_code == 200
+
+    assert cold.count == 1  # one statement fills every entry a validation needs
+    assert warm.count == 0
+
+
+async def test_a_listening_process_answers_warm_validations_from_memory(
+    stack: Stack, vendor: dict[str, str], factory: Factory
+) -> None:
+    scene = await build_scene(factory)
+    token = await create_access_token(stack.client, vendor, scene.tenant.id)
+    headers = {"X-API-KEY": token["secret"]}
+    assert (
+        await stack.client.post("/identity/resources/auth/v1/validate", headers=headers)
+    ).is_success
+    before = stack.redis.calls("mget")
+
+    with QueryCounter(stack.services.engine) as queries:
+        for _ in range(5):
+            await until(lambda: stack.services.validity.listening, "the subscription is current")
+            response = await stack.client.post(
+                "/identity/resources/auth/v1/validate", headers=headers
+            )
+            assert response.status_code == 200
+
+    assert stack.redis.calls("mget") == before
+    assert queries.count == 0
+
+
+async def test_without_a_listener_warm_validations_read_redis_and_not_postgresql(
+    stack: Stack, vendor: dict[str, str], factory: Factory, services: Services
+) -> None:
+    scene = await build_scene(factory)
+    token = await create_access_token(stack.client, vendor, scene.tenant.id)
+    client = redis_client(stack.redis.url)
+    worker = ValidityCache(
+        redis=client, sessions=services.sessions, prefix=stack.settings.redis_prefix
+    )
+    try:
+        await worker.validate(services.keyring, token["secret"], ACCESS_TOKEN_TYPES, utcnow())
+        before = stack.redis.calls("mget")
+        with QueryCounter(services.engine) as queries:
+            for _ in range(3):
+                await worker.validate(
+                    services.keyring, token["secret"], ACCESS_TOKEN_TYPES, utcnow()
+                )
+    finally:
+        await client.aclose()
+
+    assert queries.count == 0
+    assert stack.redis.calls("mget") == before + 3
+
+
+async def test_the_memory_backend_serves_one_process_with_the_same_rules(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, services: Services
+) -> None:
+    scene = await build_scene(factory)
+    kept = await create_access_token(client, vendor, scene.tenant.id)
+    deleted = await create_access_token(client, vendor, scene.tenant.id)
+    memory = ValidityCache(redis=None, sessions=services.sessions, prefix="unused:")
+    await memory.start()
+    now = utcnow()
+    for token in (kept, deleted):
+        await memory.validate(services.keyring, token["secret"], ACCESS_TOKEN_TYPES, now)
+
+    with QueryCounter(services.engine) as warm:
+        await memory.validate(services.keyring, kept["secret"], ACCESS_TOKEN_TYPES, now)
+    await delete_token(client, vendor, TENANT_ACCESS, deleted["id"], scene.tenant.id)
+    await memory.invalidate_tokens(access_token_ids=[deleted["id"]])
+
+    assert warm.count == 0
+    with pytest.raises(Exception, match="Token is not valid"):
+        await memory.validate(services.keyring, deleted["secret"], ACCESS_TOKEN_TYPES, now)
+    await configure(client, vendor, apiTokensEnabled=False)
+    await memory.switch_api_tokens(False)
+    with pytest.raises(Exception, match="Api tokens are disabled"):
+        await memory.validate(services.keyring, kept["secret"], ACCESS_TOKEN_TYPES, now)
+    await configure(client, vendor, apiTokensEnabled=True)
+    await memory.switch_api_tokens(True)
+    await memory.validate(services.keyring, kept["secret"], ACCESS_TOKEN_TYPES, now)
+    await memory.close()
+
+
+# --- races ------------------------------------------------------------------------------------
+
+
+class PausedFills:
+    """An engine whose validity fills stop after reading PostgreSQL until released: the window
+    in which a deletion can overtake a fill that has already seen the token alive."""
+
+    def __init__(self, database_url: str) -> None:
+        self.engine = create_engine(database_url)
+        self.sessions = create_session_factory(self.engine)
+        self.paused = asyncio.Event()
+        self.release = asyncio.Event()
+        event.listen(self.engine.sync_engine, "after_cursor_execute", self._after)
+
+    def _after(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "api_tokens_enabled" in statement and not self.release.is_set():
+            self.paused.set()
+            await_only(self.release.wait())
+
+
+@pytest.mark.parametrize("listening", [True, False], ids=["listening", "not listening"])
+async def test_a_fill_overtaken_by_a_deletion_never_brings_the_token_back(
+    listening: bool,
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    factory: Factory,
+    services: Services,
+    settings: Settings,
+) -> None:
+    scene = await build_scene(factory)
+    credential = await create_credential(
+        client, vendor, scene.tenant.id, role_ids=[scene.reader.id]
+    )
+    token = credential_jwt(services, settings, credential, tenant_id=scene.tenant.id)
+    fills = PausedFills(settings.database_url)
+    other = ValidityCache(
+        redis=services.redis, sessions=fills.sessions, prefix=settings.redis_prefix
+    )
+    if listening:
+        await other.start()
+        await until(lambda: other.listening, "the other process listens")
+    try:
+        racing = asyncio.create_task(
+            other.validate(services.keyring, token, CREDENTIAL_TYPES, utcnow())
+        )
+        await asyncio.wait_for(fills.paused.wait(), 5)  # it has read the credential: alive
+        deleted_at = asyncio.get_running_loop().time()
+        await delete_token(client, vendor, TENANT_API, credential["clientId"], scene.tenant.id)
+        if listening:  # the other process has heard of the deletion before its fill finishes
+            await until(lambda: other.current_as_of > deleted_at, "the invalidation arrives")
+        fills.release.set()
+        await racing  # the overtaken answer itself was right when it was read
+
+        with pytest.raises(Exception, match="Token is not valid"):
+            await other.validate(services.keyring, token, CREDENTIAL_TYPES, utcnow())
+        stored = await services.redis.get(f"{settings.redis_prefix}v:cc:{credential['clientId']}")
+        assert stored == b"-"
+    finally:
+        await other.close()
+        await fills.engine.dispose()
