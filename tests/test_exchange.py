@@ -192,12 +192,6 @@ async def generous_limits(services: Services) -> AsyncIterator[RateLimiter]:
     hasher.close()
 
 
-@pytest.fixture(autouse=True)
-async def fresh_limits(services: Services) -> None:
-    """Every test starts with no attempts counted against its clients or 127.0.0.1."""
-    await services.limiter.reset()
-
-
 class CountingHasher(SecretHasher):
     """The real argon2 hasher, noting whether each verification had a stored hash."""
 

@@ -19,7 +19,6 @@ from tests.test_exchange import (
     INVALID_REFRESH,
     cheapen_secret,
     exchange_ok,
-    fresh_limits,
     generous_limits,
     is_usable,
     refresh,
@@ -32,7 +31,7 @@ CAP = 100
 START = datetime(2031, 3, 1, 12, 0, tzinfo=UTC)
 
 # Fixtures shared with tests/test_exchange.py: pytest finds them by these names.
-__all__ = ["fresh_limits", "generous_limits"]
+__all__ = ["generous_limits"]
 
 
 async def test_101st_exchange_retires_exactly_the_oldest_refresh_token(

@@ -20,7 +20,6 @@ from tests.test_exchange import (
     CountingHasher,
     Credential,
     exchange_ok,
-    fresh_limits,
     refresh_ok,
     refresh_rows,
     replaced,
@@ -29,7 +28,6 @@ from tests.test_exchange import (
 )
 
 # Fixtures shared with tests/test_exchange.py: pytest finds them by these names.
-__all__ = ["fresh_limits"]
 
 OAUTH_KEYS = {"access_token", "token_type", "expires_in", "refresh_token"}
 

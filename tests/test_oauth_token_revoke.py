@@ -13,7 +13,6 @@ from tests.test_exchange import (
     INVALID_REFRESH,
     OAUTH_REVOKE,
     exchange_ok,
-    fresh_limits,
     refresh,
     refresh_ok,
     refresh_rows,
@@ -22,7 +21,6 @@ from tests.test_exchange import (
 from tests.test_oauth_token import assert_oauth_error, basic, posted
 
 # Fixtures shared with tests/test_exchange.py: pytest finds them by these names.
-__all__ = ["fresh_limits"]
 
 
 async def revoke(

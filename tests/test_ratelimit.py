@@ -24,7 +24,6 @@ from tests.test_exchange import (
     OAUTH_TOKEN,
     CountingHasher,
     exchange_ok,
-    fresh_limits,
     replaced,
     simple_credential,
 )
@@ -32,7 +31,6 @@ from tests.test_oauth_token import assert_oauth_error
 from tests.test_settings import VALID as VALID_SETTINGS
 
 # Fixtures shared with tests/test_exchange.py: pytest finds them by these names.
-__all__ = ["fresh_limits"]
 
 # 15 seconds into a minute: the window frees 45 seconds later.
 START = datetime(2033, 1, 10, 9, 30, 15, tzinfo=UTC)

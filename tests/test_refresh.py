@@ -22,7 +22,6 @@ from tests.test_exchange import (
     PAIR_KEYS,
     REFRESH,
     exchange_ok,
-    fresh_limits,
     is_usable,
     refresh,
     refresh_ok,
@@ -35,7 +34,6 @@ from tests.test_exchange import (
 from tests.test_tokens import verified_claims
 
 # Fixtures shared with tests/test_exchange.py: pytest finds them by these names.
-__all__ = ["fresh_limits"]
 
 START = datetime(2032, 6, 1, 8, 0, tzinfo=UTC)
 THIRTY_DAYS = timedelta(seconds=2592000)
