@@ -12,27 +12,34 @@ from typing import Any
 from litestar import Litestar
 from litestar.di import Provide
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.dependencies import provide_db_session, provide_now, provide_services
 from api.errors import EXCEPTION_HANDLERS
+from api.metrics import count_requests
 from api.routes import (
     configuration,
     directory,
     exchange,
+    ops,
     tokens,
     validation,
     vendor,
+    webhooks,
     wellknown,
 )
 from api.state import Services
 from domain.auth import EndUserVerifier, VendorAuthenticator
 from domain.clock import utcnow
 from domain.db import create_engine, create_session_factory
+from domain.jobs import JobContext, JobQueue
 from domain.keys import KeyRing, MasterKey
 from domain.ratelimit import RateLimiter
 from domain.secrets import Argon2Parameters, SecretHasher
 from domain.settings import Settings, load_settings
 from domain.validity import ValidityCache
+from workers.inprocess import InProcessJobs
+from workers.queue import CeleryJobQueue
 
 logger = logging.getLogger("m2m.api")
 
@@ -47,10 +54,15 @@ async def start_services(settings: Settings) -> Services:
     sessions = create_session_factory(engine)
     master_key = MasterKey(settings.master_key)
     keyring = await KeyRing.load(sessions, master_key, settings.issuer, utcnow())
-    redis = Redis.from_url(
-        settings.redis_url,
-        socket_timeout=REDIS_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+    # `m2m dev` (embedded): no Redis at all; the cache and the limiter keep to this process.
+    redis = (
+        None
+        if settings.embedded
+        else Redis.from_url(
+            settings.redis_url,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        )
     )
     end_users = (
         EndUserVerifier(
@@ -61,6 +73,7 @@ async def start_services(settings: Settings) -> Services:
         if settings.self_service_enabled
         else None
     )
+    validity = ValidityCache(redis=redis, sessions=sessions, prefix=settings.redis_prefix)
     return Services(
         settings=settings,
         engine=engine,
@@ -80,14 +93,31 @@ async def start_services(settings: Settings) -> Services:
         ),
         keyring=keyring,
         redis=redis,
-        validity=ValidityCache(redis=redis, sessions=sessions, prefix=settings.redis_prefix),
+        validity=validity,
         limiter=RateLimiter(
             redis=redis,
             prefix=settings.redis_prefix,
             per_client=settings.exchange_limit_per_client,
             per_address=settings.exchange_limit_per_address,
         ),
+        jobs=_job_queue(settings, redis, sessions, validity),
+        started_at=utcnow(),
     )
+
+
+def _job_queue(
+    settings: Settings,
+    redis: Redis | None,
+    sessions: async_sessionmaker[AsyncSession],
+    validity: ValidityCache,
+) -> JobQueue:
+    """Celery beside Redis; without Redis (`m2m dev`) the jobs run in this process."""
+    if redis is not None:
+        return CeleryJobQueue(settings)
+    context = JobContext(
+        sessions=sessions, validity=validity, clock=utcnow, batch_size=settings.job_batch_size
+    )
+    return InProcessJobs(context)
 
 
 async def _refresh_keys_forever(keyring: KeyRing) -> None:
@@ -106,6 +136,7 @@ def create_app(settings: Settings) -> Litestar:
         services = await start_services(settings)
         app.state.services = services
         await services.validity.start()
+        await services.jobs.start()
         refresher = asyncio.create_task(_refresh_keys_forever(services.keyring))
         try:
             yield
@@ -121,6 +152,8 @@ def create_app(settings: Settings) -> Litestar:
         *exchange.ROUTES,
         *validation.ROUTES,
         *wellknown.ROUTES,
+        *webhooks.ROUTES,
+        *ops.ROUTES,
     ]
     return Litestar(
         route_handlers=route_handlers,
@@ -131,6 +164,7 @@ def create_app(settings: Settings) -> Litestar:
             "now": Provide(provide_now, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[count_requests],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,
         debug=False,

@@ -1,4 +1,4 @@
-"""The `m2m` command: serve, migrate and keys."""
+"""The `m2m` command: serve, dev, migrate, worker, beat and keys."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import base64
 import os
 import secrets
 import sys
-from typing import NoReturn
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
@@ -59,7 +62,7 @@ def _preflight(settings: Settings) -> None:
         _fail(f"the database named by M2M_DATABASE_URL refused: {error.orig}")
 
 
-def run_uvicorn(app: str, *, host: str, port: int, workers: int) -> None:
+def run_uvicorn(app: str | Callable[[], Any], *, host: str, port: int, workers: int) -> None:
     """uvicorn.run with the service's options, keeping TCP_NODELAY with several workers."""
     import socket
 
@@ -107,7 +110,51 @@ def serve(host: str, port: int, workers: int, migrate_first: bool) -> None:
     if migrate_first:
         _migrate(settings)
     _preflight(settings)
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # /metrics sums the counters of every worker process through this directory.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="m2m-metrics-")
     run_uvicorn("api.app:create_app_from_environment", host=host, port=port, workers=workers)
+
+
+@main.command()
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--data",
+    "data_dir",
+    default=".m2m",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the SQLite database and the generated credentials live.",
+)
+def dev(port: int, data_dir: Path) -> None:
+    """Run the whole service in one process on 127.0.0.1: SQLite, no PostgreSQL or Redis."""
+    from functools import partial
+
+    from api.app import create_app
+    from api.dev import DataDirectoryError, banner, open_data_directory
+
+    try:
+        environment = open_data_directory(data_dir)
+        settings = environment.settings(os.environ)
+    except DataDirectoryError as error:
+        _fail(str(error))
+    except ConfigError as error:
+        _fail(f"configuration error: {error}")
+    click.echo(banner(environment, settings, port=port))
+    _migrate_dev(settings)
+    _preflight(settings)
+    run_uvicorn(partial(create_app, settings), host="127.0.0.1", port=port, workers=1)
+
+
+def _migrate_dev(settings: Settings) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from domain.schema import upgrade_to_head
+
+    try:
+        upgrade_to_head(settings.database_url)
+    except DBAPIError as error:
+        _fail(f"cannot use the SQLite database {settings.database_url}: {error.orig}")
 
 
 @main.command()
@@ -152,3 +199,34 @@ def rotate_keys() -> None:
 
     kid = asyncio.run(rotate())
     click.echo(f"m2m: key {kid} signs new tokens; running API processes switch within 30 s")
+
+
+@main.command()
+@click.option("--concurrency", type=click.IntRange(1, 64), help="Processes (default: cores).")
+def worker(concurrency: int | None) -> None:
+    """Run a Celery worker: expiry, pruning, deletion cascades, M2M switch, cache reconcile."""
+    settings = _settings("worker")
+    import workers.tasks  # noqa: F401  (registers the tasks)
+    from workers.celery_app import app, configure
+
+    configure(app, settings)
+    argv = ["worker", "--loglevel=INFO", "--queues=m2m"]
+    if concurrency is not None:
+        argv.append(f"--concurrency={concurrency}")
+    app.worker_main(argv)
+
+
+@main.command()
+@click.option(
+    "--schedule-file",
+    default=os.path.join(tempfile.gettempdir(), "m2m-beat-schedule"),
+    show_default=True,
+    help="Where beat keeps the time of each job's last start.",
+)
+def beat(schedule_file: str) -> None:
+    """Run Celery beat: schedules the periodic jobs (run exactly one)."""
+    settings = _settings("worker")
+    from workers.celery_app import app, configure
+
+    configure(app, settings)
+    app.start(["beat", "--loglevel=INFO", f"--schedule={schedule_file}"])

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from domain.auth import EndUserVerifier, VendorAuthenticator
+from domain.jobs import Debounce, JobQueue
 from domain.keys import KeyRing, MasterKey, Signer
 from domain.ratelimit import RateLimiter
 from domain.secrets import SecretHasher
 from domain.settings import Settings
 from domain.validity import ValidityCache
+
+# A credential's refresh tokens are pruned after an exchange at most this often (per process).
+PRUNE_AFTER_EXCHANGE_SECONDS = 60.0
 
 
 @dataclass
@@ -26,9 +31,13 @@ class Services:
     end_users: EndUserVerifier | None
     hasher: SecretHasher
     keyring: KeyRing
-    redis: Redis
+    redis: Redis | None  # None in `m2m dev`
     validity: ValidityCache
     limiter: RateLimiter
+    jobs: JobQueue
+    # When this process started: /ops/jobs counts a never-run job overdue from here.
+    started_at: datetime
+    prune_debounce: Debounce = field(default_factory=lambda: Debounce(PRUNE_AFTER_EXCHANGE_SECONDS))
 
     @property
     def signer(self) -> Signer:
@@ -36,7 +45,9 @@ class Services:
         return self.keyring.signer
 
     async def close(self) -> None:
+        await self.jobs.close()
         await self.validity.close()
         self.hasher.close()
-        await self.redis.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.engine.dispose()

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.pool import NullPool
+
+# How long a SQLite transaction waits for another one's write lock before "database is locked".
+SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 
 
 def create_engine(database_url: str, *, pooled: bool = True) -> AsyncEngine:
     """An engine for one event loop. `pooled=False` suits short-lived loops (Celery tasks)."""
     kwargs: dict[str, Any] = {}
     if database_url.startswith("sqlite"):
-        engine = create_async_engine(database_url, **kwargs)
-        _enable_sqlite_foreign_keys(engine)
-        return engine
+        return _create_sqlite_engine(database_url, pooled=pooled)
     if pooled:
         # No pre-ping: it costs a round trip on every checkout (about a quarter of a refresh).
         # A connection that died (PostgreSQL restarted) fails its request with a 503 and makes
@@ -31,9 +38,48 @@ def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-def _enable_sqlite_foreign_keys(engine: AsyncEngine) -> None:
+def _create_sqlite_engine(database_url: str, *, pooled: bool) -> AsyncEngine:
+    """SQLite for `m2m dev`: WAL, foreign keys, and writers that queue instead of failing.
+
+    SQLite has one writer at a time. A transaction begun the default (deferred) way that reads
+    and then writes fails at once with "database is locked" when another connection committed
+    in between, whatever the busy timeout: so every transaction begins IMMEDIATE, taking the
+    write lock first and waiting up to the busy timeout for it. Transactions are therefore
+    serialized (fine for one developer's process). Statements run under AUTOCOMMIT (the validity
+    cache's fills) take no lock and, with WAL, never wait for a writer.
+
+    The pool never makes a checkout wait: a request that holds the write lock may need a second
+    connection for such a fill, and waiting for a connection held by a request that waits for
+    that lock would be a deadlock.
+    """
+    kwargs: dict[str, Any] = (
+        {"pool_size": 5, "max_overflow": -1} if pooled else {"poolclass": NullPool}
+    )
+    engine = create_async_engine(database_url, **kwargs)
+
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The driver's own implicit BEGIN (deferred, and only before DML) is replaced by ours.
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # With WAL, NORMAL loses no data on a process crash, only on a power loss: dev mode.
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def upsert_insert(session: AsyncSession, table: Any) -> Any:
+    """INSERT for `table` with ON CONFLICT clauses, in the session's dialect."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)

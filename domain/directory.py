@@ -24,15 +24,25 @@ from domain.models import Permission, Role, Tenant, User, role_permissions, user
 
 
 async def get_tenant(session: AsyncSession, tenant_id: str) -> Tenant:
+    """The tenant; one being deleted is unknown already."""
     tenant = await session.get(Tenant, tenant_id)
-    if tenant is None:
+    if tenant is None or tenant.deleted_at is not None:
         raise NotFound(f"Tenant {tenant_id} not found")
     return tenant
 
 
+def _live_user(user_id: str) -> sa.Select[Any]:
+    """The user, unless it or its tenant is deleted (their cascade may still be running)."""
+    return (
+        sa.select(User)
+        .join(Tenant, Tenant.id == User.tenant_id)
+        .where(User.id == user_id, User.deleted_at.is_(None), Tenant.deleted_at.is_(None))
+    )
+
+
 async def get_user_in_tenant(session: AsyncSession, user_id: str, tenant_id: str) -> User:
     """The user, if it belongs to the tenant; another tenant's user is unknown here."""
-    user = await session.get(User, user_id)
+    user: User | None = await session.scalar(_live_user(user_id))
     if user is None or user.tenant_id != tenant_id:
         raise NotFound(f"User {user_id} not found")
     return user
@@ -43,7 +53,7 @@ async def permissions_of(
 ) -> frozenset[str] | None:
     """Permission keys the user holds in the tenant through its roles; None if not a member."""
     member = await session.scalar(
-        sa.select(User.id).where(User.id == user_id, User.tenant_id == tenant_id)
+        _live_user(user_id).with_only_columns(User.id).where(User.tenant_id == tenant_id)
     )
     if member is None:
         return None
@@ -213,7 +223,10 @@ async def create_tenant(
 ) -> Tenant:
     tenant_id = tenant_id or _new_id()
     taken = f"Tenant {tenant_id} already exists"
-    if await session.get(Tenant, tenant_id) is not None:
+    existing = await session.get(Tenant, tenant_id)
+    if existing is not None:
+        if existing.deleted_at is not None:
+            raise Conflict(f"Tenant {tenant_id} is being deleted; try again in a minute")
         raise Conflict(taken)
     tenant = Tenant(id=tenant_id, name=name, created_at=now, updated_at=now)
     session.add(tenant)
@@ -232,19 +245,29 @@ async def create_tenant(
 
 
 async def list_tenants(session: AsyncSession) -> list[Tenant]:
-    return list(await session.scalars(sa.select(Tenant).order_by(Tenant.created_at, Tenant.id)))
+    return list(
+        await session.scalars(
+            sa.select(Tenant)
+            .where(Tenant.deleted_at.is_(None))
+            .order_by(Tenant.created_at, Tenant.id)
+        )
+    )
 
 
 async def delete_tenant(
     session: AsyncSession, caller: Caller, tenant_id: str, now: datetime
 ) -> datetime:
-    """Delete the tenant; the foreign keys cascade to its users, roles and every token.
+    """Mark the tenant deleted: from this commit on it, its users and every token in it are
+    gone for every reader; the cascade job then deletes the rows in batches.
 
     Returns its creation instant, which tells it apart from a later tenant of the same id (the
     validity cache's tombstone names it).
     """
     created_at: datetime | None = await session.scalar(
-        sa.delete(Tenant).where(Tenant.id == tenant_id).returning(Tenant.created_at)
+        sa.update(Tenant)
+        .where(Tenant.id == tenant_id, Tenant.deleted_at.is_(None))
+        .values(deleted_at=now)
+        .returning(Tenant.created_at)
     )
     if created_at is None:
         raise NotFound(f"Tenant {tenant_id} not found")
@@ -291,7 +314,7 @@ def _require_json_object(metadata: str) -> None:
 async def _lock_tenant(session: AsyncSession, tenant_id: str) -> Tenant:
     # The lock serializes user creation per tenant, so only one user can be its first.
     tenant = await session.get(Tenant, tenant_id, with_for_update=True)
-    if tenant is None:
+    if tenant is None or tenant.deleted_at is not None:
         raise NotFound(f"Tenant {tenant_id} not found")
     return tenant
 
@@ -299,7 +322,11 @@ async def _lock_tenant(session: AsyncSession, tenant_id: str) -> Tenant:
 async def _roles_for_new_user(session: AsyncSession, tenant_id: str) -> list[Role]:
     """The default roles of the environment and tenant, and first-user roles for the first."""
     is_first = (
-        await session.scalar(sa.select(User.id).where(User.tenant_id == tenant_id).limit(1))
+        await session.scalar(
+            sa.select(User.id)
+            .where(User.tenant_id == tenant_id, User.deleted_at.is_(None))
+            .limit(1)
+        )
     ) is None
     wanted: sa.ColumnElement[bool] = Role.is_default.is_(True)
     if is_first:
@@ -363,13 +390,15 @@ async def create_user(
     user_id = new.user_id or _new_id()
     clash = (
         await session.execute(
-            sa.select(User.id, User.email)
+            sa.select(User.id, User.email, User.deleted_at)
             .where(sa.or_(User.id == user_id, User.email == email))
             .limit(1)
         )
     ).first()
     if clash is not None:
         field = "id" if clash.id == user_id else "email"
+        if clash.deleted_at is not None:
+            raise Conflict(f"A user with this {field} is being deleted; try again in a minute")
         raise Conflict(f"A user with this {field} already exists")
     if new.role_ids:
         roles = await assignable_roles(session, tenant_id, new.role_ids)
@@ -405,7 +434,7 @@ async def _find_user(session: AsyncSession, user_id: str, tenant_id: str | None)
     """The user; with a tenant named, only if it belongs to that tenant."""
     if tenant_id is not None:
         return await get_user_in_tenant(session, user_id, tenant_id)
-    user = await session.get(User, user_id)
+    user: User | None = await session.scalar(_live_user(user_id))
     if user is None:
         raise NotFound(f"User {user_id} not found")
     return user
@@ -416,15 +445,21 @@ async def get_user(session: AsyncSession, user_id: str, tenant_id: str | None) -
 
 
 async def delete_user(
-    session: AsyncSession, caller: Caller, user_id: str, tenant_id: str | None, now: datetime
+    session: AsyncSession, caller: Caller | None, user_id: str, tenant_id: str | None, now: datetime
 ) -> datetime:
-    """Delete the user; the foreign keys cascade to its tokens, credentials and refresh tokens.
+    """Mark the user deleted: from this commit on it and every token, credential and refresh
+    token of it are gone for every reader; the cascade job then deletes the rows in batches.
 
     Returns its creation instant, which tells it apart from a later user of the same id (the
     validity cache's tombstone names it).
     """
     user = await _find_user(session, user_id, tenant_id)
-    deleted = await session.scalar(sa.delete(User).where(User.id == user.id).returning(User.id))
+    deleted = await session.scalar(
+        sa.update(User)
+        .where(User.id == user.id, User.deleted_at.is_(None))
+        .values(deleted_at=now)
+        .returning(User.id)
+    )
     if deleted is None:  # deleted by a concurrent request since we read it
         raise NotFound(f"User {user_id} not found")
     audit.record(
@@ -455,7 +490,7 @@ async def assign_roles(
     await get_tenant(session, tenant_id)
     # Locked so that two concurrent assignments of one role cannot both insert it.
     user = await session.get(User, user_id, with_for_update=True)
-    if user is None or user.tenant_id != tenant_id:
+    if user is None or user.tenant_id != tenant_id or user.deleted_at is not None:
         raise NotFound(f"User {user_id} not found")
     roles = await assignable_roles(session, tenant_id, role_ids)
     held = set(

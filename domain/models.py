@@ -88,6 +88,9 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # Set by the deletion: the tenant is gone for every reader from then on, and the cascade
+    # job deletes its rows in batches and finally the tenant itself.
+    deleted_at: Mapped[datetime | None]
 
 
 class User(Base):
@@ -103,6 +106,8 @@ class User(Base):
     metadata_json: Mapped[str] = mapped_column("metadata", sa.Text)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # As Tenant.deleted_at: gone for every reader; the cascade job removes the rows.
+    deleted_at: Mapped[datetime | None]
 
 
 class Permission(Base):
@@ -184,6 +189,8 @@ class AccessToken(Base):
     created_at: Mapped[datetime]
     # The key that signed it: kept published in JWKS while such a token can still be valid.
     signing_kid: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    # When the expiry job saw it expired (audit and cleanup done); validity reads expires_at.
+    expired_at: Mapped[datetime | None]
 
 
 access_token_roles = sa.Table(
@@ -215,6 +222,8 @@ class ClientCredential(Base):
     expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # When the expiry job saw it expired (audit and cleanup done); validity reads expires_at.
+    expired_at: Mapped[datetime | None]
 
 
 credential_roles = sa.Table(
@@ -280,6 +289,28 @@ class JobRun(Base):
     outcome: Mapped[str] = mapped_column(sa.String(16))
     counts: Mapped[dict[str, Any]]
     error: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class JobStat(Base):
+    """Running totals per job and outcome, for /metrics: they never go down, unlike job_runs,
+    which the expiry job trims."""
+
+    __tablename__ = "job_stats"
+
+    job: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    outcome: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    runs: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"))
+    seconds: Mapped[float]
+    last_finished_at: Mapped[datetime]
+
+
+class WebhookDelivery(Base):
+    """A received webhook's `webhook-id`: a replay of it changes nothing."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class AuditEvent(Base):

@@ -6,12 +6,12 @@ import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-Mode = Literal["serve", "migrate", "worker"]
+Mode = Literal["serve", "migrate", "worker", "dev"]
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://localhost/m2m"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -19,6 +19,19 @@ DEFAULT_REDIS_PREFIX = "m2m:"
 DEFAULT_ISSUER = "http://localhost:8000"
 MIN_VENDOR_SECRET_LENGTH = 16
 MIN_MASTER_KEY_BYTES = 32
+
+# `m2m dev` keeps its database and master key in its data directory and runs without Redis or a
+# broker: these variables never point it anywhere else (a shell set up for `m2m serve` must not
+# make a developer's experiments write to that database).
+IGNORED_IN_DEV: Final = frozenset(
+    {
+        "M2M_DATABASE_URL",
+        "M2M_REDIS_URL",
+        "M2M_BROKER_URL",
+        "M2M_REDIS_PREFIX",
+        "M2M_MASTER_KEY",
+    }
+)
 
 
 class ConfigError(Exception):
@@ -50,16 +63,51 @@ class Settings:
     exchange_limit_per_client: int
     exchange_limit_per_address: int
     max_body_bytes: int
+    job_batch_size: int = 2000
+    broker_visibility_timeout: int = 300
+    # `m2m dev`: one process, SQLite, no Redis or broker; cache, limits and jobs in memory.
+    embedded: bool = False
 
     @property
     def self_service_enabled(self) -> bool:
         return bool(self.user_jwt_public_key or self.user_jwt_jwks_url)
 
 
-def load_settings(env: Mapping[str, str], mode: Mode = "serve") -> Settings:
-    """Read and validate every setting; raise ConfigError naming the first bad one."""
+@dataclass(frozen=True)
+class DevDefaults:
+    """What `m2m dev` takes from its data directory, where the environment says nothing."""
+
+    database_url: str
+    vendor_client_id: str
+    vendor_secret: str
+    master_key: str
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "M2M_DATABASE_URL": self.database_url,
+            "M2M_VENDOR_CLIENT_ID": self.vendor_client_id,
+            "M2M_VENDOR_SECRET": self.vendor_secret,
+            "M2M_MASTER_KEY": self.master_key,
+        }
+
+
+def load_settings(
+    env: Mapping[str, str], mode: Mode = "serve", *, dev: DevDefaults | None = None
+) -> Settings:
+    """Read and validate every setting; raise ConfigError naming the first bad one.
+
+    In "dev" mode `dev` supplies the database, master key and vendor credentials; the
+    environment may override the credentials, never IGNORED_IN_DEV.
+    """
+    if mode == "dev":
+        if dev is None:
+            raise ValueError("dev mode reads its defaults from the data directory")
+        env = {
+            **dev.environment(),
+            **{name: value for name, value in env.items() if name not in IGNORED_IN_DEV},
+        }
     reader = _Reader(env)
-    needs_credentials = mode == "serve"
+    needs_credentials = mode in ("serve", "dev")
     redis_url = reader.url("M2M_REDIS_URL", DEFAULT_REDIS_URL, schemes={"redis", "rediss", "unix"})
     settings = Settings(
         database_url=reader.database_url(),
@@ -87,6 +135,11 @@ def load_settings(env: Mapping[str, str], mode: Mode = "serve") -> Settings:
             "M2M_EXCHANGE_LIMIT_PER_ADDRESS", 600, low=1, high=1_000_000_000
         ),
         max_body_bytes=reader.integer("M2M_MAX_BODY_BYTES", 65536, low=1024, high=16_777_216),
+        job_batch_size=reader.integer("M2M_JOB_BATCH_SIZE", 2000, low=1, high=100_000),
+        broker_visibility_timeout=reader.integer(
+            "M2M_BROKER_VISIBILITY_TIMEOUT", 300, low=1, high=86_400
+        ),
+        embedded=mode == "dev",
     )
     if settings.user_jwt_public_key and settings.user_jwt_jwks_url:
         raise ConfigError(

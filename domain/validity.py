@@ -383,8 +383,8 @@ def _fill_statement(table: Table | None, token_id: str) -> sa.Select[Any]:
         sa.select(*columns)
         .select_from(Environment)
         .outerjoin(row, row_id == token_id)
-        .outerjoin(Tenant, Tenant.id == row.tenant_id)
-        .outerjoin(User, User.id == row.user_id)
+        .outerjoin(Tenant, sa.and_(Tenant.id == row.tenant_id, _alive(Tenant)))
+        .outerjoin(User, sa.and_(User.id == row.user_id, _alive(User)))
         .where(Environment.id == ENVIRONMENT_ROW_ID)
     )
     if table == "at":
@@ -405,7 +405,12 @@ def _filled_values(
     if table is None:
         return values
     key = _token_key(table, token_id)
-    if first.row_id is None or first.tenant_created_at is None:
+    if (
+        first.row_id is None
+        or first.tenant_created_at is None
+        or (first.user_id is not None and first.user_created_at is None)
+    ):
+        # Gone, or its tenant or user deleted (whose cascade may still be removing the row).
         values[key] = DELETED
         return values
     roles: set[str] = set()
@@ -453,19 +458,72 @@ async def active_access_token_ids(
     """The JSON array of the ids of the access tokens valid now, of one tenant or of all, built
     by the database in one statement (100,000 ids: no Python object per row).
 
-    A row that exists belongs to a user and a tenant that exist (the foreign keys cascade), so
-    "valid now" is "exists and has not expired"; the M2M switch is the caller's to check.
+    "Valid now" is: exists, has not expired, and its tenant (and user) is not deleted; the M2M
+    switch is the caller's to check.
     """
     kind = AccessToken.user_id.is_not(None) if user_tokens else AccessToken.user_id.is_(None)
     if session.get_bind().dialect.name == "postgresql":
         array: sa.ColumnElement[Any] = sa.cast(sa.func.json_agg(AccessToken.id), sa.Text)
     else:
         array = sa.func.json_group_array(AccessToken.id)
-    statement = sa.select(array).where(kind, _valid_now(now))
+    statement = (
+        sa.select(array)
+        .join(Tenant, sa.and_(Tenant.id == AccessToken.tenant_id, _alive(Tenant)))
+        .outerjoin(User, sa.and_(User.id == AccessToken.user_id, _alive(User)))
+        .where(kind, _valid_now(now), sa.or_(AccessToken.user_id.is_(None), User.id.is_not(None)))
+    )
     if tenant_id is not None:
         statement = statement.where(AccessToken.tenant_id == tenant_id)
     ids: str | None = await session.scalar(statement)
     return ids or "[]"  # json_agg of no rows is NULL
+
+
+# --- reconcile ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Alive:
+    """A token row that exists in PostgreSQL, with a tenant (and user) not deleted."""
+
+    tenant_id: str
+    user_id: str | None
+    expires_at: datetime | None
+
+
+_DROP: Final = object()
+
+
+def _repair(key: str, cached: Value, truth: Value | _Alive | None) -> Value | object | None:
+    """None if the entry agrees with the truth; else the tombstone to write, or _DROP."""
+    if key == ENV_KEY:
+        return None if cached == truth else truth
+    if key.startswith(("tenant:", "user:")):
+        assert isinstance(cached, Principal)
+        alive = isinstance(truth, Principal) and truth.incarnation == cached.incarnation
+        if cached.alive and not alive:
+            return Principal(cached.incarnation, alive=False)
+        if not cached.alive and alive:
+            return _DROP
+        return None
+    if cached is DELETED:
+        return _DROP if isinstance(truth, _Alive) else None
+    if not isinstance(truth, _Alive):
+        return DELETED
+    assert isinstance(cached, TokenRow)
+    expires_us = None if truth.expires_at is None else _microseconds(truth.expires_at)
+    if (cached.tenant_id, cached.user_id, cached.expires_us) != (
+        truth.tenant_id,
+        truth.user_id,
+        expires_us,
+    ):
+        return _DROP
+    return None
+
+
+def _alive(model: Any) -> sa.ColumnElement[bool]:
+    """Not deleted: a tenant or user whose deletion is still cascading is gone already."""
+    deleted_at: sa.ColumnElement[Any] = model.deleted_at
+    return deleted_at.is_(None)
 
 
 # --- the in-process layer ---------------------------------------------------------------------
@@ -503,6 +561,9 @@ class _LocalEntries:
         item = self._entries.get(key)
         if item is not None and not (keep_token_tombstone and item[0] is DELETED):
             del self._entries[key]
+
+    def keys(self) -> list[str]:
+        return list(self._entries)
 
     def drop_positives(self) -> None:
         self._entries = {k: item for k, item in self._entries.items() if _permanent(item[0])}
@@ -764,6 +825,113 @@ class ValidityCache:
     async def forget_tenant(self, tenant_id: str) -> None:
         """A tenant created under an id used before: drop the old one's tombstone."""
         await self._forget([_tenant_key(tenant_id)])
+
+    async def evict_tokens(
+        self, *, access_token_ids: Iterable[str] = (), client_ids: Iterable[str] = ()
+    ) -> None:
+        """Expired tokens: drop their entries (a refill reads the expiry from PostgreSQL)."""
+        keys = [_token_key("at", i) for i in access_token_ids]
+        keys += [_token_key("cc", i) for i in client_ids]
+        if keys:
+            await self._forget(keys)
+
+    async def reconcile(self, now: datetime, batch: int = 1000) -> dict[str, int]:
+        """Compare every entry with PostgreSQL and repair those that disagree: a live entry of
+        something deleted becomes a tombstone; any other disagreement is dropped (and refilled
+        on the next read). Each batch is read from the cache before PostgreSQL, so a deletion
+        committed meanwhile is never undone: its tombstone is written after its commit.
+
+        Unavailable (raised) when Redis cannot be read: the job fails and is retried.
+        """
+        checked = repaired = 0
+        for keys in await self._all_keys(batch):
+            cached = await self._read_for_reconcile(keys)
+            truth = await self._truth(list(cached), now)
+            bury: dict[str, Value] = {}
+            drop: list[str] = []
+            for key, value in cached.items():
+                checked += 1
+                verdict = _repair(key, value, truth.get(key))
+                if verdict is _DROP:
+                    drop.append(key)
+                elif isinstance(verdict, bool | Principal | _Deleted):
+                    bury[key] = verdict
+            if ENV_KEY in bury:
+                await self.switch_api_tokens(bool(bury.pop(ENV_KEY)))
+                repaired += 1
+            if bury:
+                await self._bury(bury)
+            if drop:
+                await self._forget(drop)
+            repaired += len(bury) + len(drop)
+        return {"checked": checked, "repaired": repaired}
+
+    async def _all_keys(self, batch: int) -> list[list[str]]:
+        if self._redis is None:
+            keys = list(self._local.keys())
+        else:
+            redis = self._redis
+            offset = len(self._key_prefix)
+            keys = []
+            try:
+                async for raw in redis.scan_iter(match=f"{self._key_prefix}*", count=batch):
+                    key = raw.decode() if isinstance(raw, bytes) else str(raw)
+                    if key != self._channel:
+                        keys.append(key[offset:])
+            except (OSError, TimeoutError, RedisError) as error:
+                raise Unavailable("the validity cache cannot be read") from error
+        return [keys[i : i + batch] for i in range(0, len(keys), batch)]
+
+    async def _read_for_reconcile(self, keys: list[str]) -> dict[str, Value]:
+        if self._redis is None:
+            peeked = {key: self._local.peek(key) for key in keys}
+            return {key: value for key, value in peeked.items() if value is not None}
+        try:
+            blobs = await self._redis.mget([self._key_prefix + key for key in keys])
+        except (OSError, TimeoutError, RedisError) as error:
+            raise Unavailable("the validity cache cannot be read") from error
+        decoded = {key: _decode(key, blob) for key, blob in zip(keys, blobs, strict=True)}
+        return {key: value for key, value in decoded.items() if value is not None}
+
+    async def _truth(self, keys: list[str], now: datetime) -> dict[str, Value | _Alive]:
+        """What PostgreSQL says about each key: absent from the result means "gone"."""
+        by_kind: dict[str, list[str]] = {}
+        for key in keys:
+            kind, _, ident = key.partition(":")
+            by_kind.setdefault(kind, []).append(ident)
+        truth: dict[str, Value | _Alive] = {}
+        async with self._sessions() as session:
+            if ENV_KEY in by_kind:
+                enabled = await session.scalar(_fill_statement(None, ""))
+                truth[ENV_KEY] = bool(enabled)
+            tables: tuple[tuple[Table, Any, Any], ...] = (
+                ("at", AccessToken, AccessToken.id),
+                ("cc", ClientCredential, ClientCredential.client_id),
+            )
+            for table, row, id_column in tables:
+                ids = by_kind.get(table)
+                if not ids:
+                    continue
+                rows = await session.execute(
+                    sa.select(id_column, row.tenant_id, row.user_id, row.expires_at)
+                    .join(Tenant, sa.and_(Tenant.id == row.tenant_id, _alive(Tenant)))
+                    .outerjoin(User, sa.and_(User.id == row.user_id, _alive(User)))
+                    .where(id_column.in_(ids), sa.or_(row.user_id.is_(None), User.id.is_not(None)))
+                )
+                for ident, tenant_id, user_id, expires_at in rows:
+                    truth[_token_key(table, ident)] = _Alive(tenant_id, user_id, expires_at)
+            principals: tuple[tuple[str, Any], ...] = (("tenant", Tenant), ("user", User))
+            for kind, principal in principals:
+                ids = by_kind.get(kind)
+                if ids:
+                    found = await session.execute(
+                        sa.select(principal.id, principal.created_at).where(
+                            principal.id.in_(ids), _alive(principal)
+                        )
+                    )
+                    for ident, created_at in found:
+                        truth[f"{kind}:{ident}"] = Principal(incarnation(created_at), alive=True)
+        return truth
 
     async def switch_api_tokens(self, enabled: bool) -> None:
         """The committed value of apiTokensEnabled: in effect here at once, everywhere soon."""

@@ -1,4 +1,9 @@
-"""Real PostgreSQL (a database of its own per run, built by the Alembic migrations) and the app."""
+"""Real PostgreSQL (a database of its own per run, built by the Alembic migrations) and the app.
+
+The API modules whose behaviour must not depend on the store (`pytestmark = both_backends`) run
+each test twice: on PostgreSQL and Redis as `m2m serve` runs, and on a SQLite file with the
+in-process cache as `m2m dev` runs. `@serve_only` keeps one of their tests to PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -26,24 +31,73 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.app import create_app, start_services
 from api.state import Services
+from domain.clock import utcnow
 from domain.db import create_engine, create_session_factory
+from domain.jobs import JobContext
+from domain.models import Base
 from domain.schema import upgrade_to_head
-from domain.settings import Settings, load_settings
+from domain.settings import DevDefaults, Settings, load_settings
 from tests.factories import Factory
+from workers.inprocess import InProcessJobs
 
 PG_SERVER = os.environ.get("M2M_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432")
 VENDOR_CLIENT_ID = "test-vendor"
 VENDOR_SECRET = "test-vendor-secret-0123456789"
 
-# Tables a test may fill; the seeded environment row, fe.secure permissions and keys stay.
-RESET = [
-    "TRUNCATE tenants, users, roles, role_permissions, user_roles, access_tokens,"
-    " access_token_roles, client_credentials, credential_roles, credential_permissions,"
-    " refresh_tokens, job_runs, audit_events RESTART IDENTITY CASCADE",
-    "DELETE FROM permissions WHERE NOT fe_permission",
-    "UPDATE environment SET api_tokens_enabled = true, m2m_strategy = 'ClientCredentials',"
-    " default_token_expiration = 86400, default_refresh_token_expiration = 2592000, extra = '{}'",
-]
+POSTGRESQL = "postgresql"
+SQLITE = "sqlite"
+BACKENDS = (POSTGRESQL, SQLITE)
+
+both_backends = pytest.mark.both_backends
+serve_only = pytest.mark.serve_only
+
+# Tables whose seeded rows stay between tests (the environment row, the fe.secure permissions,
+# the signing keys); every other table is emptied after each test.
+SEEDED = {"environment", "permissions", "signing_keys"}
+
+
+def reset_statements(dialect: str) -> list[str]:
+    """What empties the database between tests, children first."""
+    tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+    emptied = [name for name in tables if name not in SEEDED]
+    if dialect == POSTGRESQL:
+        empty = [f"TRUNCATE {', '.join(emptied)} RESTART IDENTITY CASCADE"]
+    else:
+        empty = [f"DELETE FROM {name}" for name in emptied]
+    return [
+        *empty,
+        "DELETE FROM permissions WHERE NOT fe_permission",
+        "UPDATE environment SET api_tokens_enabled = true, m2m_strategy = 'ClientCredentials',"
+        " default_token_expiration = 86400, default_refresh_token_expiration = 2592000,"
+        " extra = '{}'",
+    ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_backends: run each test on PostgreSQL (serve) and on SQLite (dev)"
+    )
+    config.addinivalue_line(
+        "markers", "serve_only: in a both_backends module, run this test on PostgreSQL only"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    definition = metafunc.definition
+    if (
+        "backend" in metafunc.fixturenames
+        and definition.get_closest_marker("both_backends") is not None
+        and definition.get_closest_marker("serve_only") is None
+    ):
+        # Session scope: pytest runs every PostgreSQL test, then every SQLite one, and builds
+        # each backend's app once rather than once per test.
+        metafunc.parametrize("backend", BACKENDS, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store the app runs on: PostgreSQL and Redis, unless parametrized by both_backends."""
+    return str(getattr(request, "param", POSTGRESQL))
 
 
 def _plain_dsn(url: str) -> str:
@@ -96,34 +150,75 @@ def redis_prefix() -> Iterator[str]:
         client.close()
 
 
-@pytest.fixture(scope="session")
-def settings(database_url: str, idp_key: rsa.RSAPrivateKey, redis_prefix: str) -> Settings:
+MASTER_KEY = "q" * 43
+ISSUER = "http://m2m.test"
+# Standard Webhooks form: whsec_ and the base64 of the key.
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"test-webhook-key-0123456789abcdef").decode()
+
+
+def _common_environment(idp_key: rsa.RSAPrivateKey) -> dict[str, str]:
     public_pem = (
         idp_key.public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
+    return {
+        "M2M_VENDOR_CLIENT_ID": VENDOR_CLIENT_ID,
+        "M2M_VENDOR_SECRET": VENDOR_SECRET,
+        "M2M_ISSUER": ISSUER,
+        "M2M_USER_JWT_PUBLIC_KEY": public_pem,
+        "M2M_USER_JWT_ISSUER": IDP_ISSUER,
+        "M2M_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    }
+
+
+@pytest.fixture(scope="session")
+def serve_settings(database_url: str, idp_key: rsa.RSAPrivateKey, redis_prefix: str) -> Settings:
+    """`m2m serve`: this run's PostgreSQL database and Redis prefix."""
     return load_settings(
         {
+            **_common_environment(idp_key),
             "M2M_DATABASE_URL": database_url,
             "M2M_REDIS_URL": REDIS_URL,
             "M2M_REDIS_PREFIX": redis_prefix,
-            "M2M_VENDOR_CLIENT_ID": VENDOR_CLIENT_ID,
-            "M2M_VENDOR_SECRET": VENDOR_SECRET,
-            "M2M_MASTER_KEY": "q" * 43,
-            "M2M_ISSUER": "http://m2m.test",
-            "M2M_USER_JWT_PUBLIC_KEY": public_pem,
-            "M2M_USER_JWT_ISSUER": IDP_ISSUER,
+            "M2M_MASTER_KEY": MASTER_KEY,
         }
     )
+
+
+@pytest.fixture(scope="session")
+def dev_settings(tmp_path_factory: pytest.TempPathFactory, idp_key: rsa.RSAPrivateKey) -> Settings:
+    """`m2m dev`: a SQLite file of this run, migrated; no Redis (and Redis settings ignored)."""
+    path = tmp_path_factory.mktemp("m2m-dev") / "m2m.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    upgrade_to_head(url)
+    return load_settings(
+        {**_common_environment(idp_key), "M2M_REDIS_URL": "redis://127.0.0.1:1/0"},
+        mode="dev",
+        dev=DevDefaults(
+            database_url=url,
+            vendor_client_id="unused",
+            vendor_secret="unused-unused-unused",
+            master_key=MASTER_KEY,
+        ),
+    )
+
+
+@pytest.fixture(scope="session")
+def settings(backend: str, request: pytest.FixtureRequest) -> Settings:
+    """The settings of the app under test: serve's, or dev's in a both_backends module."""
+    name = "dev_settings" if backend == SQLITE else "serve_settings"
+    chosen: Settings = request.getfixturevalue(name)
+    return chosen
 
 
 @pytest.fixture
 async def engine(settings: Settings, services: Services) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(settings.database_url)
     yield engine
+    await finish_jobs(services)
     async with engine.begin() as connection:
-        for statement in RESET:
+        for statement in reset_statements(connection.dialect.name):
             await connection.exec_driver_sql(statement)
     await engine.dispose()
     # The truncation bypasses the validity cache (and every `m2m serve` of the run): drop it too.
@@ -136,9 +231,17 @@ def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 @pytest.fixture
-async def db(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """A session for a test to look at what is stored."""
-    async with sessions() as session:
+async def db(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    """A session for a test to look at what is stored.
+
+    Each statement sees what is committed when it runs, as under PostgreSQL's READ COMMITTED:
+    on SQLite that takes AUTOCOMMIT, since a transaction would read one snapshot throughout
+    (and hold the write lock that the app's requests wait for).
+    """
+    bind = engine
+    if engine.dialect.name == SQLITE:
+        bind = engine.execution_options(isolation_level="AUTOCOMMIT")
+    async with AsyncSession(bind=bind, expire_on_commit=False) as session:
         yield session
 
 
@@ -151,9 +254,28 @@ def factory(sessions: async_sessionmaker[AsyncSession]) -> Factory:
 async def services(settings: Settings) -> AsyncIterator[Services]:
     """One API process's services for the whole run, as `m2m serve` would hold them."""
     started = await start_services(settings)
+    # Jobs that requests enqueue wait until a test runs them (finish_jobs), on the domain code
+    # the Celery tasks call (tests/test_workers.py runs them on real Celery workers) and with
+    # an engine of their own, as a worker has. No job runs on a schedule here.
+    await started.jobs.close()
+    jobs_engine = create_engine(settings.database_url)
+    started.jobs = InProcessJobs(
+        JobContext(
+            sessions=create_session_factory(jobs_engine), validity=started.validity, clock=utcnow
+        ),
+        schedules=(),
+        hold=True,
+    )
     await started.validity.start()
     yield started
     await started.close()
+    await jobs_engine.dispose()
+
+
+async def finish_jobs(services: Services) -> None:
+    """Run the jobs that requests have enqueued so far (the user-deletion cascade, ...)."""
+    assert isinstance(services.jobs, InProcessJobs)
+    await services.jobs.drain()
 
 
 @pytest.fixture(scope="session")

@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.models import AuditEvent, Environment
 from tests.conftest import VENDOR_CLIENT_ID, VENDOR_SECRET
+
+pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 
 CONFIG = "/identity/resources/configurations/v1"
 

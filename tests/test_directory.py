@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from api.state import Services
 from domain import directory
 from domain.auth import VENDOR
 from domain.clock import utcnow
@@ -31,7 +32,10 @@ from domain.models import (
     credential_roles,
     user_roles,
 )
+from tests.conftest import finish_jobs
 from tests.factories import Factory
+
+pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 
 TENANTS = "/tenants/resources/tenants/v1"
 USERS_V2 = "/identity/resources/users/v2"
@@ -250,6 +254,7 @@ async def test_deleting_a_tenant_deletes_its_users_roles_and_every_token(
     db: AsyncSession,
     factory: Factory,
     sessions: async_sessionmaker[AsyncSession],
+    services: Services,
 ) -> None:
     await factory.tenant("acme")
     await factory.tenant("other")
@@ -263,6 +268,7 @@ async def test_deleting_a_tenant_deletes_its_users_roles_and_every_token(
     other_tokens = await issue_tokens(sessions, "other", "o-1", roles=(other_role,))
 
     response = await client.delete(f"{TENANTS}/acme", headers=vendor)
+    await finish_jobs(services)
 
     assert response.status_code == 200
     assert await surviving(db, acme_user_tokens) == (False, False, False)
@@ -279,6 +285,7 @@ async def test_deleting_a_user_deletes_its_tokens_credentials_and_refresh_tokens
     db: AsyncSession,
     factory: Factory,
     sessions: async_sessionmaker[AsyncSession],
+    services: Services,
 ) -> None:
     await factory.tenant("acme")
     await factory.user("acme", user_id="u-1")
@@ -288,6 +295,7 @@ async def test_deleting_a_user_deletes_its_tokens_credentials_and_refresh_tokens
     tenant_tokens = await issue_tokens(sessions, "acme")
 
     response = await client.delete(f"{USERS}/u-1", headers=vendor)
+    await finish_jobs(services)
 
     assert response.status_code == 200
     assert await surviving(db, doomed) == (False, False, False)
@@ -395,6 +403,7 @@ CREATES: dict[str, Callable[[AsyncSession, str], Awaitable[object]]] = {
 }
 
 
+@pytest.mark.serve_only  # watches PostgreSQL's lock waits; SQLite serializes writers
 @pytest.mark.parametrize("kind", sorted(CREATES))
 async def test_a_create_that_loses_the_race_at_the_unique_index_is_a_conflict(
     sessions: async_sessionmaker[AsyncSession],

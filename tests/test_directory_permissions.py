@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.models import AuditEvent, Permission
 from tests.factories import Factory
+
+pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 
 PERMISSIONS = "/identity/resources/permissions/v1"
 PERMISSION_FIELDS = {

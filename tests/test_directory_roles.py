@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.models import AuditEvent, Role, role_permissions, user_roles
 from tests.factories import Factory
+
+pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 
 ROLES = "/identity/resources/roles/v1"
 ROLE_FIELDS = {

@@ -6,11 +6,16 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.state import Services
 from domain.models import AuditEvent, Tenant
+from tests.conftest import finish_jobs
 from tests.factories import Factory
+
+pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 
 TENANTS = "/tenants/resources/tenants/v1"
 TENANT_FIELDS = {"id", "tenantId", "name", "createdAt", "updatedAt"}
@@ -145,15 +150,24 @@ async def test_a_tenant_id_too_long_for_the_path_is_refused(
 
 
 async def test_deleting_a_tenant_answers_200_with_an_empty_body_and_is_audited(
-    client: httpx.AsyncClient, vendor: dict[str, str], db: AsyncSession, factory: Factory
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    db: AsyncSession,
+    factory: Factory,
+    services: Services,
 ) -> None:
     await factory.tenant("acme")
     await factory.tenant("other")
 
     response = await client.delete(f"{TENANTS}/acme", headers=vendor)
+    gone_at_once = await client.get(f"{TENANTS}/acme", headers=vendor)
+    listed = await client.get(TENANTS, headers=vendor)
+    await finish_jobs(services)
 
     assert response.status_code == 200
     assert response.content == b""
+    assert gone_at_once.status_code == 404
+    assert [tenant["tenantId"] for tenant in listed.json()] == ["other"]
     assert await db.get(Tenant, "acme") is None
     assert await db.get(Tenant, "other") is not None
     events = list(await db.scalars(sa.select(AuditEvent)))

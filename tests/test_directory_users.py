@@ -6,11 +6,16 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.state import Services
 from domain.models import AuditEvent, Role, User, role_permissions, user_roles
+from tests.conftest import finish_jobs
 from tests.factories import Factory
+
+pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 
 USERS_V2 = "/identity/resources/users/v2"
 USERS = "/identity/resources/users/v1"
@@ -444,7 +449,11 @@ async def test_getting_a_user_scoped_to_another_tenant_is_404(
 
 
 async def test_deleting_a_user_answers_200_with_an_empty_body_and_is_audited(
-    client: httpx.AsyncClient, vendor: dict[str, str], db: AsyncSession, factory: Factory
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    db: AsyncSession,
+    factory: Factory,
+    services: Services,
 ) -> None:
     await factory.tenant("acme")
     role = await factory.role("reader")
@@ -452,9 +461,12 @@ async def test_deleting_a_user_answers_200_with_an_empty_body_and_is_audited(
     await factory.user("acme", user_id="u-2", roles=[role])
 
     response = await client.delete(f"{USERS}/u-1", headers=in_tenant(vendor, "acme"))
+    gone_at_once = await client.get(f"{USERS}/u-1", headers=vendor)
+    await finish_jobs(services)
 
     assert response.status_code == 200
     assert response.content == b""
+    assert gone_at_once.status_code == 404
     assert list(await db.scalars(sa.select(User.id))) == ["u-2"]
     assert await roles_of(db, "u-1") == set()
     assert await roles_of(db, "u-2") == {("acme", "reader")}

@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.models import AccessToken, AuditEvent, ClientCredential, Permission, Role, Tenant, User
 
+pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
+
 GARBAGE_BODIES: list[bytes] = [
     b"",
     b"{oops",

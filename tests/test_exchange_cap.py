@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from freezegun import freeze_time
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,6 +27,8 @@ from tests.test_exchange import (
     refresh_rows,
     simple_credential,
 )
+
+pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 
 CAP = 100
 START = datetime(2031, 3, 1, 12, 0, tzinfo=UTC)

@@ -27,6 +27,8 @@ from tests.test_exchange import (
     simple_credential,
 )
 
+pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
+
 # Fixtures shared with tests/test_exchange.py: pytest finds them by these names.
 
 OAUTH_KEYS = {"access_token", "token_type", "expires_in", "refresh_token"}

@@ -20,6 +20,8 @@ from tests.test_exchange import (
 )
 from tests.test_oauth_token import assert_oauth_error, basic, posted
 
+pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
+
 # Fixtures shared with tests/test_exchange.py: pytest finds them by these names.
 
 

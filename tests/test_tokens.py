@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.models import AccessToken, AuditEvent, ClientCredential, Role, Tenant, User
 from tests.factories import Factory
 
+pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
+
 CONFIG = "/identity/resources/configurations/v1"
 TOKEN_PERMISSIONS = [
     f"fe.secure.{action}.{resource}"

@@ -25,6 +25,8 @@ from tests.test_tokens import (
     vendor_acting,
 )
 
+pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
+
 V1 = TENANT_API.path
 V2 = TENANT_API.create_path
 LISTED_KEYS = {

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +23,8 @@ from tests.test_tokens import (
     vendor_acting,
     verified_claims,
 )
+
+pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 
 PATH = USER_ACCESS.path
 

@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +21,8 @@ from tests.test_tokens import (
     stored,
     vendor_acting,
 )
+
+pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 
 PATH = USER_API.path
 

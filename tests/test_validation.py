@@ -28,7 +28,10 @@ from domain.clock import utcnow
 from domain.models import ClientCredential, Role, Tenant, User
 from domain.settings import Settings
 from domain.validity import ENTRY_TTL_SECONDS
+from tests.conftest import finish_jobs
 from tests.factories import Factory
+
+pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 
 VALIDATE = "/identity/resources/auth/v1/validate"
 CONFIG = "/identity/resources/configurations/v1"
@@ -604,7 +607,7 @@ async def test_deleting_a_tenant_invalidates_every_token_in_it_and_no_other(
 
 
 async def test_a_tenant_id_used_again_brings_back_none_of_the_deleted_tenants_tokens(
-    client: httpx.AsyncClient, vendor: dict[str, str]
+    client: httpx.AsyncClient, vendor: dict[str, str], services: Services
 ) -> None:
     tenant_id = f"acme-{uuid.uuid4().hex[:8]}"
     tenants = "/tenants/resources/tenants/v1"
@@ -613,6 +616,7 @@ async def test_a_tenant_id_used_again_brings_back_none_of_the_deleted_tenants_to
     old = await create_access_token(client, vendor, tenant_id)
     assert (await validate(client, api_key(old["secret"]))).status_code == 200
     assert (await client.delete(f"{tenants}/{tenant_id}", headers=vendor)).status_code == 200
+    await finish_jobs(services)
 
     again = await client.post(tenants, headers=vendor, json={"tenantId": tenant_id, "name": "B"})
     assert again.status_code == 201, again.text
@@ -623,7 +627,7 @@ async def test_a_tenant_id_used_again_brings_back_none_of_the_deleted_tenants_to
 
 
 async def test_a_user_id_used_again_brings_back_none_of_the_deleted_users_tokens(
-    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, services: Services
 ) -> None:
     scene = await build_scene(factory)
     user_id = f"ada-{uuid.uuid4().hex[:8]}"
@@ -640,6 +644,7 @@ async def test_a_user_id_used_again_brings_back_none_of_the_deleted_users_tokens
     assert (await validate(client, api_key(old["secret"]))).status_code == 200
     deleted = await client.delete(f"/identity/resources/users/v1/{user_id}", headers=vendor)
     assert deleted.status_code == 200, deleted.text
+    await finish_jobs(services)
 
     await create_user()
     new = await create_access_token(client, vendor, scene.tenant.id, user_id=user_id)

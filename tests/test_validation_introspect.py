@@ -25,6 +25,8 @@ from tests.test_validation import (
     fresh_validity_cache,  # noqa: F401  (autouse)
 )
 
+pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
+
 INTROSPECT = "/oauth/introspect"
 
 

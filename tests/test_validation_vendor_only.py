@@ -23,6 +23,8 @@ from tests.test_validation import (
     fresh_validity_cache,  # noqa: F401  (autouse)
 )
 
+pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
+
 VENDOR_USERS = "/identity/resources/vendor-only/users/access-tokens/v1"
 VENDOR_TENANTS = "/identity/resources/vendor-only/tenants/access-tokens/v1"
 ALL_FOUR = [

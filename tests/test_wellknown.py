@@ -24,6 +24,8 @@ from domain.models import AccessToken, SigningKey
 from domain.settings import Settings
 from tests.factories import Factory
 
+pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
+
 ACCESS_TYPES = {"userAccessToken", "tenantAccessToken"}
 
 

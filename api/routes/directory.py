@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from litestar import MediaType, Request, delete, get, patch, post, put
@@ -30,7 +31,9 @@ from api.schemas.directory import (
     user_created_response,
     user_response,
 )
+from api.state import Services
 from domain import directory
+from domain.jobs import CASCADE_DELETIONS
 
 TENANTS = "/tenants/resources/tenants/v1"
 TENANT = TENANTS + "/{tenant_id:str}"
@@ -85,7 +88,9 @@ async def delete_tenant(
 ) -> None:
     created_at = await directory.delete_tenant(db_session, vendor, tenant_id, now)
     await db_session.commit()
+    # Every token in the tenant is invalid before the answer; the job removes the rows.
     await services.validity.invalidate_tenant(tenant_id, created_at)
+    await services.jobs.enqueue(CASCADE_DELETIONS, tenant_id=tenant_id)
 
 
 # --- users ------------------------------------------------------------------------------------
@@ -126,7 +131,14 @@ async def delete_user(
 ) -> None:
     created_at = await directory.delete_user(db_session, vendor, user_id, tenant_id, now)
     await db_session.commit()
+    await finish_user_deletion(services, user_id, created_at)
+
+
+async def finish_user_deletion(services: Services, user_id: str, created_at: datetime) -> None:
+    """After the commit that marked the user deleted: every token of it is invalid here now and
+    everywhere within 100 ms; then the cascade job removes the rows."""
     await services.validity.invalidate_user(user_id, created_at)
+    await services.jobs.enqueue(CASCADE_DELETIONS, user_id=user_id)
 
 
 @post(USER_ROLES, dependencies=VENDOR_ONLY, status_code=201)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.dependencies import NowDep, ServicesDep, SessionDep
 from api.errors import handle_domain_error, status_of
+from api.metrics import count_as
 from api.schemas.common import read_body
 from api.schemas.exchange import (
     ExchangeRequest,
@@ -38,6 +40,7 @@ from domain.errors import (
     Unavailable,
 )
 from domain.exchange import ClientSecret, InvalidClient, InvalidGrant, TokenPair
+from domain.jobs import PRUNE_REFRESH_TOKENS
 
 EXCHANGE_V2 = "/identity/resources/auth/v2/api-token"
 EXCHANGE_V1 = "/identity/resources/auth/v1/api-token"
@@ -152,6 +155,8 @@ async def _exchange(
         now=now,
     )
     await db_session.commit()
+    if services.prune_debounce.due(presented.client_id, time.monotonic()):
+        await services.jobs.enqueue(PRUNE_REFRESH_TOKENS, client_id=presented.client_id)
     return pair
 
 
@@ -256,6 +261,7 @@ async def oauth_token(
             if presented is not None
             else None
         )
+        count_as(request, "refresh")
         pair = await _rotate(db_session, services, refresh_token, now, client_id)
     return oauth_token_response(pair)
 

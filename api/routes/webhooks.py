@@ -1,0 +1,34 @@
+"""POST /webhooks/users/deleted: user deletions from the vendor's identity system."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, post
+
+from api.dependencies import NowDep, ServicesDep, SessionDep
+from api.routes.directory import finish_user_deletion
+from domain import webhooks
+
+USER_DELETED = "/webhooks/users/deleted"
+
+
+@post(USER_DELETED, status_code=204)
+async def user_deleted(
+    request: Request[Any, Any, Any], db_session: SessionDep, services: ServicesDep, now: NowDep
+) -> None:
+    """2xx once every token of the user is invalid. A replayed webhook-id, an unknown user and
+    a user already deleted change nothing and are answered 204 too, so the sender stops."""
+    event = webhooks.verify_signature(
+        services.settings.webhook_secret, request.headers, await request.body()
+    )
+    deleted = webhooks.user_deleted_event(event.payload)
+    if not await webhooks.first_delivery(db_session, event.webhook_id, now):
+        return
+    created_at = await webhooks.delete_user_on_event(db_session, deleted, now)
+    await db_session.commit()
+    if created_at is not None:
+        await finish_user_deletion(services, deleted.user_id, created_at)
+
+
+ROUTES = [user_deleted]

@@ -1,0 +1,562 @@
+"""The background jobs as plain async functions: expire, prune, cascade, propagate, reconcile.
+
+Celery tasks (`workers/tasks.py`) and the in-process runner of `m2m dev` both call these; each
+job is idempotent (row locks and SKIP LOCKED, never hope) and returns the counts it records.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final, Protocol
+
+import sqlalchemy as sa
+from redis.exceptions import RedisError
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
+
+from domain import audit
+from domain.configuration import REFRESH_TOKENS_ROTATION_LIMIT
+from domain.db import upsert_insert
+from domain.models import (
+    ENVIRONMENT_ROW_ID,
+    AccessToken,
+    ClientCredential,
+    Environment,
+    JobRun,
+    JobStat,
+    RefreshToken,
+    Tenant,
+    User,
+    WebhookDelivery,
+)
+from domain.validity import ValidityCache
+
+logger = logging.getLogger("m2m.jobs")
+
+Counts = dict[str, int]
+
+EXPIRE_TOKENS: Final = "expire_tokens"
+PRUNE_REFRESH_TOKENS: Final = "prune_refresh_tokens"
+CASCADE_DELETIONS: Final = "cascade_deletions"
+PROPAGATE_M2M_SWITCH: Final = "propagate_m2m_switch"
+RECONCILE_CACHE: Final = "reconcile_cache"
+
+# A webhook-id need be remembered only while its signature's timestamp is still accepted.
+WEBHOOK_ID_RETENTION: Final = timedelta(minutes=15)
+JOB_RUN_RETENTION: Final = timedelta(days=30)
+
+
+class JobQueue(Protocol):
+    """Where the API sends a job to run soon (Celery in production, in-process in `m2m dev`).
+
+    Call it only after the commit that the job must see.
+    """
+
+    async def enqueue(self, job: str, **arguments: Any) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a job needs: the database, the validity cache, the clock and its batch size."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    validity: ValidityCache
+    clock: Callable[[], datetime]
+    batch_size: int = 2000
+
+
+class Debounce:
+    """Says yes to a key at most once per interval (per process): an exchange enqueues the prune
+    of its credential, but a busy credential need not be pruned on every exchange."""
+
+    def __init__(self, interval_seconds: float, max_keys: int = 100_000) -> None:
+        self._interval = interval_seconds
+        self._max_keys = max_keys
+        self._last: dict[str, float] = {}
+
+    def due(self, key: str, clock: float) -> bool:
+        last = self._last.get(key)
+        if last is not None and clock - last < self._interval:
+            return False
+        if len(self._last) >= self._max_keys:
+            self._last.clear()
+        self._last[key] = clock
+        return True
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A periodic job and how often it is due."""
+
+    job: str
+    every: timedelta
+
+
+# --- expire tokens ----------------------------------------------------------------------------
+
+
+async def expire_tokens(context: JobContext) -> Counts:
+    """Mark access tokens and credentials whose time has passed, drop them from the validity
+    cache, and delete the refresh tokens of the expired credentials.
+
+    Validation never waits for this: it compares `expires_at` with the clock on every request.
+    Rows are claimed with SKIP LOCKED and marked in the same transaction, so two copies running
+    at once split the work and a second run finds nothing left.
+    """
+    now = context.clock()
+    counts: Counts = {"access_tokens": 0, "credentials": 0, "refresh_tokens": 0}
+    while True:
+        async with context.sessions() as session, session.begin():
+            token_ids = list(
+                await session.scalars(
+                    sa.select(AccessToken.id)
+                    .where(AccessToken.expires_at <= now, AccessToken.expired_at.is_(None))
+                    .order_by(AccessToken.expires_at)
+                    .limit(context.batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            if token_ids:
+                await session.execute(
+                    sa.update(AccessToken)
+                    .where(AccessToken.id.in_(token_ids))
+                    .values(expired_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+                _audit_expired(session, "access_token", token_ids, now)
+        if token_ids:
+            await context.validity.evict_tokens(access_token_ids=token_ids)
+            counts["access_tokens"] += len(token_ids)
+        if len(token_ids) < context.batch_size:
+            break
+    while True:
+        async with context.sessions() as session, session.begin():
+            client_ids = list(
+                await session.scalars(
+                    sa.select(ClientCredential.client_id)
+                    .where(
+                        ClientCredential.expires_at <= now, ClientCredential.expired_at.is_(None)
+                    )
+                    .order_by(ClientCredential.expires_at)
+                    .limit(context.batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            if client_ids:
+                await session.execute(
+                    sa.update(ClientCredential)
+                    .where(ClientCredential.client_id.in_(client_ids))
+                    .values(expired_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+                deleted = await session.execute(
+                    sa.delete(RefreshToken).where(RefreshToken.client_id.in_(client_ids))
+                )
+                counts["refresh_tokens"] += _rowcount(deleted)
+                _audit_expired(session, "client_credential", client_ids, now)
+        if client_ids:
+            await context.validity.evict_tokens(client_ids=client_ids)
+            counts["credentials"] += len(client_ids)
+        if len(client_ids) < context.batch_size:
+            break
+    async with context.sessions() as session, session.begin():
+        # A webhook id older than the signature tolerance can no longer be replayed.
+        webhooks = await session.execute(
+            sa.delete(WebhookDelivery).where(
+                WebhookDelivery.received_at < now - WEBHOOK_ID_RETENTION
+            )
+        )
+        runs = await session.execute(
+            sa.delete(JobRun).where(JobRun.started_at < now - JOB_RUN_RETENTION)
+        )
+    counts["webhook_ids"] = _rowcount(webhooks)
+    counts["job_runs"] = _rowcount(runs)
+    return counts
+
+
+def _audit_expired(session: AsyncSession, kind: str, ids: Sequence[str], now: datetime) -> None:
+    for target_id in ids:
+        audit.record(
+            session, None, f"{kind}.expired", target_type=kind, target_id=target_id, now=now
+        )
+
+
+def _rowcount(result: Any) -> int:
+    return max(int(getattr(result, "rowcount", 0) or 0), 0)
+
+
+# --- prune refresh tokens ---------------------------------------------------------------------
+
+
+async def prune_refresh_tokens(context: JobContext, client_id: str | None = None) -> Counts:
+    """Delete refresh tokens that can never be used again: revoked, expired, beyond the newest
+    REFRESH_TOKENS_ROTATION_LIMIT usable ones of their credential, and used ones whose family
+    has no usable token left. A used token of a live family is kept: presenting it again is
+    how reuse is detected (RFC 9700 §4.14.2), so it stays until its family is dead.
+
+    `client_id` limits the work to one credential (enqueued after its exchanges). Rows are
+    claimed with SKIP LOCKED: never waits on an exchange or refresh holding them.
+    """
+    now = context.clock()
+    live_sibling = aliased(RefreshToken, name="live_sibling")
+    family_alive = (
+        sa.select(live_sibling.id)
+        .where(live_sibling.family_id == RefreshToken.family_id, *_usable(live_sibling, now))
+        .exists()
+    )
+    dead = sa.or_(
+        RefreshToken.revoked_at.is_not(None),
+        RefreshToken.expires_at <= now,
+        sa.and_(RefreshToken.used_at.is_not(None), ~family_alive),
+    )
+    ranked = sa.select(
+        RefreshToken.id,
+        sa.func.row_number()
+        .over(
+            partition_by=RefreshToken.client_id,
+            order_by=(RefreshToken.created_at.desc(), RefreshToken.id.desc()),
+        )
+        .label("newest"),
+    ).where(*_usable(RefreshToken, now))
+    scope: list[sa.ColumnElement[bool]] = []
+    if client_id is not None:
+        scope.append(RefreshToken.client_id == client_id)
+        ranked = ranked.where(RefreshToken.client_id == client_id)
+    ranked_rows = ranked.subquery("ranked")
+    beyond_cap = sa.select(ranked_rows.c.id).where(
+        ranked_rows.c.newest > REFRESH_TOKENS_ROTATION_LIMIT
+    )
+    counts: Counts = {"refresh_tokens": 0}
+    while True:
+        async with context.sessions() as session, session.begin():
+            ids = list(
+                await session.scalars(
+                    sa.select(RefreshToken.id)
+                    .where(*scope, sa.or_(dead, RefreshToken.id.in_(beyond_cap)))
+                    .limit(context.batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            if ids:
+                await session.execute(sa.delete(RefreshToken).where(RefreshToken.id.in_(ids)))
+        counts["refresh_tokens"] += len(ids)
+        if len(ids) < context.batch_size:
+            return counts
+
+
+# --- user and tenant deletion cascade ---------------------------------------------------------
+
+
+async def cascade_deletions(
+    context: JobContext, user_id: str | None = None, tenant_id: str | None = None
+) -> Counts:
+    """Finish deletions: delete every credential, refresh token and access token of deleted
+    users and tenants (those named, or every one pending), in batches that each commit, then the
+    user or tenant row itself.
+
+    The deletion already made their tokens invalid (the row is marked and the validity cache
+    holds its tombstone); this is the cleanup. A batch that commits stays done, so a worker
+    killed halfway resumes where it stopped when the task is delivered again; a user or tenant
+    already gone is a no-op.
+    """
+    async with context.sessions() as session:
+        users = sa.select(User.id).where(User.deleted_at.is_not(None))
+        tenants = sa.select(Tenant.id).where(Tenant.deleted_at.is_not(None))
+        if user_id is not None or tenant_id is not None:
+            users = users.where(User.id == user_id)
+            tenants = tenants.where(Tenant.id == tenant_id)
+        user_ids = list(await session.scalars(users))
+        tenant_ids = list(await session.scalars(tenants))
+    counts: Counts = {
+        "users": 0,
+        "tenants": 0,
+        "access_tokens": 0,
+        "credentials": 0,
+        "refresh_tokens": 0,
+    }
+    for deleted_user in user_ids:
+        await _delete_tokens_of(
+            context, AccessToken.user_id, ClientCredential.user_id, deleted_user, counts
+        )
+        async with context.sessions() as session, session.begin():
+            gone = await session.execute(
+                sa.delete(User).where(User.id == deleted_user, User.deleted_at.is_not(None))
+            )
+        counts["users"] += _rowcount(gone)
+    for deleted_tenant in tenant_ids:
+        await _delete_tokens_of(
+            context, AccessToken.tenant_id, ClientCredential.tenant_id, deleted_tenant, counts
+        )
+        while True:
+            async with context.sessions() as session, session.begin():
+                member_ids = list(
+                    await session.scalars(
+                        sa.select(User.id)
+                        .where(User.tenant_id == deleted_tenant)
+                        .limit(context.batch_size)
+                        .with_for_update(skip_locked=True)
+                    )
+                )
+                if member_ids:
+                    await session.execute(sa.delete(User).where(User.id.in_(member_ids)))
+            counts["users"] += len(member_ids)
+            if len(member_ids) < context.batch_size:
+                break
+        async with context.sessions() as session, session.begin():
+            gone = await session.execute(
+                sa.delete(Tenant).where(Tenant.id == deleted_tenant, Tenant.deleted_at.is_not(None))
+            )
+        counts["tenants"] += _rowcount(gone)
+    return counts
+
+
+async def _delete_tokens_of(
+    context: JobContext,
+    token_owner: Any,
+    credential_owner: Any,
+    owner_id: str,
+    counts: Counts,
+) -> None:
+    """Delete, batch by batch, the credentials (with their refresh tokens) and the access
+    tokens whose owner column equals `owner_id`, tombstoning each batch in the cache."""
+    while True:
+        async with context.sessions() as session, session.begin():
+            client_ids = list(
+                await session.scalars(
+                    sa.select(ClientCredential.client_id)
+                    .where(credential_owner == owner_id)
+                    .limit(context.batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            if client_ids:
+                refresh = await session.execute(
+                    sa.delete(RefreshToken).where(RefreshToken.client_id.in_(client_ids))
+                )
+                counts["refresh_tokens"] += _rowcount(refresh)
+                await session.execute(
+                    sa.delete(ClientCredential).where(ClientCredential.client_id.in_(client_ids))
+                )
+        if client_ids:
+            await context.validity.invalidate_tokens(client_ids=client_ids)
+            counts["credentials"] += len(client_ids)
+        if len(client_ids) < context.batch_size:
+            break
+    while True:
+        async with context.sessions() as session, session.begin():
+            token_ids = list(
+                await session.scalars(
+                    sa.select(AccessToken.id)
+                    .where(token_owner == owner_id)
+                    .limit(context.batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            if token_ids:
+                await session.execute(sa.delete(AccessToken).where(AccessToken.id.in_(token_ids)))
+        if token_ids:
+            await context.validity.invalidate_tokens(access_token_ids=token_ids)
+            counts["access_tokens"] += len(token_ids)
+        if len(token_ids) < context.batch_size:
+            break
+
+
+# --- M2M switch and cache reconcile -------------------------------------------------------------
+
+
+async def propagate_m2m_switch(context: JobContext) -> Counts:
+    """Bring the validity cache in line with the committed apiTokensEnabled: the flag in Redis
+    and every process's in-process answers. Token entries need no change: disabling never
+    touched them, so enabling again restores exactly the tokens still valid."""
+    async with context.sessions() as session:
+        enabled = await session.scalar(
+            sa.select(Environment.api_tokens_enabled).where(Environment.id == ENVIRONMENT_ROW_ID)
+        )
+    await context.validity.switch_api_tokens(bool(enabled))
+    return {"enabled": int(bool(enabled))}
+
+
+async def reconcile_cache(context: JobContext) -> Counts:
+    """Repair every validity-cache entry that disagrees with PostgreSQL."""
+    return await context.validity.reconcile(context.clock())
+
+
+# --- running and recording ----------------------------------------------------------------------
+
+Job = Callable[..., Awaitable[Counts]]
+
+JOBS: Final[dict[str, Job]] = {
+    EXPIRE_TOKENS: expire_tokens,
+    PRUNE_REFRESH_TOKENS: prune_refresh_tokens,
+    CASCADE_DELETIONS: cascade_deletions,
+    PROPAGATE_M2M_SWITCH: propagate_m2m_switch,
+    RECONCILE_CACHE: reconcile_cache,
+}
+
+# The periodic jobs. The cascade is also swept periodically, so that a deletion whose task
+# was lost (broker down when it was enqueued) still finishes.
+SCHEDULES: Final = (
+    Schedule(EXPIRE_TOKENS, timedelta(minutes=1)),
+    Schedule(PRUNE_REFRESH_TOKENS, timedelta(minutes=10)),
+    Schedule(RECONCILE_CACHE, timedelta(minutes=5)),
+    Schedule(CASCADE_DELETIONS, timedelta(minutes=5)),
+)
+
+current_job: ContextVar[str | None] = ContextVar("current_job", default=None)
+current_run: ContextVar[str | None] = ContextVar("current_run", default=None)
+
+
+async def run_job(
+    context: JobContext, job: str, arguments: Mapping[str, Any] | None = None
+) -> Counts:
+    """Run one job and record the run: started, then finished with its outcome and counts, or
+    failed with its error (which is raised again, so that Celery can retry)."""
+    function = JOBS[job]
+    run_id = str(uuid.uuid4())
+    job_token = current_job.set(job)
+    run_token = current_run.set(run_id)
+    try:
+        started = context.clock()
+        async with context.sessions() as session, session.begin():
+            session.add(
+                JobRun(
+                    id=run_id,
+                    job=job,
+                    started_at=started,
+                    finished_at=None,
+                    outcome="running",
+                    counts={},
+                    error=None,
+                )
+            )
+        logger.info("job started", extra={"arguments": dict(arguments or {})})
+        try:
+            counts = await function(context, **(arguments or {}))
+        except Exception as error:
+            await _finish(context, job, run_id, started, "failure", {}, describe_error(error))
+            logger.exception("job failed")
+            raise
+        await _finish(context, job, run_id, started, "success", counts, None)
+        logger.info("job finished", extra={"counts": counts})
+        return counts
+    finally:
+        current_run.reset(run_token)
+        current_job.reset(job_token)
+
+
+async def _finish(
+    context: JobContext,
+    job: str,
+    run_id: str,
+    started: datetime,
+    outcome: str,
+    counts: Counts,
+    error: str | None,
+) -> None:
+    finished = context.clock()
+    seconds = max((finished - started).total_seconds(), 0.0)
+    async with context.sessions() as session, session.begin():
+        await session.execute(
+            sa.update(JobRun)
+            .where(JobRun.id == run_id)
+            .values(finished_at=finished, outcome=outcome, counts=counts, error=error)
+        )
+        statement = upsert_insert(session, JobStat).values(
+            job=job, outcome=outcome, runs=1, seconds=seconds, last_finished_at=finished
+        )
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[JobStat.job, JobStat.outcome],
+                set_={
+                    "runs": JobStat.runs + 1,
+                    "seconds": JobStat.seconds + seconds,
+                    "last_finished_at": statement.excluded.last_finished_at,
+                },
+            )
+        )
+
+
+def describe_error(error: BaseException) -> str:
+    """What a failed run records: the kind of error, never SQL, parameters or secrets."""
+    if isinstance(error, sa_exc.DBAPIError):
+        return f"database error: {type(error.orig).__name__}"
+    if isinstance(error, RedisError):
+        return f"redis error: {type(error).__name__}"
+    return f"{type(error).__name__}: {str(error)[:500]}"
+
+
+def transient(error: BaseException) -> bool:
+    """A fault that a later attempt may not meet: the database or Redis unreachable."""
+    if isinstance(error, RedisError | OSError | TimeoutError | sa_exc.TimeoutError):
+        return True
+    if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return True
+    return isinstance(error, sa_exc.DBAPIError) and bool(error.connection_invalidated)
+
+
+# --- what operators see -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A scheduled job as /ops/jobs shows it."""
+
+    job: str
+    every: timedelta
+    last_run: JobRun | None
+    last_success_at: datetime | None
+    next_due_at: datetime
+    overdue: bool
+
+
+async def job_statuses(session: AsyncSession, now: datetime, since: datetime) -> list[JobStatus]:
+    """Each scheduled job with its last run, last success and next due time.
+
+    A job is overdue when it has not succeeded for two of its intervals, counted from its last
+    success, or from `since` (when this process started) if it never succeeded.
+    """
+    statuses = []
+    for schedule in SCHEDULES:
+        last_run = await session.scalar(
+            sa.select(JobRun)
+            .where(JobRun.job == schedule.job)
+            .order_by(JobRun.started_at.desc(), JobRun.id.desc())
+            .limit(1)
+        )
+        last_success_at = await session.scalar(
+            sa.select(JobStat.last_finished_at).where(
+                JobStat.job == schedule.job, JobStat.outcome == "success"
+            )
+        )
+        reference = last_success_at or since
+        next_due_at = (last_run.started_at if last_run is not None else since) + schedule.every
+        statuses.append(
+            JobStatus(
+                job=schedule.job,
+                every=schedule.every,
+                last_run=last_run,
+                last_success_at=last_success_at,
+                next_due_at=next_due_at,
+                overdue=now > reference + 2 * schedule.every,
+            )
+        )
+    return statuses
+
+
+async def job_totals(session: AsyncSession) -> list[JobStat]:
+    """Runs and seconds per job and outcome since the database was created (for /metrics)."""
+    return list(await session.scalars(sa.select(JobStat).order_by(JobStat.job, JobStat.outcome)))
+
+
+def _usable(table: Any, now: datetime) -> list[sa.ColumnElement[bool]]:
+    return [table.used_at.is_(None), table.revoked_at.is_(None), table.expires_at > now]

@@ -1,0 +1,127 @@
+"""What operators watch: /ops/jobs, /metrics and the health probes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from freezegun import freeze_time
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api.state import Services
+from domain import jobs
+from domain.clock import utcnow
+from domain.jobs import JobContext
+from tests.factories import Factory
+from tests.test_validation import api_key, build_scene, create_access_token, validate
+
+
+def context(services: Services, sessions: async_sessionmaker[AsyncSession]) -> JobContext:
+    return JobContext(sessions=sessions, validity=services.validity, clock=utcnow)
+
+
+async def run_every_scheduled_job(
+    services: Services, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    for schedule in jobs.SCHEDULES:
+        await jobs.run_job(context(services, sessions), schedule.job)
+
+
+async def test_ops_jobs_lists_each_scheduled_job_with_its_last_run_and_next_due_time(
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    services: Services,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await run_every_scheduled_job(services, sessions)
+
+    response = await client.get("/ops/jobs", headers=vendor)
+
+    assert response.status_code == 200
+    listed = {job["job"]: job for job in response.json()["jobs"]}
+    assert set(listed) == {schedule.job for schedule in jobs.SCHEDULES}
+    expiry = listed[jobs.EXPIRE_TOKENS]
+    assert expiry["everySeconds"] == 60
+    assert expiry["overdue"] is False
+    assert expiry["lastRun"]["outcome"] == "success"
+    assert expiry["lastRun"]["counts"]["access_tokens"] == 0
+    assert expiry["lastSuccessAt"] == expiry["lastRun"]["finishedAt"]
+    started = datetime.fromisoformat(expiry["lastRun"]["startedAt"].replace("Z", "+00:00"))
+    due = datetime.fromisoformat(expiry["nextDueAt"].replace("Z", "+00:00"))
+    assert due - started == timedelta(seconds=60)
+
+
+async def test_a_job_that_missed_two_intervals_is_overdue_and_the_probe_says_so(
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    services: Services,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await run_every_scheduled_job(services, sessions)
+    ready_now = await client.get("/health/ready")
+
+    with freeze_time(datetime.now(UTC) + timedelta(seconds=125), real_asyncio=True):
+        listed = (await client.get("/ops/jobs", headers=vendor)).json()["jobs"]
+        ready_later = await client.get("/health/ready")
+        metrics = (await client.get("/metrics")).text
+
+    overdue = {job["job"]: job["overdue"] for job in listed}
+    assert overdue[jobs.EXPIRE_TOKENS] is True
+    assert overdue[jobs.RECONCILE_CACHE] is False  # every 5 minutes: not late yet
+    assert ready_now.status_code == 200
+    assert ready_now.json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "expiryJob": "ok", "redis": "ok"},
+    }
+    assert ready_later.status_code == 503
+    assert ready_later.json()["checks"]["expiryJob"] == "overdue"
+    assert f'm2m_job_overdue{{job="{jobs.EXPIRE_TOKENS}"}} 1.0' in metrics
+
+
+async def test_ops_jobs_is_for_the_vendor_only(client: httpx.AsyncClient) -> None:
+    anonymous = await client.get("/ops/jobs")
+
+    assert anonymous.status_code == 401
+    assert anonymous.json()["errors"]
+
+
+async def test_metrics_count_validations_and_job_runs(
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    factory: Factory,
+    services: Services,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    def sample(text: str, line_start: str) -> float:
+        for line in text.splitlines():
+            if line.startswith(line_start + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    scene = await build_scene(factory)
+    token = await create_access_token(client, vendor, scene.tenant.id)
+    before = (await client.get("/metrics")).text
+
+    assert (await validate(client, api_key(token["secret"]))).status_code == 200
+    assert (await validate(client, api_key("not-a-token"))).status_code == 401
+    await jobs.run_job(context(services, sessions), jobs.EXPIRE_TOKENS)
+    response = await client.get("/metrics")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    after = response.text
+    valid = 'm2m_requests_total{operation="validation",outcome="success"}'
+    rejected = 'm2m_requests_total{operation="validation",outcome="rejected"}'
+    assert sample(after, valid) == sample(before, valid) + 1
+    assert sample(after, rejected) == sample(before, rejected) + 1
+    runs = f'm2m_job_runs_total{{job="{jobs.EXPIRE_TOKENS}",outcome="success"}}'
+    assert sample(after, runs) == 1
+    last = f'm2m_job_last_success_timestamp_seconds{{job="{jobs.EXPIRE_TOKENS}"}}'
+    assert abs(sample(after, last) - datetime.now(UTC).timestamp()) < 60
+
+
+async def test_liveness_answers_while_the_process_runs(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health/live")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}

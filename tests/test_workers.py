@@ -1,0 +1,263 @@
+"""The jobs on real Celery workers (`m2m worker` subprocesses) over this run's Redis broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from domain import jobs
+from domain.clock import utcnow
+from domain.models import AccessToken, ClientCredential, JobRun, User
+from domain.settings import Settings
+from tests.conftest import running_server, serve_environment
+from tests.factories import Factory
+from tests.test_jobs import add_access_token, add_credential, add_refresh_tokens
+from workers.queue import CeleryJobQueue
+
+WAIT_SECONDS = 90
+
+
+@contextlib.contextmanager
+def worker_process(
+    settings: Settings, log: Path, **extra_env: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`m2m worker` with one process, in a session of its own (so it can be killed whole)."""
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from api.cli import main; main()", "worker", "--concurrency=1"],
+            env={**serve_environment(settings), **extra_env},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def kill_worker(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL to the worker and its pool processes at once: no chance to hand anything back."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, log: Path) -> None:
+    """Wait for a worker (another process) to make `check` true."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not await check():
+        if time.monotonic() > deadline:
+            tail = log.read_text()[-4000:]  # noqa: ASYNC240  (only when failing)
+            raise AssertionError(f"{what} did not happen; worker log:\n{tail}")
+        await asyncio.sleep(0.05)  # polling another process, not standing in for time
+
+
+@pytest.fixture
+async def queue(settings: Settings) -> AsyncIterator[CeleryJobQueue]:
+    """The API's queue: what `m2m serve` sends tasks with."""
+    sender = CeleryJobQueue(settings)
+    yield sender
+    await sender.close()
+
+
+async def runs_of(db: AsyncSession, job: str) -> list[JobRun]:
+    return list(
+        await db.scalars(sa.select(JobRun).where(JobRun.job == job).order_by(JobRun.started_at))
+    )
+
+
+async def count(db: AsyncSession, statement: sa.Select[tuple[int]]) -> int:
+    return int(await db.scalar(statement) or 0)
+
+
+async def test_a_worker_runs_an_enqueued_expiry_and_records_the_run(
+    settings: Settings,
+    queue: CeleryJobQueue,
+    factory: Factory,
+    sessions: async_sessionmaker[AsyncSession],
+    db: AsyncSession,
+    tmp_path: Path,
+) -> None:
+    tenant = await factory.tenant()
+    expired = await add_access_token(
+        sessions, tenant.id, expires_at=utcnow() - timedelta(minutes=1)
+    )
+    lasting = await add_access_token(sessions, tenant.id, expires_at=utcnow() + timedelta(days=1))
+    log = tmp_path / "worker.log"
+
+    with worker_process(settings, log):
+        await queue.enqueue(jobs.EXPIRE_TOKENS)
+
+        async def recorded() -> bool:
+            return any(run.outcome == "success" for run in await runs_of(db, jobs.EXPIRE_TOKENS))
+
+        await eventually(recorded, "the expiry run", log)
+
+    marked = await db.get(AccessToken, expired)
+    unmarked = await db.get(AccessToken, lasting)
+    assert marked is not None
+    assert marked.expired_at is not None
+    assert unmarked is not None
+    assert unmarked.expired_at is None
+    (run,) = await runs_of(db, jobs.EXPIRE_TOKENS)
+    assert run.counts["access_tokens"] == 1
+    assert '"job": "expire_tokens"' in log.read_text()  # structured logs name the job
+
+
+async def test_a_cascade_delivered_twice_changes_nothing_the_second_time(
+    settings: Settings,
+    queue: CeleryJobQueue,
+    factory: Factory,
+    sessions: async_sessionmaker[AsyncSession],
+    db: AsyncSession,
+    tmp_path: Path,
+) -> None:
+    tenant = await factory.tenant()
+    user = await factory.user(tenant.id)
+    survivor = await factory.user(tenant.id)
+    for _ in range(5):
+        await add_access_token(sessions, tenant.id, user.id)
+        client_id = await add_credential(sessions, tenant.id, user.id)
+        await add_refresh_tokens(sessions, client_id, 2)
+    kept = await add_access_token(sessions, tenant.id, survivor.id)
+    async with sessions() as session:
+        await session.execute(sa.update(User).where(User.id == user.id).values(deleted_at=utcnow()))
+        await session.commit()
+    log = tmp_path / "worker.log"
+
+    with worker_process(settings, log):
+        await queue.enqueue(jobs.CASCADE_DELETIONS, user_id=user.id)
+        await queue.enqueue(jobs.CASCADE_DELETIONS, user_id=user.id)
+
+        async def both_ran() -> bool:
+            runs = await runs_of(db, jobs.CASCADE_DELETIONS)
+            return sum(run.outcome == "success" for run in runs) == 2
+
+        await eventually(both_ran, "two cascade runs", log)
+
+    first, second = await runs_of(db, jobs.CASCADE_DELETIONS)
+    assert first.counts == {
+        "users": 1,
+        "tenants": 0,
+        "access_tokens": 5,
+        "credentials": 5,
+        "refresh_tokens": 10,
+    }
+    assert set(second.counts.values()) == {0}
+    assert await db.get(User, user.id) is None
+    assert list(await db.scalars(sa.select(AccessToken.id))) == [kept]
+
+
+async def test_a_worker_killed_mid_cascade_leaves_the_task_to_be_redelivered_and_finished(
+    settings: Settings,
+    queue: CeleryJobQueue,
+    factory: Factory,
+    sessions: async_sessionmaker[AsyncSession],
+    db: AsyncSession,
+    tmp_path: Path,
+) -> None:
+    total = 4000
+    tenant = await factory.tenant()
+    user = await factory.user(tenant.id)
+    survivor = await factory.user(tenant.id)
+    now = utcnow()
+    async with sessions() as session:
+        await session.execute(
+            sa.insert(AccessToken),
+            [
+                {
+                    "id": str(uuid.uuid4()),
+                    "tenant_id": tenant.id,
+                    "user_id": user.id,
+                    "created_at": now,
+                }
+                for _ in range(total)
+            ],
+        )
+        await session.execute(sa.update(User).where(User.id == user.id).values(deleted_at=now))
+        await session.commit()
+    kept = await add_credential(sessions, tenant.id, survivor.id)
+    owned = (
+        sa.select(sa.func.count()).select_from(AccessToken).where(AccessToken.user_id == user.id)
+    )
+    log = tmp_path / "worker.log"
+    # Small batches: the cascade commits often, so it can be caught halfway.
+    slow = {"M2M_JOB_BATCH_SIZE": "10", "M2M_BROKER_VISIBILITY_TIMEOUT": "1"}
+
+    with worker_process(settings, log, **slow) as first_worker:
+        await queue.enqueue(jobs.CASCADE_DELETIONS, user_id=user.id)
+
+        async def started() -> bool:
+            return await count(db, owned) < total
+
+        await eventually(started, "the cascade starting", log)
+        kill_worker(first_worker)
+    left_by_the_killed_worker = await count(db, owned)
+
+    with worker_process(settings, log, **slow):
+
+        async def finished() -> bool:
+            runs = await runs_of(db, jobs.CASCADE_DELETIONS)
+            return any(run.outcome == "success" for run in runs)
+
+        await eventually(finished, "the redelivered cascade finishing", log)
+
+    assert 0 < left_by_the_killed_worker < total
+    assert await count(db, owned) == 0
+    assert await db.get(User, user.id) is None
+    outcomes = [run.outcome for run in await runs_of(db, jobs.CASCADE_DELETIONS)]
+    assert outcomes == ["running", "success"]  # the killed run never finished
+    assert await db.get(ClientCredential, kept) is not None
+
+
+async def test_a_user_deleted_through_m2m_serve_is_cascaded_by_the_worker(
+    settings: Settings,
+    factory: Factory,
+    sessions: async_sessionmaker[AsyncSession],
+    db: AsyncSession,
+    tmp_path: Path,
+) -> None:
+    tenant = await factory.tenant()
+    user = await factory.user(tenant.id)
+    token_ids = [await add_access_token(sessions, tenant.id, user.id) for _ in range(3)]
+    log = tmp_path / "worker.log"
+
+    with running_server(settings) as base, worker_process(settings, log):
+        async with httpx.AsyncClient(base_url=base) as http:
+            login = await http.post(
+                "/auth/vendor",
+                json={"clientId": settings.vendor_client_id, "secret": settings.vendor_secret},
+            )
+            vendor = {"x-access-token": login.json()["token"]}
+            deleted = await http.delete(f"/identity/resources/users/v1/{user.id}", headers=vendor)
+
+        async def cascaded() -> bool:
+            return await db.get(User, user.id) is None
+
+        await eventually(cascaded, "the cascade of the deleted user", log)
+
+    assert deleted.status_code == 200
+    remaining = await db.scalar(
+        sa.select(sa.func.count()).select_from(AccessToken).where(AccessToken.id.in_(token_ids))
+    )
+    assert remaining == 0

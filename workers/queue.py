@@ -1,0 +1,38 @@
+"""The API's side of Celery: send a job to the broker after the commit it must see."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from celery import Celery
+
+from domain.settings import Settings
+from workers.celery_app import configure, task_name
+
+logger = logging.getLogger("m2m.jobs")
+
+
+class CeleryJobQueue:
+    """Enqueues jobs for the Celery workers. A failed enqueue is logged, never raised: the
+    request's own promise (a token invalid now) is already kept, and the periodic runs of the
+    same jobs finish the cleanup."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._celery = configure(Celery("m2m-api", set_as_current=False), settings)
+
+    async def start(self) -> None:
+        return None
+
+    async def enqueue(self, job: str, **arguments: Any) -> None:
+        try:
+            # kombu's publish is blocking I/O: off the event loop.
+            await asyncio.to_thread(
+                self._celery.send_task, task_name(job), kwargs=arguments, ignore_result=True
+            )
+        except Exception:
+            logger.exception("could not enqueue %s; its periodic run will do the work", job)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._celery.close)

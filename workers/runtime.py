@@ -1,0 +1,53 @@
+"""Runs one domain job from a (synchronous) Celery task, in an event loop of its own.
+
+asyncpg connections belong to the loop that opened them, so every run builds its engine
+(without a pool) and its Redis client inside `asyncio.run`, and closes them before returning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+from redis.asyncio import Redis
+
+from domain.clock import utcnow
+from domain.db import create_engine, create_session_factory
+from domain.jobs import Counts, JobContext, run_job
+from domain.settings import Settings, load_settings
+from domain.validity import ValidityCache
+
+REDIS_TIMEOUT_SECONDS = 2.0
+
+
+@cache
+def worker_settings() -> Settings:
+    return load_settings(os.environ, mode="worker")
+
+
+def run(job: str, arguments: Mapping[str, Any]) -> Counts:
+    return asyncio.run(_run(worker_settings(), job, arguments))
+
+
+async def _run(settings: Settings, job: str, arguments: Mapping[str, Any]) -> Counts:
+    engine = create_engine(settings.database_url, pooled=False)
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+    )
+    sessions = create_session_factory(engine)
+    try:
+        context = JobContext(
+            sessions=sessions,
+            validity=ValidityCache(redis=redis, sessions=sessions, prefix=settings.redis_prefix),
+            clock=utcnow,
+            batch_size=settings.job_batch_size,
+        )
+        return await run_job(context, job, arguments)
+    finally:
+        await redis.aclose()
+        await engine.dispose()

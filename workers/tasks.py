@@ -1,0 +1,69 @@
+"""One thin Celery task per job of domain/jobs.py; the run is recorded by domain.jobs.run_job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from domain.jobs import (
+    CASCADE_DELETIONS,
+    EXPIRE_TOKENS,
+    PROPAGATE_M2M_SWITCH,
+    PRUNE_REFRESH_TOKENS,
+    RECONCILE_CACHE,
+    Counts,
+    transient,
+)
+from workers import runtime
+from workers.celery_app import app, task_name
+
+
+class TransientFault(Exception):
+    """The database or Redis could not be reached: the task is retried with backoff."""
+
+
+RETRYING: dict[str, Any] = {
+    "bind": True,
+    "autoretry_for": (TransientFault,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "max_retries": 10,
+}
+
+
+def _run(job: str, **arguments: Any) -> Counts:
+    try:
+        return runtime.run(job, arguments)
+    except Exception as error:
+        if transient(error):
+            raise TransientFault(f"{job}: {type(error).__name__}") from error
+        raise
+
+
+@app.task(name=task_name(EXPIRE_TOKENS), **RETRYING)
+def expire_tokens(self: Task) -> Counts:
+    return _run(EXPIRE_TOKENS)
+
+
+@app.task(name=task_name(PRUNE_REFRESH_TOKENS), **RETRYING)
+def prune_refresh_tokens(self: Task, client_id: str | None = None) -> Counts:
+    return _run(PRUNE_REFRESH_TOKENS, client_id=client_id)
+
+
+@app.task(name=task_name(CASCADE_DELETIONS), **RETRYING)
+def cascade_deletions(
+    self: Task, user_id: str | None = None, tenant_id: str | None = None
+) -> Counts:
+    return _run(CASCADE_DELETIONS, user_id=user_id, tenant_id=tenant_id)
+
+
+@app.task(name=task_name(PROPAGATE_M2M_SWITCH), **RETRYING)
+def propagate_m2m_switch(self: Task) -> Counts:
+    return _run(PROPAGATE_M2M_SWITCH)
+
+
+@app.task(name=task_name(RECONCILE_CACHE), **RETRYING)
+def reconcile_cache(self: Task) -> Counts:
+    return _run(RECONCILE_CACHE)
