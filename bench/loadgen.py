@@ -7,6 +7,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from argon2 import PasswordHasher, Type
 
-from domain.secrets import Argon2Parameters
+from domain.secrets import Argon2Parameters, new_secret
 
 SCRIPTS = Path(__file__).resolve().parent / "wrk"
 RESULT_LINE = re.compile(r"^BENCH-RESULT (?P<fields>.*)$", re.MULTILINE)
@@ -142,35 +143,66 @@ def run_wrk(load: Load, *, connections: int, seconds: int, transcript: Path) -> 
 
 @dataclass(frozen=True)
 class Argon2Bound:
+    """What argon2 alone allows: `cores` verifications at once, as the service runs them."""
+
     cores: int
-    verify_seconds: float  # median of `samples`
+    verifies: int  # completed by `cores` threads verifying at once
+    seconds: float  # the time they took
+    alone_seconds: float  # median of one verification with nothing else of ours running
     samples: int
     parameters: Argon2Parameters
 
     @property
     def verifies_per_second(self) -> float:
-        return self.cores / self.verify_seconds
+        return self.verifies / self.seconds
+
+    @property
+    def verify_seconds(self) -> float:
+        """One verification's time while every core verifies."""
+        return self.cores * self.seconds / self.verifies
 
 
 def measure_argon2_bound(parameters: Argon2Parameters, samples: int) -> Argon2Bound:
-    """cores / one PasswordHasher.verify: what exchange could reach if argon2 were all it did."""
+    """What exchange could reach if argon2 were all it did, under the service's conditions.
+
+    The service runs argon2 on a thread pool per process, with every core busy verifying under
+    load, so the bound is measured the same way: one thread per core, each verifying in a loop,
+    and the bound is the verifications completed per second. That counts what one verification
+    alone does not (cores sharing caches and memory bandwidth, clock speeds under an all-core
+    load); the time of one verification alone is reported beside it.
+    """
     hasher = PasswordHasher(
         time_cost=parameters.time_cost,
         memory_cost=parameters.memory_kib,
         parallelism=parameters.parallelism,
         type=Type.ID,
     )
-    secret = "bench-secret-" + "x" * 32
+    secret = new_secret()  # what the service's client secrets look like
     encoded = hasher.hash(secret)
     hasher.verify(encoded, secret)  # warm up the allocator
     durations = []
-    for _ in range(samples):
+    for _ in range(max(5, samples // 5)):
         started = time.perf_counter()
         hasher.verify(encoded, secret)
         durations.append(time.perf_counter() - started)
+    cores = os.cpu_count() or 1
+    per_thread = max(1, -(-samples // cores))
+
+    def verify_in_a_loop() -> None:
+        for _ in range(per_thread):
+            hasher.verify(encoded, secret)
+
+    threads = [threading.Thread(target=verify_in_a_loop) for _ in range(cores)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     return Argon2Bound(
-        cores=os.cpu_count() or 1,
-        verify_seconds=statistics.median(durations),
+        cores=cores,
+        verifies=per_thread * cores,
+        seconds=time.perf_counter() - started,
+        alone_seconds=statistics.median(durations),
         samples=samples,
         parameters=parameters,
     )

@@ -137,10 +137,12 @@ def render(
     if bound is not None:
         p = bound.parameters
         lines.append(
-            f"Argon2 bound: {bound.cores} cores ÷ {bound.verify_seconds * 1000:.1f} ms per "
-            f"`PasswordHasher.verify` (median of {bound.samples}; argon2id time_cost "
-            f"{p.time_cost}, memory {p.memory_kib} KiB, parallelism {p.parallelism}) = "
-            f"{bound.verifies_per_second:.1f} verifies/s."
+            f"Argon2 bound: {bound.verifies_per_second:.1f} verifies/s = {bound.cores} cores ÷ "
+            f"{bound.verify_seconds * 1000:.1f} ms per `PasswordHasher.verify` with "
+            f"{bound.cores} threads verifying at once ({bound.verifies} verifications, right "
+            f"before the exchange load; one alone: {bound.alone_seconds * 1000:.1f} ms), with "
+            f"the service's parameters: argon2id time_cost {p.time_cost}, memory "
+            f"{p.memory_kib} KiB, parallelism {p.parallelism}."
         )
         lines.append("")
     warnings = [_nagle_warning(suspect)] if suspect is not None else []

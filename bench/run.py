@@ -90,6 +90,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=100_000,
         help="access tokens seeded for /active",
     )
+    parser.add_argument(
+        "--only",
+        type=_kinds,
+        default=None,
+        metavar="KIND[,KIND]",
+        help="measure only these, beside the baseline: "
+        + ", ".join(kind.value for kind in Kind if kind is not Kind.BASELINE),
+    )
     parser.add_argument("--argon2-samples", type=_bounded(5, 1000), default=50)
     parser.add_argument(
         "--postgres",
@@ -120,6 +128,13 @@ def _connection_levels(text: str) -> list[int]:
     if not levels:
         raise argparse.ArgumentTypeError("give at least one connection count")
     return sorted(set(levels))
+
+
+def _kinds(text: str) -> set[Kind]:
+    try:
+        return {Kind(part.strip()) for part in text.split(",") if part.strip()} | {Kind.BASELINE}
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 # --- the stack -------------------------------------------------------------------------------
@@ -503,17 +518,25 @@ def run(args: argparse.Namespace) -> int:
             memory_kib=settings.argon2_memory_kib,
             parallelism=settings.argon2_parallelism,
         )
-        bound: Argon2Bound = measure_argon2_bound(parameters, args.argon2_samples)
-        print(
-            f"bench: argon2 verify {bound.verify_seconds * 1000:.1f} ms (median of "
-            f"{bound.samples}), bound {bound.verifies_per_second:.1f}/s on {bound.cores} cores"
-        )
+        bound: Argon2Bound | None = None
 
         runner = Runner(client, args, transcript)
         rows = []
         plan = measurements(client, seeded, baseline_url, workdir, args.active_tokens)
+        if args.only is not None:
+            plan = [measurement for measurement in plan if measurement.kind in args.only]
         for connections in args.connections:
             for measurement in plan:
+                if measurement.kind is Kind.EXCHANGE and bound is None:
+                    # Right before the exchange load, so that both see the same machine (it is
+                    # shared, and its load drifts within a run).
+                    bound = measure_argon2_bound(parameters, args.argon2_samples)
+                    print(
+                        f"bench: argon2 bound {bound.verifies_per_second:.1f}/s with "
+                        f"{bound.cores} threads verifying at once "
+                        f"({bound.verify_seconds * 1000:.1f} ms a verify; "
+                        f"{bound.alone_seconds * 1000:.1f} ms alone)"
+                    )
                 row = runner.measure(measurement, connections)
                 rows.append(row)
                 print(f"bench: [{connections} conns] {row.title}: {describe(row)}")

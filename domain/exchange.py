@@ -1,20 +1,27 @@
 """Client-credential exchange, refresh-token rotation and revocation; the 100-token cap lives here.
 
-Hot path: Core statements only, and the round trips are counted on each public function.
-Lock order, everywhere: the credential's row first (SELECT ... FOR UPDATE), then its refresh
-tokens. Exchange, refresh and reuse detection all follow it, so they never deadlock.
+Hot path: Core statements built once at import, run on the session's connection, and the round
+trips are counted on each public function. Lock order, everywhere: the credential's row first
+(SELECT ... FOR UPDATE), then its refresh tokens. Exchange, refresh and reuse detection all
+follow it, so they never deadlock.
+
+Issuance takes two statements after the credential's lock, and not one: under READ COMMITTED a
+statement reads the snapshot taken when it began, so the statement that keeps the cap must
+begin after the lock is held to see every token issued by whoever held the lock before. On
+PostgreSQL each of the two is one statement (data-modifying CTEs); other databases (SQLite, for
+`m2m dev`: one process, one writer at a time) run the same parts one by one.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from domain import audit
 from domain.clock import utcnow
@@ -28,6 +35,8 @@ from domain.models import (
     Permission,
     RefreshToken,
     Role,
+    Tenant,
+    User,
     credential_permissions,
     credential_roles,
     role_permissions,
@@ -47,14 +56,16 @@ REUSE_DETECTED = "refresh_token.reuse_detected"
 
 
 class InvalidClient(Unauthenticated):
-    """Unknown clientId, wrong secret or expired credential: one answer for all three."""
+    """Unknown clientId, wrong secret, expired credential, or one whose tenant or user is
+    deleted: one answer for all."""
 
     def __init__(self, message: str = INVALID_CLIENT) -> None:
         super().__init__(message)
 
 
 class InvalidGrant(Unauthenticated):
-    """A refresh token that is unknown, used, revoked, expired, or not the caller's."""
+    """A refresh token that is unknown, used, revoked, expired, or not the caller's, or whose
+    credential, tenant or user is deleted."""
 
     def __init__(self) -> None:
         super().__init__(INVALID_REFRESH_TOKEN)
@@ -110,6 +121,196 @@ class _Credential:
         return self.expires_at is not None and self.expires_at <= now
 
 
+# --- the statements, built once -------------------------------------------------------------
+
+_credentials = cast(sa.Table, ClientCredential.__table__)
+_tokens = cast(sa.Table, RefreshToken.__table__)
+_tenants = cast(sa.Table, Tenant.__table__)
+_users = cast(sa.Table, User.__table__)
+_environment = cast(sa.Table, Environment.__table__)
+_roles = cast(sa.Table, Role.__table__)
+_permissions = cast(sa.Table, Permission.__table__)
+
+_moment = _tokens.c.created_at.type
+_NOW = sa.bindparam("now", type_=_moment)
+_ISSUED_AT = sa.bindparam("issued_at", type_=_moment)
+# Named after no column of refresh_tokens: a parameter named like a column of the table an
+# UPDATE or INSERT writes is taken as one more value to write.
+_CLIENT_ID = sa.bindparam("credential_id", type_=_credentials.c.client_id.type)
+_TOKEN_HASH = sa.bindparam("presented_hash", type_=_tokens.c.token_hash.type)
+
+
+def _usable(now: sa.ColumnElement[Any]) -> list[sa.ColumnElement[bool]]:
+    """A refresh token can still be exchanged: not used, not revoked, not expired."""
+    return [
+        _tokens.c.used_at.is_(None),
+        _tokens.c.revoked_at.is_(None),
+        _tokens.c.expires_at > now,
+    ]
+
+
+def _owners_live() -> sa.ColumnElement[bool]:
+    """The credential's tenant, and its user for a user credential, are not deleted.
+
+    A deletion sets deleted_at first and removes the rows later (a background job): from the
+    first instant the credential is as gone as an unknown one.
+    """
+    return sa.and_(
+        ~sa.exists().where(
+            _tenants.c.id == _credentials.c.tenant_id, _tenants.c.deleted_at.is_not(None)
+        ),
+        ~sa.exists().where(_users.c.id == _credentials.c.user_id, _users.c.deleted_at.is_not(None)),
+    )
+
+
+# What authenticate_client reads before the argon2 work.
+_READ_SECRET = sa.select(_credentials.c.secret_hash, _credentials.c.expires_at).where(
+    _credentials.c.client_id == _CLIENT_ID, _owners_live()
+)
+
+
+def _lock_credential(where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    """Lock the credential's row (not the table) and read it with the environment settings."""
+    return (
+        sa.select(
+            _credentials.c.client_id,
+            _credentials.c.tenant_id,
+            _credentials.c.user_id,
+            _credentials.c.created_by_user_id,
+            _credentials.c["metadata"].label("metadata_json"),
+            _credentials.c.expires_at,
+            _environment.c.api_tokens_enabled,
+            _environment.c.default_token_expiration,
+            _environment.c.default_refresh_token_expiration,
+        )
+        .select_from(_credentials)
+        .join(_environment, _environment.c.id == ENVIRONMENT_ROW_ID)
+        .where(where, _owners_live())
+        .with_for_update(of=_credentials)
+    )
+
+
+_LOCK_BY_CLIENT_ID = _lock_credential(_credentials.c.client_id == _CLIENT_ID)
+
+
+def _lock_by_refresh_token(bound_to_client: bool) -> sa.Select[Any]:
+    """Lock the credential that owns the refresh token presented (of `client_id`, if bound)."""
+    owner = sa.select(_tokens.c.client_id).where(_tokens.c.token_hash == _TOKEN_HASH)
+    where = _credentials.c.client_id == owner.scalar_subquery()
+    if bound_to_client:
+        where = sa.and_(where, _credentials.c.client_id == _CLIENT_ID)
+    return _lock_credential(where)
+
+
+def _consume(client_id: sa.ColumnElement[Any]) -> sa.Update:
+    """Mark the presented token used, if it is still usable: one atomic statement decides which
+    of concurrent refreshes of one token wins."""
+    return (
+        sa.update(_tokens)
+        .where(
+            _tokens.c.token_hash == _TOKEN_HASH, _tokens.c.client_id == client_id, *_usable(_NOW)
+        )
+        .values(used_at=_NOW)
+        .returning(_tokens.c.id, _tokens.c.family_id, _tokens.c.expires_at)
+    )
+
+
+def _lock_and_consume(bound_to_client: bool) -> sa.Select[Any]:
+    """PostgreSQL: lock the owner and consume the token, in one statement. The credential's
+    lock is taken before the token's row (the UPDATE reads the locked CTE)."""
+    credential = _lock_by_refresh_token(bound_to_client).cte("credential")
+    consumed = _consume(credential.c.client_id).cte("consumed")
+    return sa.select(
+        *credential.c,
+        consumed.c.id.label("consumed_id"),
+        consumed.c.family_id.label("consumed_family_id"),
+        consumed.c.expires_at.label("consumed_expires_at"),
+    ).select_from(credential.outerjoin(consumed, sa.true()))
+
+
+_LOCK_BY_REFRESH_TOKEN = {bound: _lock_by_refresh_token(bound) for bound in (False, True)}
+_LOCK_AND_CONSUME = {bound: _lock_and_consume(bound) for bound in (False, True)}
+_CONSUME = _consume(_CLIENT_ID)
+
+# The cap: keep the REFRESH_TOKENS_ROTATION_LIMIT - 1 newest usable tokens, retire the rest, so
+# that the one inserted next is the limit's last.
+_RETIRE_BEYOND_CAP = (
+    sa.update(_tokens)
+    .where(
+        _tokens.c.id.in_(
+            sa.select(_tokens.c.id)
+            .where(_tokens.c.client_id == _CLIENT_ID, *_usable(_ISSUED_AT))
+            .order_by(_tokens.c.created_at.desc(), _tokens.c.id.desc())
+            .offset(REFRESH_TOKENS_ROTATION_LIMIT - 1)
+        )
+    )
+    .values(revoked_at=_ISSUED_AT)
+)
+_INSERT_TOKEN = sa.insert(_tokens).values(
+    id=sa.bindparam("new_id", type_=_tokens.c.id.type),
+    client_id=_CLIENT_ID,
+    token_hash=sa.bindparam("new_hash", type_=_tokens.c.token_hash.type),
+    parent_id=sa.bindparam("new_parent_id", type_=_tokens.c.parent_id.type),
+    family_id=sa.bindparam("new_family_id", type_=_tokens.c.family_id.type),
+    created_at=_ISSUED_AT,
+    expires_at=sa.bindparam("family_expires_at", type_=_moment),
+    used_at=None,
+    revoked_at=None,
+)
+
+
+def _grants(user_credential: bool) -> sa.CompoundSelect[Any]:
+    """(kind, key) rows of the roles and permissions held now. A tenant credential: its roles,
+    its permissions and its roles' permissions. A user credential: the roles its user holds in
+    the tenant, and their permissions."""
+    role = sa.literal_column("'role'", sa.String).label("kind")
+    permission = sa.literal_column("'permission'", sa.String).label("kind")
+    role_key = _roles.c.key.label("key")
+    permission_key = _permissions.c.key.label("key")
+    granted_permissions = sa.select(permission, permission_key).join(
+        role_permissions, role_permissions.c.permission_id == _permissions.c.id
+    )
+    if not user_credential:
+        held = credential_roles.c.client_id == _CLIENT_ID
+        return sa.union_all(
+            sa.select(role, role_key)
+            .join(credential_roles, credential_roles.c.role_id == _roles.c.id)
+            .where(held),
+            sa.select(permission, permission_key)
+            .join(
+                credential_permissions,
+                credential_permissions.c.permission_id == _permissions.c.id,
+            )
+            .where(credential_permissions.c.client_id == _CLIENT_ID),
+            granted_permissions.join(
+                credential_roles, credential_roles.c.role_id == role_permissions.c.role_id
+            ).where(held),
+        )
+    held = sa.and_(
+        user_roles.c.user_id == sa.bindparam("user_id", type_=user_roles.c.user_id.type),
+        user_roles.c.tenant_id == sa.bindparam("tenant_id", type_=user_roles.c.tenant_id.type),
+    )
+    return sa.union_all(
+        sa.select(role, role_key).join(user_roles, user_roles.c.role_id == _roles.c.id).where(held),
+        granted_permissions.join(
+            user_roles, user_roles.c.role_id == role_permissions.c.role_id
+        ).where(held),
+    )
+
+
+def _issue_and_read_grants(user_credential: bool) -> sa.Select[Any]:
+    """PostgreSQL: make room under the cap, insert the new token and read the grants, in one
+    statement. Its parts share one snapshot, so the retirement does not see the new token."""
+    grants = _grants(user_credential).subquery("grants")
+    retired = _RETIRE_BEYOND_CAP.cte("retired")
+    inserted = _INSERT_TOKEN.cte("inserted")
+    return sa.select(grants.c.kind, grants.c.key).add_cte(retired, inserted)
+
+
+_GRANTS = {user: _grants(user) for user in (False, True)}
+_ISSUE_AND_READ_GRANTS = {user: _issue_and_read_grants(user) for user in (False, True)}
+
+
 # --- client authentication -------------------------------------------------------------------
 
 
@@ -123,22 +324,17 @@ async def authenticate_client(
     now: datetime,
 ) -> str:
     """The clientId of a live credential whose secret is `presented.secret`; InvalidClient
-    for an unknown clientId, a wrong secret or an expired credential, at the same cost.
+    for an unknown clientId, a wrong secret, an expired credential or one whose tenant or user
+    is deleted, at the same cost.
 
-    Every attempt is counted by the limiter first. The read ends its transaction (so this must
-    be the session's first work) before the argon2 work, so no pooled connection waits on
-    argon2. Round trips: 1 to Redis; 3 to PostgreSQL (BEGIN, SELECT, ROLLBACK), plus the
-    pool's pre-ping.
+    Every attempt is counted by the limiter first. The read runs outside a transaction and
+    gives its connection back (so this must be the session's first work) before the argon2
+    work, so no pooled connection waits on argon2. Round trips: 1 to Redis, 1 to PostgreSQL.
     """
     await limiter.count_attempt(client_id=presented.client_id, address=address, now=now)
-    row = (
-        await session.execute(
-            sa.select(ClientCredential.secret_hash, ClientCredential.expires_at).where(
-                ClientCredential.client_id == presented.client_id
-            )
-        )
-    ).one_or_none()
-    await session.rollback()
+    connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    row = (await connection.execute(_READ_SECRET, {"credential_id": presented.client_id})).first()
+    await session.rollback()  # nothing was begun: this only hands the connection back
     # Unknown clients verify against the dummy hash: they cost what a wrong secret costs.
     matched = await hasher.verify(row.secret_hash if row is not None else None, presented.secret)
     if row is None or not matched or (row.expires_at is not None and row.expires_at <= now):
@@ -163,31 +359,38 @@ async def exchange_client_credentials(
 ) -> TokenPair:
     """A JWT and the first refresh token of a new family, for a clientId and its secret.
 
-    Round trips: authenticate_client's (1 Redis, 3 PostgreSQL), then BEGIN, lock and load the
-    credential, its grants, the cap, the insert (4 statements), and the caller's COMMIT:
-    9 to PostgreSQL in all, plus a pre-ping per connection checkout (2).
+    Round trips: authenticate_client's (1 Redis, 1 PostgreSQL), then BEGIN, lock and read the
+    credential, the cap with the insert and the grants (2 statements), and the caller's
+    COMMIT: 5 to PostgreSQL in all.
     """
     client_id = await authenticate_client(
         session, hasher, limiter, presented, address=address, now=now
     )
-    credential = await _lock_credential(session, ClientCredential.client_id == client_id)
-    # Deleted or expired while argon2 ran: the same answer as a wrong secret.
-    if credential is None or credential.expired(now):
+    connection = await session.connection()
+    row = (await connection.execute(_LOCK_BY_CLIENT_ID, {"credential_id": client_id})).first()
+    # Deleted, or expired, or its tenant or user deleted while argon2 ran: the same answer as
+    # a wrong secret.
+    if row is None:
+        raise InvalidClient()
+    credential = _credential_of(row)
+    if credential.expired(now):
         raise InvalidClient()
     if not credential.api_tokens_enabled:
         raise Disabled()
     family_id = str(uuid.uuid4())
     issued_at = _issue_time(now, clock)
-    refresh_token = await _issue_refresh_token(
-        session,
-        credential.client_id,
+    return await _issue(
+        connection,
+        signer,
+        issuer,
+        credential,
+        now,
         token_id=family_id,  # the first token of a family names it
         family_id=family_id,
         parent_id=None,
         expires_at=issued_at + timedelta(seconds=credential.refresh_token_seconds),
         issued_at=issued_at,
     )
-    return await _token_pair(session, signer, issuer, credential, refresh_token, now)
 
 
 async def rotate_refresh_token(
@@ -202,42 +405,37 @@ async def rotate_refresh_token(
 ) -> TokenPair:
     """Retire `refresh_token` and hand out a new pair; the new refresh token keeps its
     family and the family's absolute expiry. With `client_id` (an authenticated OAuth
-    client), the token must be that client's.
+    client), the token must be that client's. A token whose credential, tenant or user is
+    deleted is refused like an unknown one.
 
     A used token presented again is reuse (RFC 9700 section 4.14.2): every usable token of
     its family is revoked and RefreshTokenReused raised; the caller commits that revocation.
 
-    Round trips: BEGIN, lock and load the credential, consume the token, its grants, the cap,
-    the insert (5 statements), and the caller's COMMIT: 7, plus the pool's pre-ping.
+    Round trips: BEGIN, lock the credential and consume the token (1 statement), the cap with
+    the insert and the grants (1 statement), and the caller's COMMIT: 4.
     """
     token_hash = sha256_hex(refresh_token)
-    owner = (
-        sa.select(RefreshToken.client_id)
-        .where(RefreshToken.token_hash == token_hash)
-        .scalar_subquery()
-    )
-    where = ClientCredential.client_id == owner
+    bound = client_id is not None
+    params: dict[str, Any] = {"presented_hash": token_hash, "now": now}
     if client_id is not None:
-        where = sa.and_(where, ClientCredential.client_id == client_id)
+        params["credential_id"] = client_id
+    connection = await session.connection()
     # The credential's lock first (see the module docstring); its row is gone, and its
     # refresh tokens with it (cascade), when the credential was deleted.
-    credential = await _lock_credential(session, where)
-    if credential is None:
+    if _postgresql(connection):
+        row = (await connection.execute(_LOCK_AND_CONSUME[bound], params)).first()
+        consumed = None if row is None or row.consumed_id is None else row
+    else:
+        row = (await connection.execute(_LOCK_BY_REFRESH_TOKEN[bound], params)).first()
+        consumed = None
+        if row is not None:
+            consuming = {**params, "credential_id": row.client_id}
+            taken = (await connection.execute(_CONSUME, consuming)).first()
+            if taken is not None:
+                consumed = _Consumed(taken.id, taken.family_id, taken.expires_at)
+    if row is None:
         raise InvalidGrant()
-    # One atomic statement decides which of concurrent refreshes of one token wins.
-    consumed = (
-        await session.execute(
-            sa.update(RefreshToken)
-            .where(
-                RefreshToken.token_hash == token_hash,
-                RefreshToken.client_id == credential.client_id,
-                *_usable(now),
-            )
-            .values(used_at=now)
-            .returning(RefreshToken.id, RefreshToken.family_id, RefreshToken.expires_at)
-            .execution_options(synchronize_session=False)
-        )
-    ).one_or_none()
+    credential = _credential_of(row)
     if consumed is None:
         await _detect_reuse(session, credential, token_hash, now)
         raise InvalidGrant()
@@ -246,16 +444,18 @@ async def rotate_refresh_token(
         raise InvalidGrant()
     if not credential.api_tokens_enabled:
         raise Disabled()
-    new_refresh_token = await _issue_refresh_token(
-        session,
-        credential.client_id,
+    return await _issue(
+        connection,
+        signer,
+        issuer,
+        credential,
+        now,
         token_id=str(uuid.uuid4()),
-        family_id=consumed.family_id,
-        parent_id=consumed.id,
-        expires_at=consumed.expires_at,  # rotation never extends a family's life
+        family_id=consumed.consumed_family_id,
+        parent_id=consumed.consumed_id,
+        expires_at=consumed.consumed_expires_at,  # rotation never extends a family's life
         issued_at=_issue_time(now, clock),
     )
-    return await _token_pair(session, signer, issuer, credential, new_refresh_token, now)
 
 
 async def revoke_token(session: AsyncSession, client_id: str, token: str, now: datetime) -> None:
@@ -263,28 +463,51 @@ async def revoke_token(session: AsyncSession, client_id: str, token: str, now: d
     changes nothing and says nothing; a JWT is refused (UnsupportedTokenType)."""
     if token.count(".") == 2:
         raise UnsupportedTokenType()
-    await session.execute(
-        sa.update(RefreshToken)
-        .where(
-            RefreshToken.token_hash == sha256_hex(token),
-            RefreshToken.client_id == client_id,
-            RefreshToken.revoked_at.is_(None),
-        )
-        .values(revoked_at=now)
-        .execution_options(synchronize_session=False)
+    connection = await session.connection()
+    await connection.execute(
+        _REVOKE, {"presented_hash": sha256_hex(token), "credential_id": client_id, "now": now}
     )
+
+
+_REVOKE = (
+    sa.update(_tokens)
+    .where(
+        _tokens.c.token_hash == _TOKEN_HASH,
+        _tokens.c.client_id == _CLIENT_ID,
+        _tokens.c.revoked_at.is_(None),
+    )
+    .values(revoked_at=_NOW)
+)
 
 
 # --- the rules they share --------------------------------------------------------------------
 
 
-def _usable(now: datetime) -> list[sa.ColumnElement[bool]]:
-    """A refresh token can still be exchanged: not used, not revoked, not expired."""
-    return [
-        RefreshToken.used_at.is_(None),
-        RefreshToken.revoked_at.is_(None),
-        RefreshToken.expires_at > now,
-    ]
+@dataclass(frozen=True)
+class _Consumed:
+    """The token a refresh consumed (the names match the columns of _LOCK_AND_CONSUME)."""
+
+    consumed_id: str
+    consumed_family_id: str
+    consumed_expires_at: datetime
+
+
+def _postgresql(connection: AsyncConnection) -> bool:
+    return connection.dialect.name == "postgresql"
+
+
+def _credential_of(row: sa.Row[Any]) -> _Credential:
+    return _Credential(
+        client_id=row.client_id,
+        tenant_id=row.tenant_id,
+        user_id=row.user_id,
+        created_by_user_id=row.created_by_user_id,
+        metadata=row.metadata_json,
+        expires_at=row.expires_at,
+        api_tokens_enabled=row.api_tokens_enabled,
+        token_seconds=row.default_token_expiration,
+        refresh_token_seconds=row.default_refresh_token_expiration,
+    )
 
 
 def _issue_time(now: datetime, clock: Clock) -> datetime:
@@ -294,50 +517,46 @@ def _issue_time(now: datetime, clock: Clock) -> datetime:
     return max(now, clock())
 
 
-async def _issue_refresh_token(
-    session: AsyncSession,
-    client_id: str,
+async def _issue(
+    connection: AsyncConnection,
+    signer: Signer,
+    issuer: str,
+    credential: _Credential,
+    now: datetime,
     *,
     token_id: str,
     family_id: str,
     parent_id: str | None,
     expires_at: datetime,
     issued_at: datetime,
-) -> str:
+) -> TokenPair:
     """The one place a refresh token is born, and so the one place the cap is kept: at most
     REFRESH_TOKENS_ROTATION_LIMIT usable per credential; making room retires the oldest
-    usable ones in this same transaction.
+    usable ones in this same transaction. Then the JWT, with the grants held now.
 
     The caller holds the credential's row lock, which serializes issuance per credential.
-    Round trips: 2 (the cap's UPDATE, the INSERT).
+    Round trips: 1 on PostgreSQL (3 statements elsewhere).
     """
-    beyond_cap = (
-        sa.select(RefreshToken.id)
-        .where(RefreshToken.client_id == client_id, *_usable(issued_at))
-        .order_by(RefreshToken.created_at.desc(), RefreshToken.id.desc())
-        .offset(REFRESH_TOKENS_ROTATION_LIMIT - 1)
-    )
-    await session.execute(
-        sa.update(RefreshToken)
-        .where(RefreshToken.id.in_(beyond_cap))
-        .values(revoked_at=issued_at)
-        .execution_options(synchronize_session=False)
-    )
     value = new_secret()
-    await session.execute(
-        sa.insert(RefreshToken).values(
-            id=token_id,
-            client_id=client_id,
-            token_hash=sha256_hex(value),
-            parent_id=parent_id,
-            family_id=family_id,
-            created_at=issued_at,
-            expires_at=expires_at,
-            used_at=None,
-            revoked_at=None,
-        )
-    )
-    return value
+    user_credential = credential.user_id is not None
+    params: dict[str, Any] = {
+        "credential_id": credential.client_id,
+        "issued_at": issued_at,
+        "new_id": token_id,
+        "new_hash": sha256_hex(value),
+        "new_parent_id": parent_id,
+        "new_family_id": family_id,
+        "family_expires_at": expires_at,
+    }
+    if user_credential:
+        params.update(user_id=credential.user_id, tenant_id=credential.tenant_id)
+    if _postgresql(connection):
+        grants = (await connection.execute(_ISSUE_AND_READ_GRANTS[user_credential], params)).all()
+    else:
+        await connection.execute(_RETIRE_BEYOND_CAP, params)
+        await connection.execute(_INSERT_TOKEN, params)
+        grants = (await connection.execute(_GRANTS[user_credential], params)).all()
+    return _token_pair(signer, issuer, credential, value, grants, now)
 
 
 async def _detect_reuse(
@@ -349,19 +568,18 @@ async def _detect_reuse(
     """
     presented = (
         await session.execute(
-            sa.select(RefreshToken.id, RefreshToken.family_id, RefreshToken.used_at).where(
-                RefreshToken.token_hash == token_hash
+            sa.select(_tokens.c.id, _tokens.c.family_id, _tokens.c.used_at).where(
+                _tokens.c.token_hash == token_hash
             )
         )
     ).one_or_none()
     if presented is None or presented.used_at is None:
         return
     revoked = await session.scalars(
-        sa.update(RefreshToken)
-        .where(RefreshToken.family_id == presented.family_id, *_usable(now))
+        sa.update(_tokens)
+        .where(_tokens.c.family_id == presented.family_id, *_usable(sa.literal(now, _moment)))
         .values(revoked_at=now)
-        .returning(RefreshToken.id)
-        .execution_options(synchronize_session=False)
+        .returning(_tokens.c.id)
     )
     # Recorded by the service itself: whoever presented the token is unknown.
     audit.record(
@@ -382,101 +600,19 @@ async def _detect_reuse(
     raise RefreshTokenReused()
 
 
-async def _lock_credential(
-    session: AsyncSession, where: sa.ColumnElement[bool]
-) -> _Credential | None:
-    """Lock the credential's row (not the table) and read it with the environment settings.
-
-    Round trips: 1.
-    """
-    row = (
-        await session.execute(
-            sa.select(
-                ClientCredential.client_id,
-                ClientCredential.tenant_id,
-                ClientCredential.user_id,
-                ClientCredential.created_by_user_id,
-                ClientCredential.metadata_json,
-                ClientCredential.expires_at,
-                Environment.api_tokens_enabled,
-                Environment.default_token_expiration,
-                Environment.default_refresh_token_expiration,
-            )
-            .join(Environment, Environment.id == ENVIRONMENT_ROW_ID)
-            .where(where)
-            .with_for_update(of=ClientCredential)
-        )
-    ).one_or_none()
-    if row is None:
-        return None
-    return _Credential(
-        client_id=row.client_id,
-        tenant_id=row.tenant_id,
-        user_id=row.user_id,
-        created_by_user_id=row.created_by_user_id,
-        metadata=row.metadata_json,
-        expires_at=row.expires_at,
-        api_tokens_enabled=row.api_tokens_enabled,
-        token_seconds=row.default_token_expiration,
-        refresh_token_seconds=row.default_refresh_token_expiration,
-    )
-
-
-async def _grants(session: AsyncSession, credential: _Credential) -> tuple[list[str], list[str]]:
-    """Role keys and permission keys held now, in one statement (round trips: 1).
-
-    A tenant credential: its roles, its permissions and its roles' permissions. A user
-    credential: the roles its user holds in the tenant, and their permissions.
-    """
-    role = sa.literal_column("'role'", sa.String).label("kind")
-    permission = sa.literal_column("'permission'", sa.String).label("kind")
-    if credential.user_id is None:
-        held_roles = credential_roles.c.client_id == credential.client_id
-        role_ids = credential_roles.c.role_id
-        statement = sa.union_all(
-            sa.select(role, Role.key).join(credential_roles, role_ids == Role.id).where(held_roles),
-            sa.select(permission, Permission.key)
-            .join(
-                credential_permissions,
-                credential_permissions.c.permission_id == Permission.id,
-            )
-            .where(credential_permissions.c.client_id == credential.client_id),
-            sa.select(permission, Permission.key)
-            .join(role_permissions, role_permissions.c.permission_id == Permission.id)
-            .join(credential_roles, role_ids == role_permissions.c.role_id)
-            .where(held_roles),
-        )
-    else:
-        held_roles = sa.and_(
-            user_roles.c.user_id == credential.user_id,
-            user_roles.c.tenant_id == credential.tenant_id,
-        )
-        statement = sa.union_all(
-            sa.select(role, Role.key)
-            .join(user_roles, user_roles.c.role_id == Role.id)
-            .where(held_roles),
-            sa.select(permission, Permission.key)
-            .join(role_permissions, role_permissions.c.permission_id == Permission.id)
-            .join(user_roles, user_roles.c.role_id == role_permissions.c.role_id)
-            .where(held_roles),
-        )
-    roles: set[str] = set()
-    permissions: set[str] = set()
-    for kind, key in await session.execute(statement):
-        (roles if kind == "role" else permissions).add(key)
-    return sorted(roles), sorted(permissions)
-
-
-async def _token_pair(
-    session: AsyncSession,
+def _token_pair(
     signer: Signer,
     issuer: str,
     credential: _Credential,
     refresh_token: str,
+    grants: Sequence[sa.Row[Any]],
     now: datetime,
 ) -> TokenPair:
     """Sign the JWT of a credential, with the roles and permissions it holds now."""
-    roles, permissions = await _grants(session, credential)
+    roles: set[str] = set()
+    permissions: set[str] = set()
+    for grant in grants:
+        (roles if grant.kind == "role" else permissions).add(grant.key)
     expires_at = now + timedelta(seconds=credential.token_seconds)
     claims: dict[str, Any] = {
         "type": TENANT_TOKEN if credential.user_id is None else USER_TOKEN,
@@ -486,8 +622,8 @@ async def _token_pair(
     if credential.user_id is not None:
         claims["userId"] = credential.user_id
     claims.update(
-        roles=roles,
-        permissions=permissions,
+        roles=sorted(roles),
+        permissions=sorted(permissions),
         metadata=credential.metadata,
         createdByUserId=credential.created_by_user_id,
         iss=issuer,

@@ -5,6 +5,7 @@ Helpers here are shared by the other exchange, refresh, OAuth and rate-limit tes
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -22,11 +23,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.state import Services
 from domain.exchange import EXCHANGE_TOKEN_TYPES
-from domain.models import AuditEvent, ClientCredential, RefreshToken, credential_roles
+from domain.models import (
+    AuditEvent,
+    ClientCredential,
+    RefreshToken,
+    Tenant,
+    User,
+    credential_roles,
+)
 from domain.ratelimit import RateLimiter
 from domain.secrets import Argon2Parameters, SecretHasher, sha256_hex
 from tests.factories import Factory
 from tests.test_tokens import CONFIG, verified_claims
+
+pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 
 EXCHANGE = "/identity/resources/auth/v2/api-token"
 EXCHANGE_V1 = "/identity/resources/auth/v1/api-token"
@@ -456,6 +466,42 @@ async def test_deleted_credential_no_longer_exchanges(
     assert (response.status_code, response.json()) == (401, INVALID_CLIENT)
 
 
+async def mark_deleted(db: AsyncSession, model: type[Tenant] | type[User], row_id: str) -> None:
+    """What a deletion does first: deleted_at set; its rows go later, in a background job."""
+    await db.execute(
+        sa.update(model).where(model.id == row_id).values(deleted_at=datetime.now(UTC))
+    )
+    await db.commit()
+
+
+async def test_a_credential_of_a_deleted_tenant_no_longer_exchanges(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, db: AsyncSession
+) -> None:
+    credential = await simple_credential(client, vendor, factory)
+    await exchange_ok(client, credential)
+    await mark_deleted(db, Tenant, credential.tenant_id)
+    response = await client.post(EXCHANGE, json=credential.body)
+    assert (response.status_code, response.json()) == (401, INVALID_CLIENT)
+    # The credential row is still there, and its secret still matches: only the flag refuses.
+    assert await db.get(ClientCredential, credential.client_id) is not None
+
+
+async def test_a_user_credential_of_a_deleted_user_no_longer_exchanges(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, db: AsyncSession
+) -> None:
+    tenant = await factory.tenant()
+    user = await factory.user(tenant.id)
+    credential = await user_credential(client, vendor, tenant.id, user.id)
+    other_user = await factory.user(tenant.id)
+    other = await user_credential(client, vendor, tenant.id, other_user.id)
+    await exchange_ok(client, credential)
+    await mark_deleted(db, User, user.id)
+    response = await client.post(EXCHANGE, json=credential.body)
+    assert (response.status_code, response.json()) == (401, INVALID_CLIENT)
+    # Another user's credential in the same tenant is untouched.
+    await exchange_ok(client, other)
+
+
 BAD_BODIES: list[tuple[str, bytes]] = [
     ("empty", b""),
     ("malformed", b"{oops"),
@@ -511,15 +557,18 @@ def counted_statements(services: Services) -> Iterator[list[str]]:
         event.remove(services.engine.sync_engine, "before_cursor_execute", note)
 
 
-async def test_exchange_and_refresh_each_run_five_statements(
+@pytest.mark.serve_only  # counts PostgreSQL round trips
+async def test_exchange_runs_three_statements_and_refresh_two(
     client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, services: Services
 ) -> None:
     credential = await simple_credential(client, vendor, factory)
+    # The prune the exchange enqueues (debounced per credential) is a job, not this request.
+    services.prune_debounce.due(credential.client_id, time.monotonic())
     with counted_statements(services) as exchanged:
         pair = await exchange_ok(client, credential)
-    # read the hash | lock the credential, make room under the cap, insert, read grants
-    assert exchanged == ["SELECT", "SELECT", "UPDATE", "INSERT", "SELECT"]
+    # read the hash | lock the credential | make room under the cap, insert and read the grants
+    assert exchanged == ["SELECT", "SELECT", "WITH"]
     with counted_statements(services) as refreshed:
         await refresh_ok(client, pair["refresh_token"])
-    # lock the credential, consume the token, make room, insert, read grants
-    assert refreshed == ["SELECT", "UPDATE", "UPDATE", "INSERT", "SELECT"]
+    # lock the credential and consume the token | make room, insert and read the grants
+    assert refreshed == ["WITH", "WITH"]

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.state import Services
 from domain.exchange import EXCHANGE_TOKEN_TYPES, REUSE_DETECTED
-from domain.models import AuditEvent, ClientCredential
+from domain.models import AuditEvent, ClientCredential, Tenant, User
 from domain.secrets import sha256_hex
 from tests.factories import Factory
 from tests.test_exchange import (
@@ -23,6 +23,7 @@ from tests.test_exchange import (
     REFRESH,
     exchange_ok,
     is_usable,
+    mark_deleted,
     refresh,
     refresh_ok,
     refresh_rows,
@@ -32,6 +33,8 @@ from tests.test_exchange import (
     user_credential,
 )
 from tests.test_tokens import verified_claims
+
+pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 
 # Fixtures shared with tests/test_exchange.py: pytest finds them by these names.
 
@@ -258,6 +261,36 @@ async def test_20_parallel_refreshes_of_one_token_yield_exactly_one_success(
     rows = {row.token_hash: row for row in await refresh_rows(db, credential.client_id)}
     assert len(rows) == 2
     assert not is_usable(rows[sha256_hex(winner["refresh_token"])], datetime.now(UTC))
+
+
+async def test_a_refresh_token_of_a_deleted_tenant_is_refused(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, db: AsyncSession
+) -> None:
+    credential = await simple_credential(client, vendor, factory)
+    token = (await exchange_ok(client, credential))["refresh_token"]
+    await mark_deleted(db, Tenant, credential.tenant_id)
+    response = await refresh(client, token)
+    assert (response.status_code, response.json()) == (401, INVALID_REFRESH)
+    # Refused before it was consumed: nothing about the token changed.
+    [row] = await refresh_rows(db, credential.client_id)
+    assert is_usable(row, datetime.now(UTC))
+
+
+async def test_a_refresh_token_of_a_deleted_user_is_refused(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, db: AsyncSession
+) -> None:
+    tenant = await factory.tenant()
+    user = await factory.user(tenant.id)
+    other_user = await factory.user(tenant.id)
+    credential = await user_credential(client, vendor, tenant.id, user.id)
+    other = await user_credential(client, vendor, tenant.id, other_user.id)
+    token = (await exchange_ok(client, credential))["refresh_token"]
+    other_token = (await exchange_ok(client, other))["refresh_token"]
+    await mark_deleted(db, User, user.id)
+    response = await refresh(client, token)
+    assert (response.status_code, response.json()) == (401, INVALID_REFRESH)
+    # Another user's credential in the same tenant still refreshes.
+    await refresh_ok(client, other_token)
 
 
 BAD_BODIES: list[tuple[str, bytes]] = [
