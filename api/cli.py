@@ -135,6 +135,7 @@ def dev(port: int, data_dir: Path) -> None:
 
     try:
         environment = open_data_directory(data_dir)
+        lock = environment.lock()
         settings = environment.settings(os.environ)
     except DataDirectoryError as error:
         _fail(str(error))
@@ -144,6 +145,7 @@ def dev(port: int, data_dir: Path) -> None:
     _migrate_dev(settings)
     _preflight(settings)
     run_uvicorn(partial(create_app, settings), host="127.0.0.1", port=port, workers=1)
+    os.close(lock)
 
 
 def _migrate_dev(settings: Settings) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import secrets
@@ -21,6 +22,7 @@ from domain.settings import DevDefaults, Settings, load_settings
 DEFAULT_DATA_DIR: Final = ".m2m"
 DATABASE_FILE: Final = "m2m.db"
 CREDENTIALS_FILE: Final = "credentials.json"
+LOCK_FILE: Final = "lock"
 DIRECTORY_MODE: Final = 0o700
 FILE_MODE: Final = 0o600
 # UPDATE/DELETE ... RETURNING, which the domain's statements use, came in SQLite 3.35.
@@ -87,6 +89,17 @@ class DevEnvironment:
     @property
     def database_url(self) -> str:
         return URL.create("sqlite+aiosqlite", database=str(self.database_path)).render_as_string()
+
+    def lock(self) -> int:
+        """Keep any other `m2m dev` off this directory while this process lives (the returned
+        descriptor stays open): its in-memory cache would not hear of this one's deletions."""
+        descriptor = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise DataDirectoryError(f"another m2m dev is running on {self.path}") from None
+        return descriptor
 
     def settings(self, env: Mapping[str, str]) -> Settings:
         """Dev settings: this directory's database and keys; M2M_* override what they may."""

@@ -115,60 +115,47 @@ async def expire_tokens(context: JobContext) -> Counts:
     """
     now = context.clock()
     counts: Counts = {"access_tokens": 0, "credentials": 0, "refresh_tokens": 0}
-    while True:
-        async with context.sessions() as session, session.begin():
-            token_ids = list(
-                await session.scalars(
-                    sa.select(AccessToken.id)
-                    .where(AccessToken.expires_at <= now, AccessToken.expired_at.is_(None))
-                    .order_by(AccessToken.expires_at)
-                    .limit(context.batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            if token_ids:
-                await session.execute(
-                    sa.update(AccessToken)
-                    .where(AccessToken.id.in_(token_ids))
-                    .values(expired_at=now)
-                    .execution_options(synchronize_session=False)
-                )
-                _audit_expired(session, "access_token", token_ids, now)
-        if token_ids:
-            await context.validity.evict_tokens(access_token_ids=token_ids)
-            counts["access_tokens"] += len(token_ids)
-        if len(token_ids) < context.batch_size:
-            break
-    while True:
-        async with context.sessions() as session, session.begin():
-            client_ids = list(
-                await session.scalars(
-                    sa.select(ClientCredential.client_id)
-                    .where(
-                        ClientCredential.expires_at <= now, ClientCredential.expired_at.is_(None)
-                    )
-                    .order_by(ClientCredential.expires_at)
-                    .limit(context.batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            if client_ids:
-                await session.execute(
-                    sa.update(ClientCredential)
-                    .where(ClientCredential.client_id.in_(client_ids))
-                    .values(expired_at=now)
-                    .execution_options(synchronize_session=False)
-                )
-                deleted = await session.execute(
-                    sa.delete(RefreshToken).where(RefreshToken.client_id.in_(client_ids))
-                )
-                counts["refresh_tokens"] += _rowcount(deleted)
-                _audit_expired(session, "client_credential", client_ids, now)
-        if client_ids:
-            await context.validity.evict_tokens(client_ids=client_ids)
-            counts["credentials"] += len(client_ids)
-        if len(client_ids) < context.batch_size:
-            break
+
+    async def mark_tokens(session: AsyncSession, ids: list[str]) -> None:
+        await session.execute(
+            sa.update(AccessToken).where(AccessToken.id.in_(ids)).values(expired_at=now)
+        )
+        _audit_expired(session, "access_token", ids, now)
+
+    async def mark_credentials(session: AsyncSession, ids: list[str]) -> None:
+        await session.execute(
+            sa.update(ClientCredential)
+            .where(ClientCredential.client_id.in_(ids))
+            .values(expired_at=now)
+        )
+        refresh = await session.execute(
+            sa.delete(RefreshToken).where(RefreshToken.client_id.in_(ids))
+        )
+        counts["refresh_tokens"] += _rowcount(refresh)
+        _audit_expired(session, "client_credential", ids, now)
+
+    async def evict_tokens(ids: list[str]) -> None:
+        await context.validity.evict_tokens(access_token_ids=ids)
+
+    async def evict_credentials(ids: list[str]) -> None:
+        await context.validity.evict_tokens(client_ids=ids)
+
+    counts["access_tokens"] = await _in_batches(
+        context,
+        sa.select(AccessToken.id)
+        .where(AccessToken.expires_at <= now, AccessToken.expired_at.is_(None))
+        .order_by(AccessToken.expires_at),
+        mark_tokens,
+        evict_tokens,
+    )
+    counts["credentials"] = await _in_batches(
+        context,
+        sa.select(ClientCredential.client_id)
+        .where(ClientCredential.expires_at <= now, ClientCredential.expired_at.is_(None))
+        .order_by(ClientCredential.expires_at),
+        mark_credentials,
+        evict_credentials,
+    )
     async with context.sessions() as session, session.begin():
         # A webhook id older than the signature tolerance can no longer be replayed.
         webhooks = await session.execute(
@@ -193,6 +180,32 @@ def _audit_expired(session: AsyncSession, kind: str, ids: Sequence[str], now: da
 
 def _rowcount(result: Any) -> int:
     return max(int(getattr(result, "rowcount", 0) or 0), 0)
+
+
+async def _in_batches(
+    context: JobContext,
+    claim: sa.Select[Any],
+    act: Callable[[AsyncSession, list[str]], Awaitable[None]],
+    after_commit: Callable[[list[str]], Awaitable[None]] | None = None,
+) -> int:
+    """Claim up to batch_size ids with `claim` (rows locked, SKIP LOCKED: another copy of the
+    job takes other rows), `act` on them in the same transaction, commit, then `after_commit`;
+    until a batch comes back short. Returns how many ids were claimed in all."""
+    total = 0
+    while True:
+        async with context.sessions() as session, session.begin():
+            ids = list(
+                await session.scalars(
+                    claim.limit(context.batch_size).with_for_update(skip_locked=True)
+                )
+            )
+            if ids:
+                await act(session, ids)
+        if ids and after_commit is not None:
+            await after_commit(ids)
+        total += len(ids)
+        if len(ids) < context.batch_size:
+            return total
 
 
 # --- prune refresh tokens ---------------------------------------------------------------------
@@ -236,22 +249,12 @@ async def prune_refresh_tokens(context: JobContext, client_id: str | None = None
     beyond_cap = sa.select(ranked_rows.c.id).where(
         ranked_rows.c.newest > REFRESH_TOKENS_ROTATION_LIMIT
     )
-    counts: Counts = {"refresh_tokens": 0}
-    while True:
-        async with context.sessions() as session, session.begin():
-            ids = list(
-                await session.scalars(
-                    sa.select(RefreshToken.id)
-                    .where(*scope, sa.or_(dead, RefreshToken.id.in_(beyond_cap)))
-                    .limit(context.batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            if ids:
-                await session.execute(sa.delete(RefreshToken).where(RefreshToken.id.in_(ids)))
-        counts["refresh_tokens"] += len(ids)
-        if len(ids) < context.batch_size:
-            return counts
+
+    async def delete(session: AsyncSession, ids: list[str]) -> None:
+        await session.execute(sa.delete(RefreshToken).where(RefreshToken.id.in_(ids)))
+
+    claim = sa.select(RefreshToken.id).where(*scope, sa.or_(dead, RefreshToken.id.in_(beyond_cap)))
+    return {"refresh_tokens": await _in_batches(context, claim, delete)}
 
 
 # --- user and tenant deletion cascade ---------------------------------------------------------
@@ -297,21 +300,9 @@ async def cascade_deletions(
         await _delete_tokens_of(
             context, AccessToken.tenant_id, ClientCredential.tenant_id, deleted_tenant, counts
         )
-        while True:
-            async with context.sessions() as session, session.begin():
-                member_ids = list(
-                    await session.scalars(
-                        sa.select(User.id)
-                        .where(User.tenant_id == deleted_tenant)
-                        .limit(context.batch_size)
-                        .with_for_update(skip_locked=True)
-                    )
-                )
-                if member_ids:
-                    await session.execute(sa.delete(User).where(User.id.in_(member_ids)))
-            counts["users"] += len(member_ids)
-            if len(member_ids) < context.batch_size:
-                break
+        counts["users"] += await _in_batches(
+            context, sa.select(User.id).where(User.tenant_id == deleted_tenant), _delete_users
+        )
         async with context.sessions() as session, session.begin():
             gone = await session.execute(
                 sa.delete(Tenant).where(Tenant.id == deleted_tenant, Tenant.deleted_at.is_not(None))
@@ -329,46 +320,41 @@ async def _delete_tokens_of(
 ) -> None:
     """Delete, batch by batch, the credentials (with their refresh tokens) and the access
     tokens whose owner column equals `owner_id`, tombstoning each batch in the cache."""
-    while True:
-        async with context.sessions() as session, session.begin():
-            client_ids = list(
-                await session.scalars(
-                    sa.select(ClientCredential.client_id)
-                    .where(credential_owner == owner_id)
-                    .limit(context.batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            if client_ids:
-                refresh = await session.execute(
-                    sa.delete(RefreshToken).where(RefreshToken.client_id.in_(client_ids))
-                )
-                counts["refresh_tokens"] += _rowcount(refresh)
-                await session.execute(
-                    sa.delete(ClientCredential).where(ClientCredential.client_id.in_(client_ids))
-                )
-        if client_ids:
-            await context.validity.invalidate_tokens(client_ids=client_ids)
-            counts["credentials"] += len(client_ids)
-        if len(client_ids) < context.batch_size:
-            break
-    while True:
-        async with context.sessions() as session, session.begin():
-            token_ids = list(
-                await session.scalars(
-                    sa.select(AccessToken.id)
-                    .where(token_owner == owner_id)
-                    .limit(context.batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            if token_ids:
-                await session.execute(sa.delete(AccessToken).where(AccessToken.id.in_(token_ids)))
-        if token_ids:
-            await context.validity.invalidate_tokens(access_token_ids=token_ids)
-            counts["access_tokens"] += len(token_ids)
-        if len(token_ids) < context.batch_size:
-            break
+
+    async def delete_credentials(session: AsyncSession, ids: list[str]) -> None:
+        refresh = await session.execute(
+            sa.delete(RefreshToken).where(RefreshToken.client_id.in_(ids))
+        )
+        counts["refresh_tokens"] += _rowcount(refresh)
+        await session.execute(
+            sa.delete(ClientCredential).where(ClientCredential.client_id.in_(ids))
+        )
+
+    async def delete_tokens(session: AsyncSession, ids: list[str]) -> None:
+        await session.execute(sa.delete(AccessToken).where(AccessToken.id.in_(ids)))
+
+    async def bury_credentials(ids: list[str]) -> None:
+        await context.validity.invalidate_tokens(client_ids=ids)
+
+    async def bury_tokens(ids: list[str]) -> None:
+        await context.validity.invalidate_tokens(access_token_ids=ids)
+
+    counts["credentials"] += await _in_batches(
+        context,
+        sa.select(ClientCredential.client_id).where(credential_owner == owner_id),
+        delete_credentials,
+        bury_credentials,
+    )
+    counts["access_tokens"] += await _in_batches(
+        context,
+        sa.select(AccessToken.id).where(token_owner == owner_id),
+        delete_tokens,
+        bury_tokens,
+    )
+
+
+async def _delete_users(session: AsyncSession, ids: list[str]) -> None:
+    await session.execute(sa.delete(User).where(User.id.in_(ids)))
 
 
 # --- M2M switch and cache reconcile -------------------------------------------------------------

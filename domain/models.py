@@ -185,7 +185,8 @@ class AccessToken(Base):
     )
     created_by_user_id: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH))
     description: Mapped[str | None] = mapped_column(sa.Text)
-    expires_at: Mapped[datetime | None]
+    # Indexed for the expiry job's minutely look for what has expired.
+    expires_at: Mapped[datetime | None] = mapped_column(index=True)
     created_at: Mapped[datetime]
     # The key that signed it: kept published in JWKS while such a token can still be valid.
     signing_kid: Mapped[str | None] = mapped_column(sa.String(64), index=True)
@@ -219,7 +220,7 @@ class ClientCredential(Base):
     description: Mapped[str | None] = mapped_column(sa.Text)
     metadata_json: Mapped[dict[str, Any]] = mapped_column("metadata")
     secret_hash: Mapped[str] = mapped_column(sa.String(255))
-    expires_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None] = mapped_column(index=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     # When the expiry job saw it expired (audit and cleanup done); validity reads expires_at.

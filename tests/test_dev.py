@@ -205,6 +205,16 @@ def test_m2m_dev_walks_the_readme_flow_and_keeps_its_credentials_across_restarts
             assert ok(http.get(f"{TENANTS}/acme", headers=vendor))["name"] == "Acme Inc."
             assert ok(http.post(VALIDATE, headers={"X-API-KEY": tokens["tenant_access"]}))
             assert http.post(VALIDATE, headers={"X-API-KEY": tokens["deleted"]}).status_code == 401
+            # The periodic jobs run in the process, first at its start: expiry among them.
+            deadline = time.monotonic() + 30
+            while True:
+                listed = ok(http.get("/ops/jobs", headers=vendor))["jobs"]
+                expiry = next(job for job in listed if job["job"] == "expire_tokens")
+                if expiry["lastRun"] is not None and expiry["lastRun"]["outcome"] == "success":
+                    break
+                assert time.monotonic() < deadline, listed
+                time.sleep(0.05)  # waiting on another process's first run, not on time
+            assert expiry["overdue"] is False
 
     for path in data.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
@@ -370,6 +380,17 @@ def test_the_data_directory_is_made_private_and_reused(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
     for path in (tmp_path / "data").iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+
+
+def test_a_second_dev_process_on_the_same_directory_is_refused(tmp_path: Path) -> None:
+    environment = open_data_directory(tmp_path)
+    held = environment.lock()
+    try:
+        with pytest.raises(DataDirectoryError, match="another m2m dev is running"):
+            open_data_directory(tmp_path).lock()
+    finally:
+        os.close(held)
+    os.close(open_data_directory(tmp_path).lock())  # free again once the first one is gone
 
 
 def test_a_damaged_credentials_file_stops_dev_with_one_line(tmp_path: Path) -> None:

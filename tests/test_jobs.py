@@ -29,7 +29,7 @@ from domain.models import (
     User,
 )
 from domain.settings import Settings
-from tests.conftest import finish_jobs
+from tests.conftest import both_backends, finish_jobs, serve_only
 from tests.factories import Factory
 from tests.test_validation import (
     api_key,
@@ -41,6 +41,9 @@ from tests.test_validation import (
     credential_jwt,
     validate,
 )
+
+# The same jobs run on Celery (serve) and in-process (dev): the same end states on both.
+pytestmark = both_backends
 
 
 def context(
@@ -325,6 +328,7 @@ async def test_an_exchange_enqueues_the_prune_of_its_credential(
 # --- user and tenant deletion cascade --------------------------------------------------------
 
 
+@serve_only  # reads Redis
 async def test_the_cascade_removes_every_row_and_cache_entry_of_the_user_and_nothing_else(
     client: httpx.AsyncClient,
     vendor: dict[str, str],
@@ -549,6 +553,7 @@ async def test_re_enabling_restores_exactly_the_tokens_still_valid(
     assert {run.outcome for run in runs} == {"success"}
 
 
+@serve_only  # reads Redis
 async def test_propagation_rewrites_the_switch_in_redis_from_the_database(
     services: Services,
     settings: Settings,

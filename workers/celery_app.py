@@ -44,12 +44,12 @@ def configure(celery: Celery, settings: Settings) -> Celery:
         # An enqueue must not hold a request for long when the broker is down; the periodic
         # sweep finishes what a lost message would have done.
         task_publish_retry_policy={
-            "max_retries": 2,
+            "max_retries": 1,
             "interval_start": 0,
             "interval_step": 0.2,
             "interval_max": 0.5,
         },
-        broker_connection_timeout=2,
+        broker_connection_timeout=1,
         worker_hijack_root_logger=False,
         # Events for Flower: what each worker runs, and when it started and ended.
         worker_send_task_events=True,

@@ -23,6 +23,7 @@ def upgrade() -> None:
     for table in ("access_tokens", "client_credentials"):
         with op.batch_alter_table(table) as batch:
             batch.add_column(sa.Column("expired_at", sa.DateTime(timezone=True), nullable=True))
+            batch.create_index(f"ix_{table}_expires_at", ["expires_at"], unique=False)
     op.create_table(
         "webhook_deliveries",
         sa.Column("id", sa.String(length=255), nullable=False),
@@ -49,6 +50,7 @@ def downgrade() -> None:
     op.drop_table("webhook_deliveries")
     for table in ("access_tokens", "client_credentials"):
         with op.batch_alter_table(table) as batch:
+            batch.drop_index(f"ix_{table}_expires_at")
             batch.drop_column("expired_at")
     for table in ("tenants", "users"):
         with op.batch_alter_table(table) as batch:
