@@ -64,10 +64,10 @@ def _preflight(settings: Settings) -> None:
 
 def run_uvicorn(app: str | Callable[[], Any], *, host: str, port: int, workers: int) -> None:
     """uvicorn.run with the service's options, keeping TCP_NODELAY with several workers."""
-    import socket
-
     import uvicorn
     from uvicorn.supervisors import Multiprocess
+
+    from api.listener import shared_listener
 
     config = uvicorn.Config(
         app,
@@ -88,9 +88,9 @@ def run_uvicorn(app: str | Callable[[], Any], *, host: str, port: int, workers: 
     # uvicorn binds the shared listener with proto 0, and asyncio sets TCP_NODELAY only on
     # accepted sockets whose proto is IPPROTO_TCP (Kludex/uvicorn#3149): without this, every
     # keep-alive answer waits about 40 ms for the client's delayed ACK.
-    bound = config.bind_socket()
-    listener = socket.socket(bound.family, bound.type, socket.IPPROTO_TCP, fileno=bound.detach())
-    listener.set_inheritable(True)
+    # The listener also hands each worker one connection per turn of its event loop, so that a
+    # few connections opened at once are spread over the workers (see api/listener.py).
+    listener = shared_listener(config.bind_socket())
     Multiprocess(config, sockets=[listener]).run()
 
 

@@ -21,6 +21,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from domain.jobs import JobStatus
 from domain.models import JobStat
 
 REQUESTS = Counter(
@@ -82,10 +83,15 @@ def count_requests(app: ASGIApp) -> ASGIApp:
 
 
 class _JobTotals:
-    """Job metrics from the job_stats rows read for this scrape."""
+    """Job metrics from the rows read for this scrape."""
 
-    def __init__(self, totals: Sequence[JobStat]) -> None:
+    def __init__(
+        self,
+        totals: Sequence[JobStat],
+        scheduled: Sequence[JobStatus],
+    ) -> None:
         self._totals = totals
+        self._scheduled = scheduled
 
     def collect(self) -> Iterable[Metric]:
         runs = CounterMetricFamily(
@@ -96,18 +102,28 @@ class _JobTotals:
         )
         last_success = GaugeMetricFamily(
             "m2m_job_last_success_timestamp_seconds",
-            "When each job last finished successfully (Unix time).",
+            "When each job last finished successfully (Unix time); for a scheduled job, its"
+            " periodic run.",
             labels=["job"],
         )
+        overdue = GaugeMetricFamily(
+            "m2m_job_overdue", "1 when a scheduled job missed two intervals.", labels=["job"]
+        )
+        successes = {t.job: t.last_finished_at for t in self._totals if t.outcome == "success"}
+        for status in self._scheduled:
+            overdue.add_metric([status.job], 1 if status.overdue else 0)
+            successes.pop(status.job, None)
+            if status.last_success_at is not None:
+                successes[status.job] = status.last_success_at
         for total in self._totals:
             runs.add_metric([total.job, total.outcome], total.runs)
             seconds.add_metric([total.job, total.outcome], total.seconds)
-            if total.outcome == "success":
-                last_success.add_metric([total.job], _unix(total.last_finished_at))
-        return [runs, seconds, last_success]
+        for job, moment in sorted(successes.items()):
+            last_success.add_metric([job], _unix(moment))
+        return [runs, seconds, last_success, overdue]
 
 
-def exposition(totals: Sequence[JobStat], overdue: dict[str, bool]) -> bytes:
+def exposition(totals: Sequence[JobStat], scheduled: Sequence[JobStatus]) -> bytes:
     """The text exposition of every metric of this service."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         requests = CollectorRegistry()
@@ -115,22 +131,8 @@ def exposition(totals: Sequence[JobStat], overdue: dict[str, bool]) -> bytes:
     else:
         requests = REGISTRY
     jobs = CollectorRegistry()
-    jobs.register(_JobTotals(totals))
-    jobs.register(_Overdue(overdue))
+    jobs.register(_JobTotals(totals, scheduled))
     return generate_latest(requests) + generate_latest(jobs)
-
-
-class _Overdue:
-    def __init__(self, overdue: dict[str, bool]) -> None:
-        self._overdue = overdue
-
-    def collect(self) -> Iterable[Metric]:
-        family = GaugeMetricFamily(
-            "m2m_job_overdue", "1 when a scheduled job missed two intervals.", labels=["job"]
-        )
-        for job, late in self._overdue.items():
-            family.add_metric([job], 1 if late else 0)
-        return [family]
 
 
 def _unix(moment: datetime) -> float:

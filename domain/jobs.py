@@ -23,6 +23,7 @@ from sqlalchemy.orm import aliased
 from domain import audit
 from domain.configuration import REFRESH_TOKENS_ROTATION_LIMIT
 from domain.db import upsert_insert
+from domain.errors import Unavailable
 from domain.models import (
     ENVIRONMENT_ROW_ID,
     AccessToken,
@@ -418,6 +419,7 @@ async def run_job(
                 JobRun(
                     id=run_id,
                     job=job,
+                    scope=_scope(arguments),
                     started_at=started,
                     finished_at=None,
                     outcome="running",
@@ -429,8 +431,10 @@ async def run_job(
         try:
             counts = await function(context, **(arguments or {}))
         except Exception as error:
-            await _finish(context, job, run_id, started, "failure", {}, describe_error(error))
-            logger.exception("job failed")
+            described = describe_error(error)
+            await _finish(context, job, run_id, started, "failure", {}, described)
+            # The description, not the traceback: a database error's text carries SQL.
+            logger.error("job failed: %s", described)
             raise
         await _finish(context, job, run_id, started, "success", counts, None)
         logger.info("job finished", extra={"counts": counts})
@@ -438,6 +442,11 @@ async def run_job(
     finally:
         current_run.reset(run_token)
         current_job.reset(job_token)
+
+
+def _scope(arguments: Mapping[str, Any] | None) -> str | None:
+    named = [f"{key}={value}" for key, value in (arguments or {}).items() if value is not None]
+    return ",".join(named)[:300] or None
 
 
 async def _finish(
@@ -483,7 +492,7 @@ def describe_error(error: BaseException) -> str:
 
 def transient(error: BaseException) -> bool:
     """A fault that a later attempt may not meet: the database or Redis unreachable."""
-    if isinstance(error, RedisError | OSError | TimeoutError | sa_exc.TimeoutError):
+    if isinstance(error, Unavailable | RedisError | OSError | TimeoutError | sa_exc.TimeoutError):
         return True
     if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
         return True
@@ -508,20 +517,20 @@ class JobStatus:
 async def job_statuses(session: AsyncSession, now: datetime, since: datetime) -> list[JobStatus]:
     """Each scheduled job with its last run, last success and next due time.
 
-    A job is overdue when it has not succeeded for two of its intervals, counted from its last
-    success, or from `since` (when this process started) if it never succeeded.
+    Only the periodic sweeps count (runs with no scope), not the runs a request enqueued for one
+    user or credential. A job is overdue when its sweep has not succeeded for two intervals,
+    counted from its last success, or from `since` (when this process started) if it never did.
     """
     statuses = []
     for schedule in SCHEDULES:
+        # The periodic sweeps only: a run for one user or credential says nothing about beat.
+        sweeps = sa.select(JobRun).where(JobRun.job == schedule.job, JobRun.scope.is_(None))
         last_run = await session.scalar(
-            sa.select(JobRun)
-            .where(JobRun.job == schedule.job)
-            .order_by(JobRun.started_at.desc(), JobRun.id.desc())
-            .limit(1)
+            sweeps.order_by(JobRun.started_at.desc(), JobRun.id.desc()).limit(1)
         )
         last_success_at = await session.scalar(
-            sa.select(JobStat.last_finished_at).where(
-                JobStat.job == schedule.job, JobStat.outcome == "success"
+            sweeps.where(JobRun.outcome == "success").with_only_columns(
+                sa.func.max(JobRun.finished_at)
             )
         )
         reference = last_success_at or since

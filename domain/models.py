@@ -185,14 +185,22 @@ class AccessToken(Base):
     )
     created_by_user_id: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH))
     description: Mapped[str | None] = mapped_column(sa.Text)
-    # Indexed for the expiry job's minutely look for what has expired.
-    expires_at: Mapped[datetime | None] = mapped_column(index=True)
+    expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     # The key that signed it: kept published in JWKS while such a token can still be valid.
     signing_kid: Mapped[str | None] = mapped_column(sa.String(64), index=True)
     # When the expiry job saw it expired (audit and cleanup done); validity reads expires_at.
     expired_at: Mapped[datetime | None]
 
+
+def _not_yet_expired_index(table: Any) -> sa.Index:
+    """What the expiry job looks through every minute: rows it has not marked yet."""
+    pending = table.expired_at.is_(None)
+    name = f"ix_{table.__tablename__}_expiry_pending"
+    return sa.Index(name, table.expires_at, postgresql_where=pending, sqlite_where=pending)
+
+
+_not_yet_expired_index(AccessToken)
 
 access_token_roles = sa.Table(
     "access_token_roles",
@@ -220,12 +228,14 @@ class ClientCredential(Base):
     description: Mapped[str | None] = mapped_column(sa.Text)
     metadata_json: Mapped[dict[str, Any]] = mapped_column("metadata")
     secret_hash: Mapped[str] = mapped_column(sa.String(255))
-    expires_at: Mapped[datetime | None] = mapped_column(index=True)
+    expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     # When the expiry job saw it expired (audit and cleanup done); validity reads expires_at.
     expired_at: Mapped[datetime | None]
 
+
+_not_yet_expired_index(ClientCredential)
 
 credential_roles = sa.Table(
     "credential_roles",
@@ -285,6 +295,9 @@ class JobRun(Base):
 
     id: Mapped[str] = mapped_column(sa.String(TOKEN_ID_LENGTH), primary_key=True)
     job: Mapped[str] = mapped_column(sa.String(64))
+    # What a run was asked to do beyond its periodic sweep ("user_id=…", "client_id=…"); NULL
+    # for the sweep itself, the run that /ops/jobs watches for being overdue.
+    scope: Mapped[str | None] = mapped_column(sa.String(300))
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
     outcome: Mapped[str] = mapped_column(sa.String(16))

@@ -19,6 +19,7 @@ DEFAULT_REDIS_PREFIX = "m2m:"
 DEFAULT_ISSUER = "http://localhost:8000"
 MIN_VENDOR_SECRET_LENGTH = 16
 MIN_MASTER_KEY_BYTES = 32
+MIN_WEBHOOK_KEY_BYTES = 24
 
 # `m2m dev` keeps its database and master key in its data directory and runs without Redis or a
 # broker: these variables never point it anywhere else (a shell set up for `m2m serve` must not
@@ -119,7 +120,7 @@ def load_settings(
         vendor_client_id=reader.text("M2M_VENDOR_CLIENT_ID", required=needs_credentials),
         vendor_secret=reader.vendor_secret(required=needs_credentials),
         master_key=reader.master_key(required=needs_credentials),
-        webhook_secret=reader.optional("M2M_WEBHOOK_SECRET"),
+        webhook_secret=reader.webhook_secret(),
         issuer=reader.url("M2M_ISSUER", DEFAULT_ISSUER, schemes={"http", "https"}),
         user_jwt_public_key=reader.public_key("M2M_USER_JWT_PUBLIC_KEY"),
         user_jwt_jwks_url=reader.optional_url("M2M_USER_JWT_JWKS_URL"),
@@ -201,6 +202,23 @@ class _Reader:
         if scheme not in {"postgresql+asyncpg", "sqlite+aiosqlite"}:
             raise ConfigError(
                 name, f"must start with postgresql+asyncpg:// or sqlite+aiosqlite://, got {value!r}"
+            )
+        return value
+
+    def webhook_secret(self) -> str | None:
+        """Standard Webhooks form: `whsec_` (optional) and the base64 of at least 24 bytes."""
+        name = "M2M_WEBHOOK_SECRET"
+        value = self.optional(name)
+        if value is None:
+            return None
+        encoded = value.removeprefix("whsec_")
+        try:
+            key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError(name, "must be whsec_ and base64 (Standard Webhooks form)") from None
+        if len(key) < MIN_WEBHOOK_KEY_BYTES:
+            raise ConfigError(
+                name, f"must decode to at least {MIN_WEBHOOK_KEY_BYTES} bytes, got {len(key)}"
             )
         return value
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import binascii
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,9 +43,13 @@ def verify_signature(secret: str | None, headers: Mapping[str, str], body: bytes
     if not secret:
         raise WebhooksNotConfigured()
     try:
-        payload = Webhook(secret).verify(body, dict(headers))
+        Webhook(secret).verify(body, dict(headers), json_parse=False)
     except (WebhookVerificationError, ValueError, binascii.Error, UnicodeDecodeError):
         raise WebhookRejected("Invalid webhook signature") from None
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise InvalidInput("The event must be a JSON object") from None
     webhook_id = headers["webhook-id"]
     if len(webhook_id) > MAX_ID_LENGTH or "\x00" in webhook_id:
         raise InvalidInput("webhook-id is too long")

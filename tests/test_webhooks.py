@@ -212,6 +212,23 @@ async def test_a_signed_event_of_the_wrong_shape_is_400_and_changes_nothing(
     assert stored.deleted_at is None
 
 
+async def test_a_signed_body_that_is_not_json_is_400(
+    client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    at = datetime.now(UTC)
+    body, headers = signed("ignored", at=at)
+    body = b"{not json"
+    headers["webhook-signature"] = Webhook(WEBHOOK_SECRET).sign(
+        headers["webhook-id"], at, body.decode()
+    )
+
+    response = await client.post(PATH, content=body, headers=headers)
+
+    assert response.status_code == 400
+    assert response.json() == {"errors": ["The event must be a JSON object"]}
+    assert await db.scalar(sa.select(sa.func.count()).select_from(WebhookDelivery)) == 0
+
+
 async def test_a_user_of_another_tenant_than_the_event_names_is_not_deleted(
     client: httpx.AsyncClient, factory: Factory, db: AsyncSession
 ) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -47,10 +49,10 @@ def worker_process(
     try:
         yield process
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
+        # The main process only: it lets the pool finish (and acknowledge) the task in hand.
+        process.terminate()
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
@@ -73,9 +75,19 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, log: Path)
 
 
 @pytest.fixture
-async def queue(settings: Settings) -> AsyncIterator[CeleryJobQueue]:
+def broker_settings(settings: Settings) -> Settings:
+    """This run's stores, under a Redis prefix of this test's own: no task a test leaves in the
+    broker (a redelivery, a duplicate) reaches the next test's worker. Under the run's prefix,
+    so the run's cleanup deletes its keys."""
+    return dataclasses.replace(
+        settings, redis_prefix=f"{settings.redis_prefix}{uuid.uuid4().hex[:8]}:"
+    )
+
+
+@pytest.fixture
+async def queue(broker_settings: Settings) -> AsyncIterator[CeleryJobQueue]:
     """The API's queue: what `m2m serve` sends tasks with."""
-    sender = CeleryJobQueue(settings)
+    sender = CeleryJobQueue(broker_settings)
     yield sender
     await sender.close()
 
@@ -91,7 +103,7 @@ async def count(db: AsyncSession, statement: sa.Select[tuple[int]]) -> int:
 
 
 async def test_a_worker_runs_an_enqueued_expiry_and_records_the_run(
-    settings: Settings,
+    broker_settings: Settings,
     queue: CeleryJobQueue,
     factory: Factory,
     sessions: async_sessionmaker[AsyncSession],
@@ -105,7 +117,7 @@ async def test_a_worker_runs_an_enqueued_expiry_and_records_the_run(
     lasting = await add_access_token(sessions, tenant.id, expires_at=utcnow() + timedelta(days=1))
     log = tmp_path / "worker.log"
 
-    with worker_process(settings, log):
+    with worker_process(broker_settings, log):
         await queue.enqueue(jobs.EXPIRE_TOKENS)
 
         async def recorded() -> bool:
@@ -125,7 +137,7 @@ async def test_a_worker_runs_an_enqueued_expiry_and_records_the_run(
 
 
 async def test_a_cascade_delivered_twice_changes_nothing_the_second_time(
-    settings: Settings,
+    broker_settings: Settings,
     queue: CeleryJobQueue,
     factory: Factory,
     sessions: async_sessionmaker[AsyncSession],
@@ -145,7 +157,7 @@ async def test_a_cascade_delivered_twice_changes_nothing_the_second_time(
         await session.commit()
     log = tmp_path / "worker.log"
 
-    with worker_process(settings, log):
+    with worker_process(broker_settings, log):
         await queue.enqueue(jobs.CASCADE_DELETIONS, user_id=user.id)
         await queue.enqueue(jobs.CASCADE_DELETIONS, user_id=user.id)
 
@@ -169,7 +181,7 @@ async def test_a_cascade_delivered_twice_changes_nothing_the_second_time(
 
 
 async def test_a_worker_killed_mid_cascade_leaves_the_task_to_be_redelivered_and_finished(
-    settings: Settings,
+    broker_settings: Settings,
     queue: CeleryJobQueue,
     factory: Factory,
     sessions: async_sessionmaker[AsyncSession],
@@ -204,7 +216,7 @@ async def test_a_worker_killed_mid_cascade_leaves_the_task_to_be_redelivered_and
     # Small batches: the cascade commits often, so it can be caught halfway.
     slow = {"M2M_JOB_BATCH_SIZE": "10", "M2M_BROKER_VISIBILITY_TIMEOUT": "1"}
 
-    with worker_process(settings, log, **slow) as first_worker:
+    with worker_process(broker_settings, log, **slow) as first_worker:
         await queue.enqueue(jobs.CASCADE_DELETIONS, user_id=user.id)
 
         async def started() -> bool:
@@ -214,11 +226,12 @@ async def test_a_worker_killed_mid_cascade_leaves_the_task_to_be_redelivered_and
         kill_worker(first_worker)
     left_by_the_killed_worker = await count(db, owned)
 
-    with worker_process(settings, log, **slow):
+    with worker_process(broker_settings, log, **slow):
 
         async def finished() -> bool:
             runs = await runs_of(db, jobs.CASCADE_DELETIONS)
-            return any(run.outcome == "success" for run in runs)
+            done = any(run.outcome == "success" for run in runs)
+            return done and await db.get(User, user.id) is None
 
         await eventually(finished, "the redelivered cascade finishing", log)
 
@@ -231,7 +244,7 @@ async def test_a_worker_killed_mid_cascade_leaves_the_task_to_be_redelivered_and
 
 
 async def test_a_user_deleted_through_m2m_serve_is_cascaded_by_the_worker(
-    settings: Settings,
+    broker_settings: Settings,
     factory: Factory,
     sessions: async_sessionmaker[AsyncSession],
     db: AsyncSession,
@@ -242,11 +255,14 @@ async def test_a_user_deleted_through_m2m_serve_is_cascaded_by_the_worker(
     token_ids = [await add_access_token(sessions, tenant.id, user.id) for _ in range(3)]
     log = tmp_path / "worker.log"
 
-    with running_server(settings) as base, worker_process(settings, log):
+    with running_server(broker_settings) as base, worker_process(broker_settings, log):
         async with httpx.AsyncClient(base_url=base) as http:
             login = await http.post(
                 "/auth/vendor",
-                json={"clientId": settings.vendor_client_id, "secret": settings.vendor_secret},
+                json={
+                    "clientId": broker_settings.vendor_client_id,
+                    "secret": broker_settings.vendor_secret,
+                },
             )
             vendor = {"x-access-token": login.json()["token"]}
             deleted = await http.delete(f"/identity/resources/users/v1/{user.id}", headers=vendor)
@@ -261,3 +277,20 @@ async def test_a_user_deleted_through_m2m_serve_is_cascaded_by_the_worker(
         sa.select(sa.func.count()).select_from(AccessToken).where(AccessToken.id.in_(token_ids))
     )
     assert remaining == 0
+
+
+async def test_a_broker_that_never_answers_does_not_hold_the_request(settings: Settings) -> None:
+    """A listener that accepts and never answers: the enqueue gives up, logs, and the next one
+    within the breaker's interval is skipped at once. Nothing is raised to the route."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    port = silent.getsockname()[1]
+    sender = CeleryJobQueue(dataclasses.replace(settings, broker_url=f"redis://127.0.0.1:{port}/0"))
+    try:
+        async with asyncio.timeout(15):  # a hang guard, not a speed measurement
+            await sender.enqueue(jobs.EXPIRE_TOKENS)
+            await sender.enqueue(jobs.EXPIRE_TOKENS)
+    finally:
+        silent.close()
+        await sender.close()

@@ -29,6 +29,12 @@ def configure(celery: Celery, settings: Settings) -> Celery:
             "global_keyprefix": f"{settings.redis_prefix}celery:",
             # A task taken by a worker that died is delivered again after this long.
             "visibility_timeout": settings.broker_visibility_timeout,
+            # ... looked for every 10 s (kombu's default scans only every 10th look: 100 s).
+            "unacked_restore_interval": 10,
+            "unacked_restore_throttle": 1,
+            # A broker that accepts and never answers must not hold a request either.
+            "socket_timeout": 1.0,
+            "socket_connect_timeout": 1.0,
         },
         broker_connection_retry_on_startup=True,
         task_serializer="json",

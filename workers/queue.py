@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from typing import Any
 
 from celery import Celery
@@ -14,6 +16,11 @@ from workers.celery_app import configure, task_name
 logger = logging.getLogger("m2m.jobs")
 
 
+# After a failed enqueue, enqueues are skipped this long: a broker that is down costs one slow
+# request per process per interval, not every request.
+BROKER_DOWN_SECONDS = 5.0
+
+
 class CeleryJobQueue:
     """Enqueues jobs for the Celery workers. A failed enqueue is logged, never raised: the
     request's own promise (a token invalid now) is already kept, and the periodic runs of the
@@ -21,18 +28,27 @@ class CeleryJobQueue:
 
     def __init__(self, settings: Settings) -> None:
         self._celery = configure(Celery("m2m-api", set_as_current=False), settings)
+        self._down_until = -math.inf
 
     async def start(self) -> None:
         return None
 
     async def enqueue(self, job: str, **arguments: Any) -> None:
+        if time.monotonic() < self._down_until:
+            logger.warning("broker down: %s not enqueued; its periodic run will do the work", job)
+            return
         try:
             # kombu's publish is blocking I/O: off the event loop.
             await asyncio.to_thread(
                 self._celery.send_task, task_name(job), kwargs=arguments, ignore_result=True
             )
-        except Exception:
-            logger.exception("could not enqueue %s; its periodic run will do the work", job)
+        except Exception as error:
+            self._down_until = time.monotonic() + BROKER_DOWN_SECONDS
+            logger.error(
+                "could not enqueue %s (%s); its periodic run will do the work",
+                job,
+                type(error).__name__,
+            )
 
     async def close(self) -> None:
         await asyncio.to_thread(self._celery.close)

@@ -23,7 +23,15 @@ def upgrade() -> None:
     for table in ("access_tokens", "client_credentials"):
         with op.batch_alter_table(table) as batch:
             batch.add_column(sa.Column("expired_at", sa.DateTime(timezone=True), nullable=True))
-            batch.create_index(f"ix_{table}_expires_at", ["expires_at"], unique=False)
+            batch.create_index(
+                f"ix_{table}_expiry_pending",
+                ["expires_at"],
+                unique=False,
+                postgresql_where=sa.text("expired_at IS NULL"),
+                sqlite_where=sa.text("expired_at IS NULL"),
+            )
+    with op.batch_alter_table("job_runs") as batch:
+        batch.add_column(sa.Column("scope", sa.String(length=300), nullable=True))
     op.create_table(
         "webhook_deliveries",
         sa.Column("id", sa.String(length=255), nullable=False),
@@ -46,11 +54,13 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("job_stats")
+    with op.batch_alter_table("job_runs") as batch:
+        batch.drop_column("scope")
     op.drop_index("ix_webhook_deliveries_received_at", table_name="webhook_deliveries")
     op.drop_table("webhook_deliveries")
     for table in ("access_tokens", "client_credentials"):
         with op.batch_alter_table(table) as batch:
-            batch.drop_index(f"ix_{table}_expires_at")
+            batch.drop_index(f"ix_{table}_expiry_pending")
             batch.drop_column("expired_at")
     for table in ("tenants", "users"):
         with op.batch_alter_table(table) as batch:
