@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
@@ -128,9 +129,10 @@ def open_data_directory(path: Path) -> DevEnvironment:
     path = path.expanduser().absolute()
     try:
         if not path.exists():
-            path.mkdir(mode=DIRECTORY_MODE, parents=True)
-            path.chmod(DIRECTORY_MODE)  # whatever the umask
-        elif not path.is_dir():
+            with contextlib.suppress(FileExistsError):  # another start making it at once
+                path.mkdir(mode=DIRECTORY_MODE, parents=True)
+                path.chmod(DIRECTORY_MODE)  # whatever the umask
+        if not path.is_dir():
             raise DataDirectoryError(f"{path} is not a directory")
         credentials_path = path / CREDENTIALS_FILE
         database_path = path / DATABASE_FILE
@@ -143,8 +145,8 @@ def open_data_directory(path: Path) -> DevEnvironment:
             )
         if created:
             credentials = DevCredentials.generate()
-            _write_private(credentials_path, credentials.to_json() + "\n")
-        else:
+            created = _write_private(credentials_path, credentials.to_json() + "\n")
+        if not created:
             credentials = _read_credentials(credentials_path)
         if not database_path.exists():
             _write_private(database_path, "")
@@ -162,8 +164,9 @@ def _read_credentials(path: Path) -> DevCredentials:
         ) from None
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a new file readable by its owner only, in full or not at all."""
+def _write_private(path: Path, text: str) -> bool:
+    """Write a new file readable by its owner only, in full or not at all; False (and nothing
+    written) if the file exists, made meanwhile by another `m2m dev` starting at once."""
     partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
     descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
@@ -172,10 +175,13 @@ def _write_private(path: Path, text: str) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.chmod(partial, FILE_MODE)  # whatever the umask
-        os.replace(partial, path)
-    except BaseException:
+        try:
+            os.link(partial, path)  # unlike a rename, never replaces a file already there
+        except FileExistsError:
+            return False
+        return True
+    finally:
         partial.unlink(missing_ok=True)
-        raise
 
 
 def banner(environment: DevEnvironment, settings: Settings, *, port: int) -> str:

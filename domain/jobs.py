@@ -427,17 +427,17 @@ async def run_job(
                     error=None,
                 )
             )
-        logger.info("job started", extra={"arguments": dict(arguments or {})})
+        logger.info("job %s started", job, extra={"arguments": dict(arguments or {})})
         try:
             counts = await function(context, **(arguments or {}))
         except Exception as error:
             described = describe_error(error)
             await _finish(context, job, run_id, started, "failure", {}, described)
             # The description, not the traceback: a database error's text carries SQL.
-            logger.error("job failed: %s", described)
+            logger.error("job %s failed: %s", job, described)
             raise
         await _finish(context, job, run_id, started, "success", counts, None)
-        logger.info("job finished", extra={"counts": counts})
+        logger.info("job %s finished", job, extra={"counts": counts})
         return counts
     finally:
         current_run.reset(run_token)

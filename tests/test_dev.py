@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -476,3 +477,12 @@ async def test_concurrent_writes_on_sqlite_wait_their_turn_instead_of_failing(
     statuses = await asyncio.gather(*(create_and_delete(i) for i in range(25)))
 
     assert statuses == [[201, 201, 200]] * 25
+
+
+def test_two_first_starts_at_once_end_with_one_set_of_credentials(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        opened = list(pool.map(lambda _: open_data_directory(tmp_path / "data"), range(8)))
+
+    stored = open_data_directory(tmp_path / "data").credentials
+    assert {environment.credentials for environment in opened} == {stored}
+    assert sum(environment.created for environment in opened) == 1
