@@ -77,6 +77,17 @@ def _create_sqlite_engine(database_url: str, *, pooled: bool) -> AsyncEngine:
     return engine
 
 
+def database_unreachable(error: BaseException) -> bool:
+    """A database error that means "cannot reach it now" (worth a later attempt), not a bug."""
+    from sqlalchemy import exc
+
+    if isinstance(error, OSError | TimeoutError | exc.TimeoutError):
+        return True
+    if isinstance(error, exc.OperationalError | exc.InterfaceError):
+        return True
+    return isinstance(error, exc.DBAPIError) and bool(error.connection_invalidated)
+
+
 def upsert_insert(session: AsyncSession, table: Any) -> Any:
     """INSERT for `table` with ON CONFLICT clauses, in the session's dialect."""
     from sqlalchemy.dialects import postgresql, sqlite

@@ -140,13 +140,12 @@ _CLIENT_ID = sa.bindparam("credential_id", type_=_credentials.c.client_id.type)
 _TOKEN_HASH = sa.bindparam("presented_hash", type_=_tokens.c.token_hash.type)
 
 
-def _usable(now: sa.ColumnElement[Any]) -> list[sa.ColumnElement[bool]]:
-    """A refresh token can still be exchanged: not used, not revoked, not expired."""
-    return [
-        _tokens.c.used_at.is_(None),
-        _tokens.c.revoked_at.is_(None),
-        _tokens.c.expires_at > now,
-    ]
+def usable_refresh_token(tokens: Any, now: Any) -> list[sa.ColumnElement[bool]]:
+    """A refresh token can still be exchanged: not used, not revoked, not expired.
+
+    `tokens`: refresh_tokens' columns (the table's `.c`, the model, or an alias of either).
+    """
+    return [tokens.used_at.is_(None), tokens.revoked_at.is_(None), tokens.expires_at > now]
 
 
 def _owners_live() -> sa.ColumnElement[bool]:
@@ -208,7 +207,9 @@ def _consume(client_id: sa.ColumnElement[Any]) -> sa.Update:
     return (
         sa.update(_tokens)
         .where(
-            _tokens.c.token_hash == _TOKEN_HASH, _tokens.c.client_id == client_id, *_usable(_NOW)
+            _tokens.c.token_hash == _TOKEN_HASH,
+            _tokens.c.client_id == client_id,
+            *usable_refresh_token(_tokens.c, _NOW),
         )
         .values(used_at=_NOW)
         .returning(_tokens.c.id, _tokens.c.family_id, _tokens.c.expires_at)
@@ -239,7 +240,7 @@ _RETIRE_BEYOND_CAP = (
     .where(
         _tokens.c.id.in_(
             sa.select(_tokens.c.id)
-            .where(_tokens.c.client_id == _CLIENT_ID, *_usable(_ISSUED_AT))
+            .where(_tokens.c.client_id == _CLIENT_ID, *usable_refresh_token(_tokens.c, _ISSUED_AT))
             .order_by(_tokens.c.created_at.desc(), _tokens.c.id.desc())
             .offset(REFRESH_TOKENS_ROTATION_LIMIT - 1)
         )
@@ -577,7 +578,10 @@ async def _detect_reuse(
         return
     revoked = await session.scalars(
         sa.update(_tokens)
-        .where(_tokens.c.family_id == presented.family_id, *_usable(sa.literal(now, _moment)))
+        .where(
+            _tokens.c.family_id == presented.family_id,
+            *usable_refresh_token(_tokens.c, sa.literal(now, _moment)),
+        )
         .values(revoked_at=now)
         .returning(_tokens.c.id)
     )

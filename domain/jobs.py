@@ -22,8 +22,9 @@ from sqlalchemy.orm import aliased
 
 from domain import audit
 from domain.configuration import REFRESH_TOKENS_ROTATION_LIMIT
-from domain.db import upsert_insert
+from domain.db import database_unreachable, upsert_insert
 from domain.errors import Unavailable
+from domain.exchange import usable_refresh_token
 from domain.models import (
     ENVIRONMENT_ROW_ID,
     AccessToken,
@@ -225,7 +226,10 @@ async def prune_refresh_tokens(context: JobContext, client_id: str | None = None
     live_sibling = aliased(RefreshToken, name="live_sibling")
     family_alive = (
         sa.select(live_sibling.id)
-        .where(live_sibling.family_id == RefreshToken.family_id, *_usable(live_sibling, now))
+        .where(
+            live_sibling.family_id == RefreshToken.family_id,
+            *usable_refresh_token(live_sibling, now),
+        )
         .exists()
     )
     dead = sa.or_(
@@ -241,7 +245,7 @@ async def prune_refresh_tokens(context: JobContext, client_id: str | None = None
             order_by=(RefreshToken.created_at.desc(), RefreshToken.id.desc()),
         )
         .label("newest"),
-    ).where(*_usable(RefreshToken, now))
+    ).where(*usable_refresh_token(RefreshToken, now))
     scope: list[sa.ColumnElement[bool]] = []
     if client_id is not None:
         scope.append(RefreshToken.client_id == client_id)
@@ -492,11 +496,7 @@ def describe_error(error: BaseException) -> str:
 
 def transient(error: BaseException) -> bool:
     """A fault that a later attempt may not meet: the database or Redis unreachable."""
-    if isinstance(error, Unavailable | RedisError | OSError | TimeoutError | sa_exc.TimeoutError):
-        return True
-    if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
-        return True
-    return isinstance(error, sa_exc.DBAPIError) and bool(error.connection_invalidated)
+    return isinstance(error, Unavailable | RedisError) or database_unreachable(error)
 
 
 # --- what operators see -------------------------------------------------------------------------
@@ -551,7 +551,3 @@ async def job_statuses(session: AsyncSession, now: datetime, since: datetime) ->
 async def job_totals(session: AsyncSession) -> list[JobStat]:
     """Runs and seconds per job and outcome since the database was created (for /metrics)."""
     return list(await session.scalars(sa.select(JobStat).order_by(JobStat.job, JobStat.outcome)))
-
-
-def _usable(table: Any, now: datetime) -> list[sa.ColumnElement[bool]]:
-    return [table.used_at.is_(None), table.revoked_at.is_(None), table.expires_at > now]

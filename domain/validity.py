@@ -30,10 +30,10 @@ from typing import Any, Final, Literal, TypeVar
 
 import sqlalchemy as sa
 from redis.exceptions import RedisError
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from domain.db import database_unreachable
 from domain.errors import Disabled, NotFound, Unauthenticated, Unavailable
 from domain.keys import KeyRing
 from domain.models import (
@@ -437,15 +437,6 @@ def _filled_values(
     if first.user_id is not None and user_incarnation is not None:
         values[_user_key(first.user_id)] = Principal(user_incarnation, alive=True)
     return values
-
-
-def _unavailable(error: Exception) -> bool:
-    """A database error that means "cannot reach it now", as opposed to a bug."""
-    if isinstance(error, OSError | TimeoutError | sa_exc.TimeoutError):
-        return True
-    if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
-        return True
-    return isinstance(error, sa_exc.DBAPIError) and bool(error.connection_invalidated)
 
 
 def _valid_now(now: datetime) -> sa.ColumnElement[bool]:
@@ -1037,7 +1028,7 @@ class ValidityCache:
                 )
                 rows = list(await connection.execute(statement))
         except Exception as error:
-            if _unavailable(error):
+            if database_unreachable(error):
                 raise Unavailable("Service temporarily unavailable") from error
             raise
         values = _filled_values(table, token_id, rows, now)
