@@ -13,7 +13,16 @@ from domain import jobs
 from domain.clock import utcnow
 from domain.jobs import JobContext
 from tests.factories import Factory
+from tests.test_exchange import exchange_ok, refresh, simple_credential
 from tests.test_validation import api_key, build_scene, create_access_token, validate
+
+
+def sample(text: str, line_start: str) -> float:
+    """The value of one sample in a Prometheus exposition (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def context(services: Services, sessions: async_sessionmaker[AsyncSession]) -> JobContext:
@@ -96,12 +105,6 @@ async def test_metrics_count_validations_and_job_runs(
     services: Services,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    def sample(text: str, line_start: str) -> float:
-        for line in text.splitlines():
-            if line.startswith(line_start + " "):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
-
     scene = await build_scene(factory)
     token = await create_access_token(client, vendor, scene.tenant.id)
     before = (await client.get("/metrics")).text
@@ -122,6 +125,35 @@ async def test_metrics_count_validations_and_job_runs(
     assert sample(after, runs) == 1
     last = f'm2m_job_last_success_timestamp_seconds{{job="{jobs.EXPIRE_TOKENS}"}}'
     assert abs(sample(after, last) - datetime.now(UTC).timestamp()) < 60
+
+
+async def test_metrics_count_exchanges_and_refreshes_by_outcome(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory
+) -> None:
+    credential = await simple_credential(client, vendor, factory)
+    before = (await client.get("/metrics")).text
+
+    pair = await exchange_ok(client, credential)
+    wrong = await client.post(
+        "/identity/resources/auth/v2/api-token",
+        json={"clientId": credential.client_id, "secret": "wrong-secret"},
+    )
+    refreshed = await refresh(client, pair["refresh_token"])
+    oauth_refresh = await client.post(
+        "/oauth/token",
+        data={"grant_type": "refresh_token", "refresh_token": refreshed.json()["refresh_token"]},
+    )
+    after = (await client.get("/metrics")).text
+
+    assert (wrong.status_code, refreshed.status_code, oauth_refresh.status_code) == (401, 200, 200)
+
+    def grew(operation: str, outcome: str) -> float:
+        line = f'm2m_requests_total{{operation="{operation}",outcome="{outcome}"}}'
+        return sample(after, line) - sample(before, line)
+
+    assert grew("exchange", "success") == 1
+    assert grew("exchange", "rejected") == 1
+    assert grew("refresh", "success") == 2  # the Frontegg route and the OAuth grant
 
 
 async def test_liveness_answers_while_the_process_runs(client: httpx.AsyncClient) -> None:
