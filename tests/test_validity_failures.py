@@ -302,3 +302,17 @@ async def test_a_subscription_cut_and_restored_never_leaves_stale_copies_in_memo
     await until(lambda: validity.current_as_of > cut, "a subscription made since is current")
 
     assert (await validate(stack, token["secret"])).status_code == 401
+
+
+async def test_readiness_answers_503_naming_redis_while_it_is_down(stack: Stack) -> None:
+    up = await stack.client.get("/health/ready")
+    stack.redis.kill()
+    down = await stack.client.get("/health/ready")
+    live = await stack.client.get("/health/live")
+
+    assert up.json()["checks"]["redis"] == "ok"
+    assert down.status_code == 503
+    assert down.json()["status"] == "not ready"
+    assert down.json()["checks"]["redis"] == "unavailable"
+    assert down.json()["checks"]["database"] == "ok"
+    assert live.status_code == 200

@@ -27,12 +27,12 @@ def _status_response(status: JobStatus) -> dict[str, Any]:
         else {
             "id": run.id,
             "startedAt": iso(run.started_at),
-            "finishedAt": None if run.finished_at is None else iso(run.finished_at),
+            "finishedAt": iso(run.finished_at),
             "outcome": run.outcome,
             "counts": run.counts,
             "error": run.error,
         },
-        "lastSuccessAt": None if status.last_success_at is None else iso(status.last_success_at),
+        "lastSuccessAt": iso(status.last_success_at),
         "nextDueAt": iso(status.next_due_at),
         "overdue": status.overdue,
     }
