@@ -1,4 +1,6 @@
-"""Every error leaves as JSON {"errors": [...], "message"?}; domain errors map to a status here."""
+"""Every error leaves as JSON, from this one table: the house shape `{"errors": [...],
+"message"?}` on every route, and on the OAuth routes also the RFC 6749 / RFC 7009 shape
+`{"error", "error_description"}` with its codes. `Retry-After` is set here and nowhere else."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from api.schemas.exchange import uses_basic
 from domain.errors import (
     Conflict,
     DomainError,
@@ -20,6 +23,7 @@ from domain.errors import (
     Unauthenticated,
     Unavailable,
 )
+from domain.exchange import InvalidGrant, UnsupportedGrantType, UnsupportedTokenType
 
 logger = logging.getLogger("m2m.api")
 
@@ -32,6 +36,20 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
     RateLimited: 429,
     Unavailable: 503,
 }
+
+# The OAuth routes: first match wins, (domain error, status, RFC 6749 / RFC 7009 error code).
+OAUTH_CODES: list[tuple[type[DomainError], int, str]] = [
+    (UnsupportedTokenType, 400, "unsupported_token_type"),
+    (UnsupportedGrantType, 400, "unsupported_grant_type"),
+    (InvalidGrant, 400, "invalid_grant"),
+    (Unauthenticated, 401, "invalid_client"),
+    (RateLimited, 429, "temporarily_unavailable"),
+    (Unavailable, 503, "temporarily_unavailable"),
+    (Forbidden, 403, "unauthorized_client"),
+]
+BASIC_CHALLENGE = 'Basic realm="m2m-tokens", charset="UTF-8"'
+# Responses that carry (or would have carried) a token are never cached, errors included.
+NO_STORE = "no-store"
 
 
 def error_response(
@@ -53,10 +71,14 @@ def status_of(error: DomainError) -> int:
     return 400
 
 
+def retry_after_headers(error: Exception) -> dict[str, str]:
+    """`Retry-After` for a refusal that says when to come back (429, an overload's 503)."""
+    value = getattr(error, "retry_after", None)
+    return {"Retry-After": str(value)} if isinstance(value, int) else {}
+
+
 def handle_domain_error(_: Request[Any, Any, Any], error: DomainError) -> Response[Any]:
-    retry_after = getattr(error, "retry_after", None)
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return error_response(status_of(error), [error.message], headers=headers)
+    return error_response(status_of(error), [error.message], headers=retry_after_headers(error))
 
 
 def handle_validation_error(_: Request[Any, Any, Any], error: ValidationException) -> Response[Any]:
@@ -99,4 +121,54 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     ConnectionError: handle_database_error,
     OSError: handle_database_error,
     Exception: handle_unexpected,
+}
+
+
+# --- the routes that hand out tokens -----------------------------------------------------------
+
+
+def handle_token_route_error(request: Request[Any, Any, Any], error: DomainError) -> Response[Any]:
+    """Frontegg's exchange and refresh: the house shape, never cached."""
+    response = handle_domain_error(request, error)
+    response.headers["Cache-Control"] = NO_STORE
+    return response
+
+
+def _oauth_code(error: DomainError) -> tuple[int, str]:
+    for error_type, status, code in OAUTH_CODES:
+        if isinstance(error, error_type):
+            return status, code
+    return status_of(error), "invalid_request"
+
+
+def _oauth_response(
+    request: Request[Any, Any, Any],
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str],
+) -> Response[Any]:
+    """Both shapes in one body, so a Frontegg client and an OAuth library each find theirs."""
+    headers = {"Cache-Control": NO_STORE, "Pragma": "no-cache", **headers}
+    if status == 401 and uses_basic(request):
+        headers["WWW-Authenticate"] = BASIC_CHALLENGE
+    body = {"error": code, "error_description": message, "errors": [message]}
+    return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers)
+
+
+def handle_oauth_domain_error(request: Request[Any, Any, Any], error: DomainError) -> Response[Any]:
+    status, code = _oauth_code(error)
+    return _oauth_response(request, status, code, error.message, retry_after_headers(error))
+
+
+def handle_oauth_http_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
+    """Litestar's own refusals (a body too large, say) in the OAuth shape."""
+    return _oauth_response(request, error.status_code, "invalid_request", error.detail, {})
+
+
+TOKEN_ROUTE_ERRORS: dict[Any, Any] = {DomainError: handle_token_route_error}
+OAUTH_ERRORS: dict[Any, Any] = {
+    DomainError: handle_oauth_domain_error,
+    ValidationException: handle_oauth_http_error,
+    HTTPException: handle_oauth_http_error,
 }

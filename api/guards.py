@@ -9,8 +9,8 @@ from litestar.di import Provide
 
 from api.dependencies import ServicesDep, SessionDep
 from domain.auth import VENDOR, Caller
-from domain.directory import permissions_of
 from domain.errors import Forbidden, Unauthenticated
+from domain.grants import permissions_of
 
 
 def bearer_token(request: Request[Any, Any, Any]) -> str | None:

@@ -21,7 +21,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from domain.jobs import JobStatus
+from domain.job_runs import JobStatus
 from domain.models import JobStat
 
 REQUESTS = Counter(

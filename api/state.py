@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from domain.auth import EndUserVerifier, VendorAuthenticator
-from domain.jobs import Debounce, JobQueue
+from domain.jobs import JobQueue
 from domain.keys import KeyRing, MasterKey, Signer
 from domain.ratelimit import RateLimiter
 from domain.secrets import SecretHasher
@@ -19,6 +19,25 @@ from domain.validity import ValidityCache
 
 # A credential's refresh tokens are pruned after an exchange at most this often (per process).
 PRUNE_AFTER_EXCHANGE_SECONDS = 60.0
+
+
+class Debounce:
+    """Says yes to a key at most once per interval (per process): an exchange enqueues the prune
+    of its credential, but a busy credential need not be pruned on every exchange."""
+
+    def __init__(self, interval_seconds: float, max_keys: int = 100_000) -> None:
+        self._interval = interval_seconds
+        self._max_keys = max_keys
+        self._last: dict[str, float] = {}
+
+    def due(self, key: str, clock: float) -> bool:
+        last = self._last.get(key)
+        if last is not None and clock - last < self._interval:
+            return False
+        if len(self._last) >= self._max_keys:
+            self._last.clear()
+        self._last[key] = clock
+        return True
 
 
 @dataclass

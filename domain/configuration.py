@@ -1,4 +1,9 @@
-"""Environment settings (Frontegg's vendor configuration): the M2M switch and strategy."""
+"""Environment settings (Frontegg's vendor configuration): the M2M switch and strategy.
+
+The M2M switch turns every token of the environment on or off. It is stored as
+`api_tokens_enabled` (Frontegg's `apiTokensEnabled`); everywhere else in the code it is "the M2M
+switch", and `switch_m2m` is the one function that changes it.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain import audit
+from domain.after_commit import AfterCommit
 from domain.auth import Caller
 from domain.errors import Disabled, Forbidden
+from domain.jobs import PROPAGATE_M2M_SWITCH
 from domain.models import ENVIRONMENT_ROW_ID, Environment
 
 Strategy = Literal["AccessToken", "ClientCredentials"]
-REFRESH_TOKENS_ROTATION_LIMIT = 100
 
 # Stored and echoed for Frontegg clients; they steer nothing in this service.
 EXTRA_DEFAULTS: dict[str, Any] = {
@@ -62,9 +68,21 @@ def extra_settings(environment: Environment) -> dict[str, Any]:
     return {**EXTRA_DEFAULTS, **environment.extra}
 
 
+def switch_m2m(environment: Environment, on: bool) -> AfterCommit:
+    """Turn M2M on or off: the row now, and after the commit the validity cache (in effect on
+    this process before the response, on every other within the cache's bound) and the
+    propagation job that brings every process and the whole cache in line.
+
+    Turning it off touches no token; turning it on again restores exactly the tokens that are
+    still valid.
+    """
+    environment.api_tokens_enabled = on
+    return AfterCommit().set_m2m_switch(on).enqueue(PROPAGATE_M2M_SWITCH)
+
+
 async def update_configuration(
     session: AsyncSession, caller: Caller, change: ConfigurationChange, now: datetime
-) -> Environment:
+) -> tuple[Environment, AfterCommit]:
     # Locked so that two concurrent updates cannot interleave their read-modify-write.
     environment = await session.scalar(
         sa.select(Environment).where(Environment.id == ENVIRONMENT_ROW_ID).with_for_update()
@@ -72,8 +90,13 @@ async def update_configuration(
     if environment is None:
         raise RuntimeError("the environment row is missing: run `m2m migrate`")
     changed: dict[str, Any] = {}
+    after = AfterCommit()
+    if change.api_tokens_enabled is not None:
+        if change.api_tokens_enabled != environment.api_tokens_enabled:
+            changed["api_tokens_enabled"] = change.api_tokens_enabled
+        # Sent at all, it is propagated again: that also repairs a process that missed it.
+        after = switch_m2m(environment, change.api_tokens_enabled)
     for field in (
-        "api_tokens_enabled",
         "m2m_strategy",
         "default_token_expiration",
         "default_refresh_token_expiration",
@@ -99,7 +122,7 @@ async def update_configuration(
             details={"changed": sorted(changed)},
         )
         await session.flush()
-    return environment
+    return environment, after
 
 
 def require_creation_allowed(environment: Environment, strategy: Strategy) -> None:

@@ -16,11 +16,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain import audit
+from domain.after_commit import AfterCommit
 from domain.auth import Caller
-from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from domain.errors import Conflict, InvalidInput, NotFound
+from domain.jobs import CASCADE_DELETIONS
 from domain.models import Permission, Role, Tenant, User, role_permissions, user_roles
 
-# --- lookups shared with tokens and authentication -------------------------------------------
+# --- lookups shared with tokens, grants and authentication ---------------------------------
 
 
 async def get_tenant(session: AsyncSession, tenant_id: str) -> Tenant:
@@ -31,7 +33,7 @@ async def get_tenant(session: AsyncSession, tenant_id: str) -> Tenant:
     return tenant
 
 
-def _live_user(user_id: str) -> sa.Select[Any]:
+def live_user(user_id: str) -> sa.Select[Any]:
     """The user, unless it or its tenant is deleted (their cascade may still be running)."""
     return (
         sa.select(User)
@@ -42,29 +44,10 @@ def _live_user(user_id: str) -> sa.Select[Any]:
 
 async def get_user_in_tenant(session: AsyncSession, user_id: str, tenant_id: str) -> User:
     """The user, if it belongs to the tenant; another tenant's user is unknown here."""
-    user: User | None = await session.scalar(_live_user(user_id))
+    user: User | None = await session.scalar(live_user(user_id))
     if user is None or user.tenant_id != tenant_id:
         raise NotFound(f"User {user_id} not found")
     return user
-
-
-async def permissions_of(
-    session: AsyncSession, user_id: str, tenant_id: str
-) -> frozenset[str] | None:
-    """Permission keys the user holds in the tenant through its roles; None if not a member."""
-    member = await session.scalar(
-        _live_user(user_id).with_only_columns(User.id).where(User.tenant_id == tenant_id)
-    )
-    if member is None:
-        return None
-    keys = await session.scalars(
-        sa.select(Permission.key)
-        .join(role_permissions, role_permissions.c.permission_id == Permission.id)
-        .join(user_roles, user_roles.c.role_id == role_permissions.c.role_id)
-        .where(user_roles.c.user_id == user_id, user_roles.c.tenant_id == tenant_id)
-        .distinct()
-    )
-    return frozenset(keys)
 
 
 async def assignable_roles(
@@ -100,39 +83,6 @@ async def existing_permissions(
     if unknown:
         raise InvalidInput(f"Unknown permission ids: {', '.join(sorted(unknown))}")
     return sorted(permissions, key=lambda permission: permission.id)
-
-
-async def require_grantable(
-    session: AsyncSession,
-    granter_user_id: str,
-    tenant_id: str,
-    roles: Collection[Role],
-    permissions: Collection[Permission],
-) -> None:
-    """A user can only give a token roles and permissions that the user holds."""
-    if not roles and not permissions:
-        return
-    held_roles = set(
-        await session.scalars(
-            sa.select(user_roles.c.role_id).where(
-                user_roles.c.user_id == granter_user_id, user_roles.c.tenant_id == tenant_id
-            )
-        )
-    )
-    missing_roles = sorted(role.id for role in roles if role.id not in held_roles)
-    if missing_roles:
-        raise Forbidden(f"You cannot grant roles you do not hold: {', '.join(missing_roles)}")
-    if permissions:
-        held_permissions = set(
-            await session.scalars(
-                sa.select(role_permissions.c.permission_id).where(
-                    role_permissions.c.role_id.in_(held_roles)
-                )
-            )
-        )
-        missing = sorted(p.id for p in permissions if p.id not in held_permissions)
-        if missing:
-            raise Forbidden(f"You cannot grant permissions you do not hold: {', '.join(missing)}")
 
 
 # --- views: a row with the ids Frontegg's responses list beside it ---------------------------
@@ -220,7 +170,9 @@ def _new_id() -> str:
 
 async def create_tenant(
     session: AsyncSession, caller: Caller, tenant_id: str | None, name: str, now: datetime
-) -> Tenant:
+) -> tuple[Tenant, AfterCommit]:
+    """A new tenant. Its id may have belonged to a deleted tenant, whose tombstone in the
+    validity cache would only slow this one down: it is forgotten after the commit."""
     tenant_id = tenant_id or _new_id()
     taken = f"Tenant {tenant_id} already exists"
     existing = await session.get(Tenant, tenant_id)
@@ -241,7 +193,7 @@ async def create_tenant(
         details={"name": name},
     )
     await _flush_or_conflict(session, taken)
-    return tenant
+    return tenant, AfterCommit().recreate_tenant(tenant.id)
 
 
 async def list_tenants(session: AsyncSession) -> list[Tenant]:
@@ -256,12 +208,12 @@ async def list_tenants(session: AsyncSession) -> list[Tenant]:
 
 async def delete_tenant(
     session: AsyncSession, caller: Caller, tenant_id: str, now: datetime
-) -> datetime:
+) -> AfterCommit:
     """Mark the tenant deleted: from this commit on it, its users and every token in it are
     gone for every reader; the cascade job then deletes the rows in batches.
 
-    Returns its creation instant, which tells it apart from a later tenant of the same id (the
-    validity cache's tombstone names it).
+    After the commit, the validity cache's tombstone (naming the tenant's creation instant, which
+    tells it apart from a later tenant of the same id) makes every token in it invalid at once.
     """
     created_at: datetime | None = await session.scalar(
         sa.update(Tenant)
@@ -281,7 +233,11 @@ async def delete_tenant(
         now=now,
     )
     await session.flush()
-    return created_at
+    return (
+        AfterCommit()
+        .delete_tenant(tenant_id, created_at)
+        .enqueue(CASCADE_DELETIONS, tenant_id=tenant_id)
+    )
 
 
 # --- users ------------------------------------------------------------------------------------
@@ -382,7 +338,9 @@ async def _user_view(session: AsyncSession, user: User) -> UserView:
 
 async def create_user(
     session: AsyncSession, caller: Caller, tenant_id: str, new: NewUser, now: datetime
-) -> UserView:
+) -> tuple[UserView, AfterCommit]:
+    """A new user. Its id may have belonged to a deleted user, whose tombstone in the validity
+    cache would only slow this one down: it is forgotten after the commit."""
     _require_json_object(new.metadata)
     await _lock_tenant(session, tenant_id)
     # Emails identify people whatever their case, as in Frontegg.
@@ -427,14 +385,14 @@ async def create_user(
         details={"roleIds": [role.id for role in roles]},
     )
     await session.flush()
-    return await _user_view(session, user)
+    return await _user_view(session, user), AfterCommit().recreate_user(user.id)
 
 
 async def _find_user(session: AsyncSession, user_id: str, tenant_id: str | None) -> User:
     """The user; with a tenant named, only if it belongs to that tenant."""
     if tenant_id is not None:
         return await get_user_in_tenant(session, user_id, tenant_id)
-    user: User | None = await session.scalar(_live_user(user_id))
+    user: User | None = await session.scalar(live_user(user_id))
     if user is None:
         raise NotFound(f"User {user_id} not found")
     return user
@@ -446,12 +404,12 @@ async def get_user(session: AsyncSession, user_id: str, tenant_id: str | None) -
 
 async def delete_user(
     session: AsyncSession, caller: Caller | None, user_id: str, tenant_id: str | None, now: datetime
-) -> datetime:
+) -> AfterCommit:
     """Mark the user deleted: from this commit on it and every token, credential and refresh
     token of it are gone for every reader; the cascade job then deletes the rows in batches.
 
-    Returns its creation instant, which tells it apart from a later user of the same id (the
-    validity cache's tombstone names it).
+    After the commit, the validity cache's tombstone (naming the user's creation instant, which
+    tells it apart from a later user of the same id) makes every token of it invalid at once.
     """
     user = await _find_user(session, user_id, tenant_id)
     deleted = await session.scalar(
@@ -472,7 +430,11 @@ async def delete_user(
         now=now,
     )
     await session.flush()
-    return user.created_at
+    return (
+        AfterCommit()
+        .delete_user(user_id, user.created_at)
+        .enqueue(CASCADE_DELETIONS, user_id=user_id)
+    )
 
 
 async def assign_roles(

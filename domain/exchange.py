@@ -25,7 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from domain import audit
 from domain.clock import utcnow
-from domain.configuration import REFRESH_TOKENS_ROTATION_LIMIT
 from domain.errors import Disabled, InvalidInput, Unauthenticated
 from domain.keys import Signer
 from domain.models import (
@@ -46,6 +45,10 @@ from domain.ratelimit import RateLimiter
 from domain.secrets import SecretHasher, new_secret, sha256_hex
 
 Clock = Callable[[], datetime]
+
+# A credential has at most this many usable refresh tokens at any instant: issuing one more
+# retires the oldest in the same transaction, and the prune job deletes any beyond it.
+REFRESH_TOKENS_ROTATION_LIMIT = 100
 
 USER_TOKEN = "userApiToken"
 TENANT_TOKEN = "tenantApiToken"
@@ -74,6 +77,10 @@ class InvalidGrant(Unauthenticated):
 class RefreshTokenReused(InvalidGrant):
     """A used refresh token came back: its family is revoked, and that revocation must be
     committed although the request fails."""
+
+
+class UnsupportedGrantType(InvalidInput):
+    """A grant_type this server does not offer."""
 
 
 class UnsupportedTokenType(InvalidInput):
@@ -146,6 +153,36 @@ def usable_refresh_token(tokens: Any, now: Any) -> list[sa.ColumnElement[bool]]:
     `tokens`: refresh_tokens' columns (the table's `.c`, the model, or an alias of either).
     """
     return [tokens.used_at.is_(None), tokens.revoked_at.is_(None), tokens.expires_at > now]
+
+
+def refresh_tokens_beyond_cap(
+    tokens: Any, now: Any, *, keep: int = REFRESH_TOKENS_ROTATION_LIMIT, client_id: Any = None
+) -> sa.Select[Any]:
+    """Ids of the usable refresh tokens beyond the newest `keep` of their credential: of the
+    credential `client_id` only when given (a value or a bound parameter), else of every one.
+
+    `tokens`: refresh_tokens' columns, as for `usable_refresh_token`.
+    """
+    newest_first = (tokens.created_at.desc(), tokens.id.desc())
+    usable = usable_refresh_token(tokens, now)
+    if client_id is not None:
+        return (
+            sa.select(tokens.id)
+            .where(tokens.client_id == client_id, *usable)
+            .order_by(*newest_first)
+            .offset(keep)
+        )
+    ranked = (
+        sa.select(
+            tokens.id,
+            sa.func.row_number()
+            .over(partition_by=tokens.client_id, order_by=newest_first)
+            .label("newest"),
+        )
+        .where(*usable)
+        .subquery("ranked")
+    )
+    return sa.select(ranked.c.id).where(ranked.c.newest > keep)
 
 
 def _owners_live() -> sa.ColumnElement[bool]:
@@ -239,10 +276,12 @@ _RETIRE_BEYOND_CAP = (
     sa.update(_tokens)
     .where(
         _tokens.c.id.in_(
-            sa.select(_tokens.c.id)
-            .where(_tokens.c.client_id == _CLIENT_ID, *usable_refresh_token(_tokens.c, _ISSUED_AT))
-            .order_by(_tokens.c.created_at.desc(), _tokens.c.id.desc())
-            .offset(REFRESH_TOKENS_ROTATION_LIMIT - 1)
+            refresh_tokens_beyond_cap(
+                _tokens.c,
+                _ISSUED_AT,
+                keep=REFRESH_TOKENS_ROTATION_LIMIT - 1,
+                client_id=_CLIENT_ID,
+            )
         )
     )
     .values(revoked_at=_ISSUED_AT)
@@ -409,7 +448,7 @@ async def rotate_refresh_token(
     client), the token must be that client's. A token whose credential, tenant or user is
     deleted is refused like an unknown one.
 
-    A used token presented again is reuse (RFC 9700 section 4.14.2): every usable token of
+    A used token presented again is reuse (refresh-token rotation, RFC 9700): every usable token of
     its family is revoked and RefreshTokenReused raised; the caller commits that revocation.
 
     Round trips: BEGIN, lock the credential and consume the token (1 statement), the cap with

@@ -1,5 +1,12 @@
-"""The four token kinds ({user, tenant} x {access token, client credentials}): create, list,
-update and delete."""
+"""The four token kinds ({user, tenant} x {access token, client credentials}).
+
+Each kind is described once (`TokenKind`: its resource, strategy, model, id column, owner,
+not-found message, links and audit names) and read by one shared function each for scope,
+list, delete, audit and invalidation. Every Frontegg operation keeps a named entry point here
+(`create_tenant_access_token`, `delete_user_client_credential`, ...) that calls the shared code.
+Creation stays per kind where the kinds differ: an argon2 secret or a signed JWT, grants only on
+tenant kinds, PATCH only on tenant credentials.
+"""
 
 from __future__ import annotations
 
@@ -11,24 +18,19 @@ from typing import Any, Generic, Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from domain import audit
+from domain.after_commit import AfterCommit
 from domain.auth import Caller
 from domain.configuration import Strategy, get_environment, require_creation_allowed
-from domain.directory import (
-    assignable_roles,
-    existing_permissions,
-    get_tenant,
-    get_user_in_tenant,
-    require_grantable,
-)
+from domain.directory import get_tenant, get_user_in_tenant
 from domain.errors import Forbidden, InvalidInput, NotFound
+from domain.grants import Grant, access_token_grant, credential_grant
 from domain.keys import Signer
 from domain.models import (
     AccessToken,
     ClientCredential,
-    Permission,
-    Role,
     access_token_roles,
     credential_permissions,
     credential_roles,
@@ -44,10 +46,116 @@ Action = Literal["read", "write", "delete"]
 Resource = Literal["userApiTokens", "tenantApiTokens"]
 
 T = TypeVar("T")
+M = TypeVar("M", AccessToken, ClientCredential)
+
+
+# --- the kinds --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Named:
+class Link:
+    """A table that links a token to the ids of what it was given (roles or permissions)."""
+
+    table: sa.Table
+    token_column: str
+    linked_column: str
+
+    def pairs(self) -> sa.Select[Any]:
+        """(token id, linked id) rows."""
+        return sa.select(self.table.c[self.token_column], self.table.c[self.linked_column])
+
+
+@dataclass(frozen=True)
+class TokenKind(Generic[M]):
+    """One of the four kinds, as the shared code reads it."""
+
+    name: Kind  # the token's `type` claim, and `kind` in its audit events
+    resource: Resource  # guarded by fe.secure.{read,write,delete}.<resource>
+    strategy: Strategy  # the machineToMachineAuthStrategy under which it may be created
+    model: type[M]
+    id_column: InstrumentedAttribute[str]
+    tenant_column: InstrumentedAttribute[str]
+    user_column: InstrumentedAttribute[str | None]
+    created_column: InstrumentedAttribute[datetime]
+    per_user: bool  # a user's personal token, or the account's own
+    not_found: str  # with {id}
+    audit_target: Literal["access_token", "client_credential"]
+    roles: Link | None = None
+    permissions: Link | None = None
+
+    def id_of(self, token: M) -> str:
+        value: str = getattr(token, self.id_column.key)
+        return value
+
+    def deleted(self, ids: Sequence[str]) -> AfterCommit:
+        """Tombstones for deleted tokens of this kind, written after the commit."""
+        if self.audit_target == "access_token":
+            return AfterCommit().delete_tokens(access_token_ids=ids)
+        return AfterCommit().delete_tokens(client_ids=ids)
+
+
+USER_CLIENT_CREDENTIALS: TokenKind[ClientCredential] = TokenKind(
+    name="userApiToken",
+    resource="userApiTokens",
+    strategy="ClientCredentials",
+    model=ClientCredential,
+    id_column=ClientCredential.client_id,
+    tenant_column=ClientCredential.tenant_id,
+    user_column=ClientCredential.user_id,
+    created_column=ClientCredential.created_at,
+    per_user=True,
+    not_found="Api token {id} not found",
+    audit_target="client_credential",
+)
+USER_ACCESS_TOKENS: TokenKind[AccessToken] = TokenKind(
+    name="userAccessToken",
+    resource="userApiTokens",
+    strategy="AccessToken",
+    model=AccessToken,
+    id_column=AccessToken.id,
+    tenant_column=AccessToken.tenant_id,
+    user_column=AccessToken.user_id,
+    created_column=AccessToken.created_at,
+    per_user=True,
+    not_found="Access token {id} not found",
+    audit_target="access_token",
+)
+TENANT_CLIENT_CREDENTIALS: TokenKind[ClientCredential] = TokenKind(
+    name="tenantApiToken",
+    resource="tenantApiTokens",
+    strategy="ClientCredentials",
+    model=ClientCredential,
+    id_column=ClientCredential.client_id,
+    tenant_column=ClientCredential.tenant_id,
+    user_column=ClientCredential.user_id,
+    created_column=ClientCredential.created_at,
+    per_user=False,
+    not_found="Api token {id} not found",
+    audit_target="client_credential",
+    roles=Link(credential_roles, "client_id", "role_id"),
+    permissions=Link(credential_permissions, "client_id", "permission_id"),
+)
+TENANT_ACCESS_TOKENS: TokenKind[AccessToken] = TokenKind(
+    name="tenantAccessToken",
+    resource="tenantApiTokens",
+    strategy="AccessToken",
+    model=AccessToken,
+    id_column=AccessToken.id,
+    tenant_column=AccessToken.tenant_id,
+    user_column=AccessToken.user_id,
+    created_column=AccessToken.created_at,
+    per_user=False,
+    not_found="Access token {id} not found",
+    audit_target="access_token",
+    roles=Link(access_token_roles, "token_id", "role_id"),
+)
+
+
+# --- what the operations take and give -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Acting:
     """The tenant and user a vendor names in frontegg-tenant-id / frontegg-user-id.
 
     An end user always acts in its own session's tenant and as itself; what it names is ignored.
@@ -58,22 +166,25 @@ class Named:
 
 
 @dataclass(frozen=True)
-class UserScope:
-    """The user whose personal tokens a request touches."""
+class Scope:
+    """Whose tokens a request touches, and who acts.
 
-    tenant_id: str
-    user_id: str
-
-
-@dataclass(frozen=True)
-class TenantScope:
-    """The tenant whose tokens a request touches, and the user acting, if any.
-
-    The acting user is recorded as createdByUserId and may only grant what it holds.
+    `owner_user_id` is the user of personal tokens (None: the account's own tokens). The acting
+    user, if any, is recorded as createdByUserId and may only grant what it holds.
     """
 
     tenant_id: str
+    owner_user_id: str | None
     acting_user_id: str | None
+
+
+@dataclass(frozen=True)
+class TokenView(Generic[T]):
+    """A token row with the ids of the roles and permissions it was given."""
+
+    token: T
+    role_ids: list[str] = field(default_factory=list)
+    permission_ids: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -82,19 +193,6 @@ class Issued(Generic[T]):
 
     token: T
     secret: str = field(repr=False)  # kept out of any log line that prints this object
-
-
-@dataclass(frozen=True)
-class TenantCredential:
-    credential: ClientCredential
-    role_ids: list[str]
-    permission_ids: list[str]
-
-
-@dataclass(frozen=True)
-class TenantAccessToken:
-    token: AccessToken
-    role_ids: list[str]
 
 
 @dataclass(frozen=True)
@@ -107,54 +205,135 @@ class CredentialChange:
     permission_ids: Sequence[str] | None = None
 
 
-@dataclass(frozen=True)
-class _Grant:
-    roles: list[Role]
-    permissions: list[Permission]
+# --- shared by the kinds: scope, list, delete, audit -----------------------------------------
 
 
-# --- who acts, and where ---------------------------------------------------------------------
+async def _scope(
+    session: AsyncSession, caller: Caller, acting: Acting, kind: TokenKind[Any], action: Action
+) -> Scope:
+    """The tenant and users of a request, once the caller may do `action` on `kind`."""
+    caller.require(f"fe.secure.{action}.{kind.resource}")
+    tenant_id, user_id = await _acting_tenant_and_user(session, caller, acting)
+    if not kind.per_user:
+        return Scope(tenant_id=tenant_id, owner_user_id=None, acting_user_id=user_id)
+    if user_id is None:
+        raise InvalidInput(f"The {USER_HEADER} header is required")
+    return Scope(tenant_id=tenant_id, owner_user_id=user_id, acting_user_id=user_id)
 
 
-async def _authorize(
-    session: AsyncSession, caller: Caller, named: Named, resource: Resource, action: Action
+async def _acting_tenant_and_user(
+    session: AsyncSession, caller: Caller, acting: Acting
 ) -> tuple[str, str | None]:
-    """The tenant and the acting user of a request, once the caller may do `action`."""
-    caller.require(f"fe.secure.{action}.{resource}")
+    """An end user acts in its own tenant as itself; the vendor in the tenant (and as the user,
+    if any) it names, each of which must exist."""
     if not caller.is_vendor:
         if caller.tenant_id is None or caller.user_id is None:
             raise Forbidden("An end user acts only within its own account")
         return caller.tenant_id, caller.user_id
-    if named.tenant_id is None:
+    if acting.tenant_id is None:
         raise InvalidInput(f"The {TENANT_HEADER} header is required")
-    await get_tenant(session, named.tenant_id)
-    if named.user_id is None:
-        return named.tenant_id, None
-    await get_user_in_tenant(session, named.user_id, named.tenant_id)
-    return named.tenant_id, named.user_id
+    await get_tenant(session, acting.tenant_id)
+    if acting.user_id is not None:
+        await get_user_in_tenant(session, acting.user_id, acting.tenant_id)
+    return acting.tenant_id, acting.user_id
 
 
-async def _user_scope(
-    session: AsyncSession, caller: Caller, named: Named, action: Action
-) -> UserScope:
-    tenant_id, user_id = await _authorize(session, caller, named, "userApiTokens", action)
-    if user_id is None:
-        raise InvalidInput(f"The {USER_HEADER} header is required")
-    return UserScope(tenant_id=tenant_id, user_id=user_id)
+def _owned(kind: TokenKind[Any], scope: Scope) -> list[sa.ColumnElement[bool]]:
+    """Tokens of this kind owned in the scope: one user's, or the account's own; nobody else's."""
+    owner = (
+        kind.user_column == scope.owner_user_id
+        if scope.owner_user_id is not None
+        else kind.user_column.is_(None)
+    )
+    return [kind.tenant_column == scope.tenant_id, owner]
 
 
-async def _tenant_scope(
-    session: AsyncSession, caller: Caller, named: Named, action: Action
-) -> TenantScope:
-    tenant_id, user_id = await _authorize(session, caller, named, "tenantApiTokens", action)
-    return TenantScope(tenant_id=tenant_id, acting_user_id=user_id)
+def _record(
+    session: AsyncSession,
+    caller: Caller,
+    verb: Literal["created", "updated", "deleted"],
+    kind: TokenKind[Any],
+    token_id: str,
+    scope: Scope,
+    now: datetime,
+    **details: Any,
+) -> None:
+    if kind.per_user:
+        details = {"userId": scope.owner_user_id, **details}
+    audit.record(
+        session,
+        caller,
+        f"token.{verb}",
+        target_type=kind.audit_target,
+        target_id=token_id,
+        now=now,
+        tenant_id=scope.tenant_id,
+        details={"kind": kind.name, **details},
+    )
 
 
-# --- rules shared by the kinds ---------------------------------------------------------------
+async def _list(
+    session: AsyncSession, caller: Caller, acting: Acting, kind: TokenKind[M]
+) -> list[TokenView[M]]:
+    """The kind's tokens in the caller's scope, oldest first, with what each was given."""
+    scope = await _scope(session, caller, acting, kind, "read")
+    owned = _owned(kind, scope)
+    rows = list(
+        await session.scalars(
+            sa.select(kind.model).where(*owned).order_by(kind.created_column, kind.id_column)
+        )
+    )
+    roles = await _linked_ids(session, kind, kind.roles, owned)
+    permissions = await _linked_ids(session, kind, kind.permissions, owned)
+    return [
+        TokenView(
+            token=row,
+            role_ids=roles.get(kind.id_of(row), []),
+            permission_ids=permissions.get(kind.id_of(row), []),
+        )
+        for row in rows
+    ]
 
 
-async def _require_creation_allowed(session: AsyncSession, strategy: Strategy) -> None:
-    require_creation_allowed(await get_environment(session), strategy)
+async def _delete(
+    session: AsyncSession,
+    caller: Caller,
+    acting: Acting,
+    kind: TokenKind[Any],
+    token_id: str,
+    now: datetime,
+) -> AfterCommit:
+    """Delete one token of the kind in the caller's scope; after the commit it is invalid here
+    at once and on every process within the validity cache's bound."""
+    scope = await _scope(session, caller, acting, kind, "delete")
+    deleted = await session.scalar(
+        sa.delete(kind.model)
+        .where(kind.id_column == token_id, *_owned(kind, scope))
+        .returning(kind.id_column)
+    )
+    if deleted is None:
+        raise NotFound(kind.not_found.format(id=token_id))
+    _record(session, caller, "deleted", kind, token_id, scope, now)
+    await session.flush()
+    return kind.deleted([token_id])
+
+
+# --- creation: the rules shared by the kinds ---------------------------------------------------
+
+
+async def _start_creation(
+    session: AsyncSession,
+    caller: Caller,
+    acting: Acting,
+    kind: TokenKind[Any],
+    expires_in_minutes: int | None,
+    now: datetime,
+) -> tuple[Scope, datetime | None]:
+    """The scope of a new token and when it expires, once the caller may write the kind and the
+    environment allows creating it."""
+    scope = await _scope(session, caller, acting, kind, "write")
+    require_creation_allowed(await get_environment(session), kind.strategy)
+    return scope, _expiry(now, expires_in_minutes)
 
 
 def _expiry(now: datetime, expires_in_minutes: int | None) -> datetime | None:
@@ -166,10 +345,57 @@ def _expiry(now: datetime, expires_in_minutes: int | None) -> datetime | None:
     return now + timedelta(minutes=expires_in_minutes)
 
 
-async def _new_client_secret(hasher: SecretHasher) -> tuple[str, str]:
-    """A fresh client secret and its argon2id hash; only the hash is ever stored."""
+async def _new_credential(
+    session: AsyncSession,
+    scope: Scope,
+    hasher: SecretHasher,
+    *,
+    description: str | None,
+    metadata: dict[str, Any],
+    expires_at: datetime | None,
+    now: datetime,
+) -> tuple[ClientCredential, str]:
+    """A new credential row and its client secret; only the secret's argon2id hash is stored."""
     secret = new_secret()
-    return secret, await hasher.hash(secret)
+    credential = ClientCredential(
+        client_id=str(uuid.uuid4()),
+        tenant_id=scope.tenant_id,
+        user_id=scope.owner_user_id,
+        created_by_user_id=scope.acting_user_id,
+        description=description,
+        metadata_json=metadata,
+        secret_hash=await hasher.hash(secret),
+        expires_at=expires_at,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(credential)
+    await session.flush()
+    return credential, secret
+
+
+async def _new_access_token(
+    session: AsyncSession,
+    scope: Scope,
+    signer: Signer,
+    *,
+    description: str | None,
+    expires_at: datetime | None,
+    now: datetime,
+) -> AccessToken:
+    token = AccessToken(
+        id=str(uuid.uuid4()),
+        tenant_id=scope.tenant_id,
+        user_id=scope.owner_user_id,
+        created_by_user_id=scope.acting_user_id,
+        description=description,
+        expires_at=expires_at,
+        created_at=now,
+        signing_kid=signer.kid,
+    )
+    session.add(token)
+    await session.flush()
+    return token
 
 
 def _sign_access_token(signer: Signer, issuer: str, token: AccessToken) -> str:
@@ -188,102 +414,24 @@ def _sign_access_token(signer: Signer, issuer: str, token: AccessToken) -> str:
     return signer.sign(claims)
 
 
-async def _require_acting_user_holds(
-    session: AsyncSession, scope: TenantScope, grant: _Grant
-) -> None:
-    """A user (end user, or one the vendor names) only gives a token what the user holds."""
-    if scope.acting_user_id is None:
-        return
-    await require_grantable(
-        session, scope.acting_user_id, scope.tenant_id, grant.roles, grant.permissions
+async def _give(session: AsyncSession, kind: TokenKind[M], token: M, grant: Grant) -> TokenView[M]:
+    """Link the token to the roles and permissions of `grant`."""
+    token_id = kind.id_of(token)
+    for link, ids in (
+        (kind.roles, [r.id for r in grant.roles]),
+        (kind.permissions, [p.id for p in grant.permissions]),
+    ):
+        if ids:
+            assert link is not None, f"{kind.name} is given no such grants"
+            await session.execute(
+                sa.insert(link.table),
+                [{link.token_column: token_id, link.linked_column: linked} for linked in ids],
+            )
+    return TokenView(
+        token=token,
+        role_ids=sorted(role.id for role in grant.roles),
+        permission_ids=sorted(permission.id for permission in grant.permissions),
     )
-
-
-async def _credential_grant(
-    session: AsyncSession,
-    scope: TenantScope,
-    role_ids: Collection[str],
-    permission_ids: Collection[str],
-) -> _Grant:
-    """What a tenant credential is given: roleIds override permissionIds (Frontegg's rule)."""
-    if role_ids:
-        grant = _Grant(
-            roles=await assignable_roles(session, scope.tenant_id, role_ids), permissions=[]
-        )
-    elif permission_ids:
-        grant = _Grant(roles=[], permissions=await existing_permissions(session, permission_ids))
-    else:
-        raise InvalidInput("Either roleIds or permissionIds must be given")
-    await _require_acting_user_holds(session, scope, grant)
-    return grant
-
-
-async def _access_token_grant(
-    session: AsyncSession, scope: TenantScope, role_ids: Collection[str]
-) -> _Grant:
-    grant = _Grant(roles=await assignable_roles(session, scope.tenant_id, role_ids), permissions=[])
-    await _require_acting_user_holds(session, scope, grant)
-    return grant
-
-
-def _record(
-    session: AsyncSession,
-    caller: Caller,
-    verb: Literal["created", "updated", "deleted"],
-    kind: Kind,
-    token_id: str,
-    tenant_id: str,
-    now: datetime,
-    **details: Any,
-) -> None:
-    audit.record(
-        session,
-        caller,
-        f"token.{verb}",
-        target_type="access_token" if kind.endswith("AccessToken") else "client_credential",
-        target_id=token_id,
-        now=now,
-        tenant_id=tenant_id,
-        details={"kind": kind, **details},
-    )
-
-
-def _owned_access_tokens(tenant_id: str, user_id: str | None) -> list[sa.ColumnElement[bool]]:
-    """Access tokens of one user, or (user_id None) the tenant's own; nobody else's."""
-    owner = AccessToken.user_id == user_id if user_id is not None else AccessToken.user_id.is_(None)
-    return [AccessToken.tenant_id == tenant_id, owner]
-
-
-def _owned_credentials(tenant_id: str, user_id: str | None) -> list[sa.ColumnElement[bool]]:
-    """Client credentials of one user, or (user_id None) the tenant's own; nobody else's."""
-    owner = (
-        ClientCredential.user_id == user_id
-        if user_id is not None
-        else ClientCredential.user_id.is_(None)
-    )
-    return [ClientCredential.tenant_id == tenant_id, owner]
-
-
-async def _delete_access_token(
-    session: AsyncSession, where: list[sa.ColumnElement[bool]], token_id: str
-) -> None:
-    deleted = await session.scalar(
-        sa.delete(AccessToken).where(AccessToken.id == token_id, *where).returning(AccessToken.id)
-    )
-    if deleted is None:
-        raise NotFound(f"Access token {token_id} not found")
-
-
-async def _delete_credential(
-    session: AsyncSession, where: list[sa.ColumnElement[bool]], client_id: str
-) -> None:
-    deleted = await session.scalar(
-        sa.delete(ClientCredential)
-        .where(ClientCredential.client_id == client_id, *where)
-        .returning(ClientCredential.client_id)
-    )
-    if deleted is None:
-        raise NotFound(f"Api token {client_id} not found")
 
 
 # --- user client credentials -----------------------------------------------------------------
@@ -292,73 +440,41 @@ async def _delete_credential(
 async def create_user_client_credential(
     session: AsyncSession,
     caller: Caller,
-    named: Named,
+    acting: Acting,
     hasher: SecretHasher,
     *,
     description: str | None,
     metadata: dict[str, Any],
     expires_in_minutes: int | None,
     now: datetime,
-) -> Issued[ClientCredential]:
-    scope = await _user_scope(session, caller, named, "write")
-    await _require_creation_allowed(session, "ClientCredentials")
-    expires_at = _expiry(now, expires_in_minutes)
-    secret, secret_hash = await _new_client_secret(hasher)
-    credential = ClientCredential(
-        client_id=str(uuid.uuid4()),
-        tenant_id=scope.tenant_id,
-        user_id=scope.user_id,
-        created_by_user_id=scope.user_id,
-        description=description,
-        metadata_json=metadata,
-        secret_hash=secret_hash,
-        expires_at=expires_at,
-        created_at=now,
-        updated_at=now,
+) -> Issued[TokenView[ClientCredential]]:
+    kind = USER_CLIENT_CREDENTIALS
+    scope, expires_at = await _start_creation(
+        session, caller, acting, kind, expires_in_minutes, now
     )
-    session.add(credential)
-    await session.flush()
-    _record(
+    credential, secret = await _new_credential(
         session,
-        caller,
-        "created",
-        "userApiToken",
-        credential.client_id,
-        scope.tenant_id,
-        now,
-        userId=scope.user_id,
+        scope,
+        hasher,
+        description=description,
+        metadata=metadata,
+        expires_at=expires_at,
+        now=now,
     )
-    return Issued(token=credential, secret=secret)
+    _record(session, caller, "created", kind, credential.client_id, scope, now)
+    return Issued(token=TokenView(credential), secret=secret)
 
 
 async def list_user_client_credentials(
-    session: AsyncSession, caller: Caller, named: Named
-) -> list[ClientCredential]:
-    scope = await _user_scope(session, caller, named, "read")
-    rows = await session.scalars(
-        sa.select(ClientCredential)
-        .where(*_owned_credentials(scope.tenant_id, scope.user_id))
-        .order_by(ClientCredential.created_at, ClientCredential.client_id)
-    )
-    return list(rows)
+    session: AsyncSession, caller: Caller, acting: Acting
+) -> list[TokenView[ClientCredential]]:
+    return await _list(session, caller, acting, USER_CLIENT_CREDENTIALS)
 
 
 async def delete_user_client_credential(
-    session: AsyncSession, caller: Caller, named: Named, client_id: str, now: datetime
-) -> None:
-    scope = await _user_scope(session, caller, named, "delete")
-    await _delete_credential(session, _owned_credentials(scope.tenant_id, scope.user_id), client_id)
-    _record(
-        session,
-        caller,
-        "deleted",
-        "userApiToken",
-        client_id,
-        scope.tenant_id,
-        now,
-        userId=scope.user_id,
-    )
-    await session.flush()
+    session: AsyncSession, caller: Caller, acting: Acting, client_id: str, now: datetime
+) -> AfterCommit:
+    return await _delete(session, caller, acting, USER_CLIENT_CREDENTIALS, client_id, now)
 
 
 # --- user access tokens ----------------------------------------------------------------------
@@ -367,72 +483,35 @@ async def delete_user_client_credential(
 async def create_user_access_token(
     session: AsyncSession,
     caller: Caller,
-    named: Named,
+    acting: Acting,
     signer: Signer,
     issuer: str,
     *,
     description: str | None,
     expires_in_minutes: int | None,
     now: datetime,
-) -> Issued[AccessToken]:
-    scope = await _user_scope(session, caller, named, "write")
-    await _require_creation_allowed(session, "AccessToken")
-    expires_at = _expiry(now, expires_in_minutes)
-    token = AccessToken(
-        id=str(uuid.uuid4()),
-        tenant_id=scope.tenant_id,
-        user_id=scope.user_id,
-        created_by_user_id=scope.user_id,
-        description=description,
-        expires_at=expires_at,
-        created_at=now,
-        signing_kid=signer.kid,
+) -> Issued[TokenView[AccessToken]]:
+    kind = USER_ACCESS_TOKENS
+    scope, expires_at = await _start_creation(
+        session, caller, acting, kind, expires_in_minutes, now
     )
-    session.add(token)
-    await session.flush()
-    _record(
-        session,
-        caller,
-        "created",
-        "userAccessToken",
-        token.id,
-        scope.tenant_id,
-        now,
-        userId=scope.user_id,
+    token = await _new_access_token(
+        session, scope, signer, description=description, expires_at=expires_at, now=now
     )
-    return Issued(token=token, secret=_sign_access_token(signer, issuer, token))
+    _record(session, caller, "created", kind, token.id, scope, now)
+    return Issued(token=TokenView(token), secret=_sign_access_token(signer, issuer, token))
 
 
 async def list_user_access_tokens(
-    session: AsyncSession, caller: Caller, named: Named
-) -> list[AccessToken]:
-    scope = await _user_scope(session, caller, named, "read")
-    rows = await session.scalars(
-        sa.select(AccessToken)
-        .where(*_owned_access_tokens(scope.tenant_id, scope.user_id))
-        .order_by(AccessToken.created_at, AccessToken.id)
-    )
-    return list(rows)
+    session: AsyncSession, caller: Caller, acting: Acting
+) -> list[TokenView[AccessToken]]:
+    return await _list(session, caller, acting, USER_ACCESS_TOKENS)
 
 
 async def delete_user_access_token(
-    session: AsyncSession, caller: Caller, named: Named, token_id: str, now: datetime
-) -> None:
-    scope = await _user_scope(session, caller, named, "delete")
-    await _delete_access_token(
-        session, _owned_access_tokens(scope.tenant_id, scope.user_id), token_id
-    )
-    _record(
-        session,
-        caller,
-        "deleted",
-        "userAccessToken",
-        token_id,
-        scope.tenant_id,
-        now,
-        userId=scope.user_id,
-    )
-    await session.flush()
+    session: AsyncSession, caller: Caller, acting: Acting, token_id: str, now: datetime
+) -> AfterCommit:
+    return await _delete(session, caller, acting, USER_ACCESS_TOKENS, token_id, now)
 
 
 # --- tenant client credentials ---------------------------------------------------------------
@@ -441,7 +520,7 @@ async def delete_user_access_token(
 async def create_tenant_client_credential(
     session: AsyncSession,
     caller: Caller,
-    named: Named,
+    acting: Acting,
     hasher: SecretHasher,
     *,
     description: str | None,
@@ -450,34 +529,31 @@ async def create_tenant_client_credential(
     permission_ids: Collection[str],
     expires_in_minutes: int | None,
     now: datetime,
-) -> Issued[TenantCredential]:
-    scope = await _tenant_scope(session, caller, named, "write")
-    await _require_creation_allowed(session, "ClientCredentials")
-    expires_at = _expiry(now, expires_in_minutes)
-    grant = await _credential_grant(session, scope, role_ids, permission_ids)
-    secret, secret_hash = await _new_client_secret(hasher)
-    credential = ClientCredential(
-        client_id=str(uuid.uuid4()),
-        tenant_id=scope.tenant_id,
-        user_id=None,
-        created_by_user_id=scope.acting_user_id,
-        description=description,
-        metadata_json=metadata,
-        secret_hash=secret_hash,
-        expires_at=expires_at,
-        created_at=now,
-        updated_at=now,
+) -> Issued[TokenView[ClientCredential]]:
+    kind = TENANT_CLIENT_CREDENTIALS
+    scope, expires_at = await _start_creation(
+        session, caller, acting, kind, expires_in_minutes, now
     )
-    session.add(credential)
-    await session.flush()
-    view = await _give_credential(session, credential, grant)
+    grant = await credential_grant(
+        session, scope.tenant_id, scope.acting_user_id, role_ids, permission_ids
+    )
+    credential, secret = await _new_credential(
+        session,
+        scope,
+        hasher,
+        description=description,
+        metadata=metadata,
+        expires_at=expires_at,
+        now=now,
+    )
+    view = await _give(session, kind, credential, grant)
     _record(
         session,
         caller,
         "created",
-        "tenantApiToken",
+        kind,
         credential.client_id,
-        scope.tenant_id,
+        scope,
         now,
         roleIds=view.role_ids,
         permissionIds=view.permission_ids,
@@ -486,57 +562,30 @@ async def create_tenant_client_credential(
 
 
 async def list_tenant_client_credentials(
-    session: AsyncSession, caller: Caller, named: Named
-) -> list[TenantCredential]:
-    scope = await _tenant_scope(session, caller, named, "read")
-    owned = _owned_credentials(scope.tenant_id, None)
-    credentials = list(
-        await session.scalars(
-            sa.select(ClientCredential)
-            .where(*owned)
-            .order_by(ClientCredential.created_at, ClientCredential.client_id)
-        )
-    )
-    roles = await _linked_ids(
-        session,
-        sa.select(credential_roles.c.client_id, credential_roles.c.role_id)
-        .join(ClientCredential, ClientCredential.client_id == credential_roles.c.client_id)
-        .where(*owned),
-    )
-    permissions = await _linked_ids(
-        session,
-        sa.select(credential_permissions.c.client_id, credential_permissions.c.permission_id)
-        .join(ClientCredential, ClientCredential.client_id == credential_permissions.c.client_id)
-        .where(*owned),
-    )
-    return [
-        TenantCredential(
-            credential=credential,
-            role_ids=roles.get(credential.client_id, []),
-            permission_ids=permissions.get(credential.client_id, []),
-        )
-        for credential in credentials
-    ]
+    session: AsyncSession, caller: Caller, acting: Acting
+) -> list[TokenView[ClientCredential]]:
+    return await _list(session, caller, acting, TENANT_CLIENT_CREDENTIALS)
 
 
 async def update_tenant_client_credential(
     session: AsyncSession,
     caller: Caller,
-    named: Named,
+    acting: Acting,
     client_id: str,
     change: CredentialChange,
     now: datetime,
-) -> TenantCredential:
+) -> TokenView[ClientCredential]:
     """Given roleIds replace the roles and clear the permissions; given permissionIds alone
     replace the permissions and clear the roles. Allowed while M2M is disabled."""
-    scope = await _tenant_scope(session, caller, named, "write")
+    kind = TENANT_CLIENT_CREDENTIALS
+    scope = await _scope(session, caller, acting, kind, "write")
     credential = await session.scalar(
         sa.select(ClientCredential)
-        .where(ClientCredential.client_id == client_id, *_owned_credentials(scope.tenant_id, None))
+        .where(ClientCredential.client_id == client_id, *_owned(kind, scope))
         .with_for_update()
     )
     if credential is None:
-        raise NotFound(f"Api token {client_id} not found")
+        raise NotFound(kind.not_found.format(id=client_id))
     changed: list[str] = []
     if change.description is not None:
         credential.description = change.description
@@ -545,8 +594,12 @@ async def update_tenant_client_credential(
         credential.metadata_json = change.metadata
         changed.append("metadata")
     if change.role_ids is not None or change.permission_ids is not None:
-        grant = await _credential_grant(
-            session, scope, change.role_ids or (), change.permission_ids or ()
+        grant = await credential_grant(
+            session,
+            scope.tenant_id,
+            scope.acting_user_id,
+            change.role_ids or (),
+            change.permission_ids or (),
         )
         await session.execute(
             sa.delete(credential_roles).where(credential_roles.c.client_id == client_id)
@@ -554,19 +607,19 @@ async def update_tenant_client_credential(
         await session.execute(
             sa.delete(credential_permissions).where(credential_permissions.c.client_id == client_id)
         )
-        view = await _give_credential(session, credential, grant)
+        view = await _give(session, kind, credential, grant)
         changed.extend(["roleIds", "permissionIds"])
     else:
-        view = await _credential_view(session, credential)
+        view = await _view(session, kind, credential)
     credential.updated_at = now
     await session.flush()
     _record(
         session,
         caller,
         "updated",
-        "tenantApiToken",
+        kind,
         client_id,
-        scope.tenant_id,
+        scope,
         now,
         changed=changed,
         roleIds=view.role_ids,
@@ -576,51 +629,9 @@ async def update_tenant_client_credential(
 
 
 async def delete_tenant_client_credential(
-    session: AsyncSession, caller: Caller, named: Named, client_id: str, now: datetime
-) -> None:
-    scope = await _tenant_scope(session, caller, named, "delete")
-    await _delete_credential(session, _owned_credentials(scope.tenant_id, None), client_id)
-    _record(session, caller, "deleted", "tenantApiToken", client_id, scope.tenant_id, now)
-    await session.flush()
-
-
-async def _give_credential(
-    session: AsyncSession, credential: ClientCredential, grant: _Grant
-) -> TenantCredential:
-    if grant.roles:
-        await session.execute(
-            sa.insert(credential_roles),
-            [{"client_id": credential.client_id, "role_id": role.id} for role in grant.roles],
-        )
-    if grant.permissions:
-        await session.execute(
-            sa.insert(credential_permissions),
-            [
-                {"client_id": credential.client_id, "permission_id": permission.id}
-                for permission in grant.permissions
-            ],
-        )
-    return TenantCredential(
-        credential=credential,
-        role_ids=sorted(role.id for role in grant.roles),
-        permission_ids=sorted(permission.id for permission in grant.permissions),
-    )
-
-
-async def _credential_view(session: AsyncSession, credential: ClientCredential) -> TenantCredential:
-    role_ids = await session.scalars(
-        sa.select(credential_roles.c.role_id)
-        .where(credential_roles.c.client_id == credential.client_id)
-        .order_by(credential_roles.c.role_id)
-    )
-    permission_ids = await session.scalars(
-        sa.select(credential_permissions.c.permission_id)
-        .where(credential_permissions.c.client_id == credential.client_id)
-        .order_by(credential_permissions.c.permission_id)
-    )
-    return TenantCredential(
-        credential=credential, role_ids=list(role_ids), permission_ids=list(permission_ids)
-    )
+    session: AsyncSession, caller: Caller, acting: Acting, client_id: str, now: datetime
+) -> AfterCommit:
+    return await _delete(session, caller, acting, TENANT_CLIENT_CREDENTIALS, client_id, now)
 
 
 # --- tenant access tokens --------------------------------------------------------------------
@@ -629,7 +640,7 @@ async def _credential_view(session: AsyncSession, credential: ClientCredential) 
 async def create_tenant_access_token(
     session: AsyncSession,
     caller: Caller,
-    named: Named,
+    acting: Acting,
     signer: Signer,
     issuer: str,
     *,
@@ -637,72 +648,59 @@ async def create_tenant_access_token(
     role_ids: Collection[str],
     expires_in_minutes: int | None,
     now: datetime,
-) -> Issued[TenantAccessToken]:
-    scope = await _tenant_scope(session, caller, named, "write")
-    await _require_creation_allowed(session, "AccessToken")
-    expires_at = _expiry(now, expires_in_minutes)
-    grant = await _access_token_grant(session, scope, role_ids)
-    token = AccessToken(
-        id=str(uuid.uuid4()),
-        tenant_id=scope.tenant_id,
-        user_id=None,
-        created_by_user_id=scope.acting_user_id,
-        description=description,
-        expires_at=expires_at,
-        created_at=now,
-        signing_kid=signer.kid,
+) -> Issued[TokenView[AccessToken]]:
+    kind = TENANT_ACCESS_TOKENS
+    scope, expires_at = await _start_creation(
+        session, caller, acting, kind, expires_in_minutes, now
     )
-    session.add(token)
-    await session.flush()
-    if grant.roles:
-        await session.execute(
-            sa.insert(access_token_roles),
-            [{"token_id": token.id, "role_id": role.id} for role in grant.roles],
-        )
-    view = TenantAccessToken(token=token, role_ids=sorted(role.id for role in grant.roles))
-    _record(
-        session,
-        caller,
-        "created",
-        "tenantAccessToken",
-        token.id,
-        scope.tenant_id,
-        now,
-        roleIds=view.role_ids,
+    grant = await access_token_grant(session, scope.tenant_id, scope.acting_user_id, role_ids)
+    token = await _new_access_token(
+        session, scope, signer, description=description, expires_at=expires_at, now=now
     )
+    view = await _give(session, kind, token, grant)
+    _record(session, caller, "created", kind, token.id, scope, now, roleIds=view.role_ids)
     return Issued(token=view, secret=_sign_access_token(signer, issuer, token))
 
 
 async def list_tenant_access_tokens(
-    session: AsyncSession, caller: Caller, named: Named
-) -> list[TenantAccessToken]:
-    scope = await _tenant_scope(session, caller, named, "read")
-    owned = _owned_access_tokens(scope.tenant_id, None)
-    tokens = list(
-        await session.scalars(
-            sa.select(AccessToken).where(*owned).order_by(AccessToken.created_at, AccessToken.id)
-        )
-    )
-    roles = await _linked_ids(
-        session,
-        sa.select(access_token_roles.c.token_id, access_token_roles.c.role_id)
-        .join(AccessToken, AccessToken.id == access_token_roles.c.token_id)
-        .where(*owned),
-    )
-    return [TenantAccessToken(token=token, role_ids=roles.get(token.id, [])) for token in tokens]
+    session: AsyncSession, caller: Caller, acting: Acting
+) -> list[TokenView[AccessToken]]:
+    return await _list(session, caller, acting, TENANT_ACCESS_TOKENS)
 
 
 async def delete_tenant_access_token(
-    session: AsyncSession, caller: Caller, named: Named, token_id: str, now: datetime
-) -> None:
-    scope = await _tenant_scope(session, caller, named, "delete")
-    await _delete_access_token(session, _owned_access_tokens(scope.tenant_id, None), token_id)
-    _record(session, caller, "deleted", "tenantAccessToken", token_id, scope.tenant_id, now)
-    await session.flush()
+    session: AsyncSession, caller: Caller, acting: Acting, token_id: str, now: datetime
+) -> AfterCommit:
+    return await _delete(session, caller, acting, TENANT_ACCESS_TOKENS, token_id, now)
 
 
-async def _linked_ids(session: AsyncSession, pairs: sa.Select[str, str]) -> dict[str, list[str]]:
-    """(token id, linked id) rows grouped by token, each group sorted."""
+# --- links -------------------------------------------------------------------------------------
+
+
+async def _view(session: AsyncSession, kind: TokenKind[M], token: M) -> TokenView[M]:
+    """One token with what it was given."""
+    where = [kind.id_column == kind.id_of(token)]
+    roles = await _linked_ids(session, kind, kind.roles, where)
+    permissions = await _linked_ids(session, kind, kind.permissions, where)
+    token_id = kind.id_of(token)
+    return TokenView(
+        token=token,
+        role_ids=roles.get(token_id, []),
+        permission_ids=permissions.get(token_id, []),
+    )
+
+
+async def _linked_ids(
+    session: AsyncSession,
+    kind: TokenKind[Any],
+    link: Link | None,
+    where: Sequence[sa.ColumnElement[bool]],
+) -> dict[str, list[str]]:
+    """The ids `link` gives the kind's tokens that match `where`, by token, each list sorted."""
+    if link is None:
+        return {}
+    pairs = link.pairs()
+    pairs = pairs.join(kind.model, kind.id_column == link.table.c[link.token_column]).where(*where)
     linked: dict[str, list[str]] = {}
     for token_id, linked_id in await session.execute(pairs.order_by(*pairs.selected_columns)):
         linked.setdefault(token_id, []).append(linked_id)

@@ -783,7 +783,7 @@ class ValidityCache:
             expires_at=settled.expires_at,
         )
 
-    async def require_enabled(self, now: datetime) -> None:
+    async def require_m2m_switch_on(self, now: datetime) -> None:
         """Disabled unless M2M is on."""
         values = await self._cached([ENV_KEY], now)
         if ENV_KEY not in values:
@@ -848,7 +848,7 @@ class ValidityCache:
                 elif isinstance(verdict, bool | Principal | _Deleted):
                     bury[key] = verdict
             if ENV_KEY in bury:
-                await self.switch_api_tokens(bool(bury.pop(ENV_KEY)))
+                await self.set_m2m_switch(bool(bury.pop(ENV_KEY)))
                 repaired += 1
             if bury:
                 await self._bury(bury)
@@ -924,7 +924,7 @@ class ValidityCache:
                         truth[f"{kind}:{ident}"] = Principal(incarnation(created_at), alive=True)
         return truth
 
-    async def switch_api_tokens(self, enabled: bool) -> None:
+    async def set_m2m_switch(self, enabled: bool) -> None:
         """The committed value of apiTokensEnabled: in effect here at once, everywhere soon."""
         self._generation += 1
         self._local.drop(ENV_KEY, keep_token_tombstone=False)

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from domain import directory
+from domain.after_commit import AfterCommit
 from domain.db import upsert_insert
 from domain.errors import InvalidInput, NotFound, Unauthenticated
 from domain.models import WebhookDelivery
@@ -92,10 +93,11 @@ async def first_delivery(session: AsyncSession, webhook_id: str, now: datetime) 
 
 async def delete_user_on_event(
     session: AsyncSession, event: UserDeleted, now: datetime
-) -> datetime | None:
-    """Mark the user deleted as DELETE /users does; None when there is nothing to delete (an
-    unknown user, another tenant's, or one already deleted: the sender's retry is answered 2xx)."""
+) -> AfterCommit:
+    """Mark the user deleted as DELETE /users does; nothing to do when there is nothing to
+    delete (an unknown user, another tenant's, or one already deleted: the sender's retry is
+    answered 2xx)."""
     try:
         return await directory.delete_user(session, None, event.user_id, event.tenant_id, now)
     except NotFound:
-        return None
+        return AfterCommit()

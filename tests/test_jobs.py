@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.state import Services
-from domain import jobs
+from domain import job_runs, jobs
 from domain.clock import utcnow
 from domain.jobs import JobContext
 from domain.models import (
@@ -615,14 +615,14 @@ async def test_every_run_is_recorded_with_its_outcome_counts_and_error(
     db: AsyncSession,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    await jobs.run_job(context(services, sessions), jobs.EXPIRE_TOKENS)
+    await job_runs.run_job(context(services, sessions), jobs.EXPIRE_TOKENS)
 
     async def broken(_: JobContext) -> jobs.Counts:
         raise RuntimeError("disk on fire")
 
     monkeypatch.setitem(jobs.JOBS, jobs.RECONCILE_CACHE, broken)
     with pytest.raises(RuntimeError):
-        await jobs.run_job(context(services, sessions), jobs.RECONCILE_CACHE)
+        await job_runs.run_job(context(services, sessions), jobs.RECONCILE_CACHE)
 
     runs = {run.job: run for run in await db.scalars(sa.select(JobRun))}
     assert runs[jobs.EXPIRE_TOKENS].outcome == "success"

@@ -9,7 +9,7 @@ from freezegun import freeze_time
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.state import Services
-from domain import jobs
+from domain import job_runs, jobs
 from domain.clock import utcnow
 from domain.jobs import JobContext
 from tests.factories import Factory
@@ -33,7 +33,7 @@ async def run_every_scheduled_job(
     services: Services, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     for schedule in jobs.SCHEDULES:
-        await jobs.run_job(context(services, sessions), schedule.job)
+        await job_runs.run_job(context(services, sessions), schedule.job)
 
 
 async def test_ops_jobs_lists_each_scheduled_job_with_its_last_run_and_next_due_time(
@@ -111,7 +111,7 @@ async def test_metrics_count_validations_and_job_runs(
 
     assert (await validate(client, api_key(token["secret"]))).status_code == 200
     assert (await validate(client, api_key("not-a-token"))).status_code == 401
-    await jobs.run_job(context(services, sessions), jobs.EXPIRE_TOKENS)
+    await job_runs.run_job(context(services, sessions), jobs.EXPIRE_TOKENS)
     response = await client.get("/metrics")
 
     assert response.status_code == 200
@@ -169,7 +169,7 @@ async def test_a_run_for_one_credential_does_not_count_as_the_periodic_run(
     services: Services,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    await jobs.run_job(
+    await job_runs.run_job(
         context(services, sessions), jobs.PRUNE_REFRESH_TOKENS, {"client_id": "one-credential"}
     )
 

@@ -260,11 +260,11 @@ async def test_the_memory_backend_serves_one_process_with_the_same_rules(
     with pytest.raises(Exception, match="Token is not valid"):
         await memory.validate(services.keyring, deleted["secret"], ACCESS_TOKEN_TYPES, now)
     await configure(client, vendor, apiTokensEnabled=False)
-    await memory.switch_api_tokens(False)
+    await memory.set_m2m_switch(False)
     with pytest.raises(Exception, match="Api tokens are disabled"):
         await memory.validate(services.keyring, kept["secret"], ACCESS_TOKEN_TYPES, now)
     await configure(client, vendor, apiTokensEnabled=True)
-    await memory.switch_api_tokens(True)
+    await memory.set_m2m_switch(True)
     await memory.validate(services.keyring, kept["secret"], ACCESS_TOKEN_TYPES, now)
     await memory.close()
 

@@ -8,7 +8,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from domain.jobs import SCHEDULES, JobContext, Schedule, run_job, transient
+from domain.job_runs import run_job, transient
+from domain.jobs import SCHEDULES, JobContext, Schedule
 
 logger = logging.getLogger("m2m.jobs")
 

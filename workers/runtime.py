@@ -16,7 +16,8 @@ from redis.asyncio import Redis
 
 from domain.clock import utcnow
 from domain.db import create_engine, create_session_factory
-from domain.jobs import Counts, JobContext, run_job
+from domain.job_runs import run_job
+from domain.jobs import Counts, JobContext
 from domain.settings import Settings, load_settings
 from domain.validity import ValidityCache
 

@@ -1,4 +1,4 @@
-"""One thin Celery task per job of domain/jobs.py; the run is recorded by domain.jobs.run_job."""
+"""One thin Celery task per job of domain/jobs.py; domain.job_runs.run_job records each run."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import Task
 
+from domain.job_runs import transient
 from domain.jobs import (
     CASCADE_DELETIONS,
     EXPIRE_TOKENS,
@@ -13,7 +14,6 @@ from domain.jobs import (
     PRUNE_REFRESH_TOKENS,
     RECONCILE_CACHE,
     Counts,
-    transient,
 )
 from workers import runtime
 from workers.celery_app import app, task_name

@@ -10,8 +10,8 @@ from api.dependencies import CallerDep, NowDep, ServicesDep, SessionDep
 from api.guards import VENDOR_ONLY
 from api.schemas.common import read_body
 from api.schemas.configuration import ConfigurationRequest, configuration_response
+from api.transaction import commit
 from domain.configuration import ConfigurationChange, get_environment, update_configuration
-from domain.jobs import PROPAGATE_M2M_SWITCH
 
 PATH = "/identity/resources/configurations/v1"
 
@@ -40,13 +40,8 @@ async def update_configuration_route(
         default_refresh_token_expiration=data.default_refresh_token_expiration,
         extra=data.extra(),
     )
-    environment = await update_configuration(db_session, vendor, change, now)
-    await db_session.commit()
-    if data.api_tokens_enabled is not None:
-        # In effect on this process before the response, on every other within 100 ms.
-        await services.validity.switch_api_tokens(environment.api_tokens_enabled)
-        # Brings every process and the whole cache in line, and records that it did.
-        await services.jobs.enqueue(PROPAGATE_M2M_SWITCH)
+    environment, after = await update_configuration(db_session, vendor, change, now)
+    await commit(db_session, services, after)
     return configuration_response(environment, services.signer.public_key_pem)
 
 

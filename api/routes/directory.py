@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from litestar import MediaType, Request, delete, get, patch, post, put
@@ -13,17 +12,17 @@ from api.schemas.common import OptionalTenantHeader, PathId, TenantHeader, read_
 from api.schemas.directory import (
     AddPermissionsBody,
     AddRolesBody,
-    AssignedRolesResponse,
+    AssignedRolesOut,
     AssignRolesRequest,
     CreateTenantRequest,
     CreateUserRequest,
-    PermissionResponse,
-    RoleResponse,
+    PermissionOut,
+    RoleOut,
     SetRolePermissionsRequest,
-    TenantResponse,
+    TenantOut,
     UpdateRoleRequest,
-    UserCreatedResponse,
-    UserResponse,
+    UserCreatedOut,
+    UserOut,
     permission_response,
     role_response,
     role_summary,
@@ -31,9 +30,8 @@ from api.schemas.directory import (
     user_created_response,
     user_response,
 )
-from api.state import Services
+from api.transaction import commit
 from domain import directory
-from domain.jobs import CASCADE_DELETIONS
 
 TENANTS = "/tenants/resources/tenants/v1"
 TENANT = TENANTS + "/{tenant_id:str}"
@@ -56,24 +54,22 @@ async def create_tenant(
     db_session: SessionDep,
     services: ServicesDep,
     now: NowDep,
-) -> TenantResponse:
+) -> TenantOut:
     data = await read_body(request, CreateTenantRequest)
-    tenant = await directory.create_tenant(db_session, vendor, data.tenant_id, data.name, now)
-    await db_session.commit()
-    # The id may have belonged to a deleted tenant, whose tombstone would slow this one down.
-    await services.validity.forget_tenant(tenant.id)
+    tenant, after = await directory.create_tenant(
+        db_session, vendor, data.tenant_id, data.name, now
+    )
+    await commit(db_session, services, after)
     return tenant_response(tenant)
 
 
 @get(TENANTS, dependencies=VENDOR_ONLY)
-async def list_tenants(vendor: CallerDep, db_session: SessionDep) -> list[TenantResponse]:
+async def list_tenants(vendor: CallerDep, db_session: SessionDep) -> list[TenantOut]:
     return [tenant_response(tenant) for tenant in await directory.list_tenants(db_session)]
 
 
 @get(TENANT, dependencies=VENDOR_ONLY)
-async def get_tenant(
-    tenant_id: PathId, vendor: CallerDep, db_session: SessionDep
-) -> TenantResponse:
+async def get_tenant(tenant_id: PathId, vendor: CallerDep, db_session: SessionDep) -> TenantOut:
     return tenant_response(await directory.get_tenant(db_session, tenant_id))
 
 
@@ -86,11 +82,9 @@ async def delete_tenant(
     services: ServicesDep,
     now: NowDep,
 ) -> None:
-    created_at = await directory.delete_tenant(db_session, vendor, tenant_id, now)
-    await db_session.commit()
     # Every token in the tenant is invalid before the answer; the job removes the rows.
-    await services.validity.invalidate_tenant(tenant_id, created_at)
-    await services.jobs.enqueue(CASCADE_DELETIONS, tenant_id=tenant_id)
+    after = await directory.delete_tenant(db_session, vendor, tenant_id, now)
+    await commit(db_session, services, after)
 
 
 # --- users ------------------------------------------------------------------------------------
@@ -104,19 +98,19 @@ async def create_user(
     db_session: SessionDep,
     services: ServicesDep,
     now: NowDep,
-) -> UserCreatedResponse:
+) -> UserCreatedOut:
     data = await read_body(request, CreateUserRequest)
-    user = await directory.create_user(db_session, vendor, tenant_id, data.to_new_user(), now)
-    await db_session.commit()
-    # The id may have belonged to a deleted user, whose tombstone would slow this one down.
-    await services.validity.forget_user(user.user.id)
+    user, after = await directory.create_user(
+        db_session, vendor, tenant_id, data.to_new_user(), now
+    )
+    await commit(db_session, services, after)
     return user_created_response(user)
 
 
 @get(USER, dependencies=VENDOR_ONLY)
 async def get_user(
     user_id: PathId, tenant_id: OptionalTenantHeader, vendor: CallerDep, db_session: SessionDep
-) -> UserResponse:
+) -> UserOut:
     return user_response(await directory.get_user(db_session, user_id, tenant_id))
 
 
@@ -129,16 +123,9 @@ async def delete_user(
     services: ServicesDep,
     now: NowDep,
 ) -> None:
-    created_at = await directory.delete_user(db_session, vendor, user_id, tenant_id, now)
-    await db_session.commit()
-    await finish_user_deletion(services, user_id, created_at)
-
-
-async def finish_user_deletion(services: Services, user_id: str, created_at: datetime) -> None:
-    """After the commit that marked the user deleted: every token of it is invalid here now and
-    everywhere within 100 ms; then the cascade job removes the rows."""
-    await services.validity.invalidate_user(user_id, created_at)
-    await services.jobs.enqueue(CASCADE_DELETIONS, user_id=user_id)
+    # Every token of the user is invalid before the answer; the job removes the rows.
+    after = await directory.delete_user(db_session, vendor, user_id, tenant_id, now)
+    await commit(db_session, services, after)
 
 
 @post(USER_ROLES, dependencies=VENDOR_ONLY, status_code=201)
@@ -148,12 +135,13 @@ async def assign_roles_to_user(
     tenant_id: TenantHeader,
     vendor: CallerDep,
     db_session: SessionDep,
+    services: ServicesDep,
     now: NowDep,
-) -> AssignedRolesResponse:
+) -> AssignedRolesOut:
     data = await read_body(request, AssignRolesRequest)
     roles = await directory.assign_roles(db_session, vendor, user_id, tenant_id, data.role_ids, now)
-    await db_session.commit()
-    return AssignedRolesResponse(
+    await commit(db_session, services)
+    return AssignedRolesOut(
         tenant_id=tenant_id, user_id=user_id, roles=[role_summary(role) for role in roles]
     )
 
@@ -164,7 +152,7 @@ async def assign_roles_to_user(
 @get(ROLES, dependencies=VENDOR_ONLY)
 async def list_roles(
     tenant_id: OptionalTenantHeader, vendor: CallerDep, db_session: SessionDep
-) -> list[RoleResponse]:
+) -> list[RoleOut]:
     return [role_response(role) for role in await directory.list_roles(db_session, tenant_id)]
 
 
@@ -174,13 +162,14 @@ async def create_roles(
     tenant_id: OptionalTenantHeader,
     vendor: CallerDep,
     db_session: SessionDep,
+    services: ServicesDep,
     now: NowDep,
-) -> list[RoleResponse]:
+) -> list[RoleOut]:
     data = await read_body(request, AddRolesBody)
     roles = await directory.create_roles(
         db_session, vendor, tenant_id, [item.to_new_role() for item in data], now
     )
-    await db_session.commit()
+    await commit(db_session, services)
     return [role_response(role) for role in roles]
 
 
@@ -191,13 +180,14 @@ async def update_role(
     tenant_id: OptionalTenantHeader,
     vendor: CallerDep,
     db_session: SessionDep,
+    services: ServicesDep,
     now: NowDep,
-) -> RoleResponse:
+) -> RoleOut:
     data = await read_body(request, UpdateRoleRequest)
     role = await directory.update_role(
         db_session, vendor, role_id, tenant_id, data.to_change(), now
     )
-    await db_session.commit()
+    await commit(db_session, services)
     return role_response(role)
 
 
@@ -207,10 +197,11 @@ async def delete_role(
     tenant_id: OptionalTenantHeader,
     vendor: CallerDep,
     db_session: SessionDep,
+    services: ServicesDep,
     now: NowDep,
 ) -> None:
     await directory.delete_role(db_session, vendor, role_id, tenant_id, now)
-    await db_session.commit()
+    await commit(db_session, services)
 
 
 @put(ROLE_PERMISSIONS, dependencies=VENDOR_ONLY)
@@ -220,13 +211,14 @@ async def set_role_permissions(
     tenant_id: OptionalTenantHeader,
     vendor: CallerDep,
     db_session: SessionDep,
+    services: ServicesDep,
     now: NowDep,
-) -> RoleResponse:
+) -> RoleOut:
     data = await read_body(request, SetRolePermissionsRequest)
     role = await directory.set_role_permissions(
         db_session, vendor, role_id, tenant_id, data.permission_ids, now
     )
-    await db_session.commit()
+    await commit(db_session, services)
     return role_response(role)
 
 
@@ -234,19 +226,23 @@ async def set_role_permissions(
 
 
 @get(PERMISSIONS, dependencies=VENDOR_ONLY)
-async def list_permissions(vendor: CallerDep, db_session: SessionDep) -> list[PermissionResponse]:
+async def list_permissions(vendor: CallerDep, db_session: SessionDep) -> list[PermissionOut]:
     return [permission_response(p) for p in await directory.list_permissions(db_session)]
 
 
 @post(PERMISSIONS, dependencies=VENDOR_ONLY, status_code=201)
 async def create_permissions(
-    request: Request[Any, Any, Any], vendor: CallerDep, db_session: SessionDep, now: NowDep
-) -> list[PermissionResponse]:
+    request: Request[Any, Any, Any],
+    vendor: CallerDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+) -> list[PermissionOut]:
     data = await read_body(request, AddPermissionsBody)
     permissions = await directory.create_permissions(
         db_session, vendor, [item.to_new_permission() for item in data], now
     )
-    await db_session.commit()
+    await commit(db_session, services)
     return [permission_response(p) for p in permissions]
 
 

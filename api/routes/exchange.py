@@ -1,5 +1,5 @@
 """Client-credential exchange and refresh: Frontegg's api-token routes, and OAuth 2.0's
-/oauth/token (RFC 6749) and /oauth/revoke (RFC 7009)."""
+/oauth/token (RFC 6749) and /oauth/revoke (RFC 7009). Their error shapes are in api/errors.py."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ import time
 from datetime import datetime
 from typing import Any
 
-from litestar import MediaType, Request, Response, post
+from litestar import MediaType, Request, post
 from litestar.datastructures import CacheControlHeader, ResponseHeader
-from litestar.exceptions import HTTPException, ValidationException
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.dependencies import NowDep, ServicesDep, SessionDep
-from api.errors import handle_domain_error, status_of
+from api.errors import OAUTH_ERRORS, TOKEN_ROUTE_ERRORS
 from api.metrics import count_as
 from api.schemas.common import read_body
 from api.schemas.exchange import (
@@ -27,19 +26,12 @@ from api.schemas.exchange import (
     oauth_token_response,
     read_form,
     token_pair_response,
-    uses_basic,
 )
 from api.state import Services
+from api.transaction import commit
 from domain import exchange
-from domain.errors import (
-    DomainError,
-    Forbidden,
-    InvalidInput,
-    RateLimited,
-    Unauthenticated,
-    Unavailable,
-)
-from domain.exchange import ClientSecret, InvalidClient, InvalidGrant, TokenPair
+from domain.after_commit import AfterCommit
+from domain.exchange import ClientSecret, InvalidClient, TokenPair, UnsupportedGrantType
 from domain.jobs import PRUNE_REFRESH_TOKENS
 
 EXCHANGE_V2 = "/identity/resources/auth/v2/api-token"
@@ -51,83 +43,11 @@ OAUTH_REVOKE = "/oauth/revoke"
 CLIENT_CREDENTIALS = "client_credentials"
 REFRESH_TOKEN = "refresh_token"
 MAX_GRANT_TYPE = 64
-BASIC_CHALLENGE = 'Basic realm="m2m-tokens", charset="UTF-8"'
 
 
-# RFC 6749 section 5.1: token responses are never cached.
+# Token responses are never cached (RFC 6749), errors included (api/errors.py).
 NO_STORE = CacheControlHeader(no_store=True)
 PRAGMA_NO_CACHE = [ResponseHeader(name="Pragma", value="no-cache")]
-
-
-class UnsupportedGrantType(InvalidInput):
-    """A grant_type this server does not offer."""
-
-
-# --- errors: SPEC section 8 everywhere, plus RFC 6749 section 5.2 on /oauth ------------------
-
-
-def _retry_after(error: Exception) -> int | None:
-    value = getattr(error, "retry_after", None)
-    return value if isinstance(value, int) else None
-
-
-def frontegg_error(request: Request[Any, Any, Any], error: DomainError) -> Response[Any]:
-    """The house error body, never cached, with Retry-After on 429 and on an overload's 503."""
-    response = handle_domain_error(request, error)
-    response.headers["Cache-Control"] = NO_STORE.to_header()
-    retry_after = _retry_after(error)
-    if retry_after is not None:
-        response.headers["Retry-After"] = str(retry_after)
-    return response
-
-
-# First match wins: (domain error, status, RFC 6749 / RFC 7009 error code).
-OAUTH_CODES: list[tuple[type[DomainError], int, str]] = [
-    (exchange.UnsupportedTokenType, 400, "unsupported_token_type"),
-    (UnsupportedGrantType, 400, "unsupported_grant_type"),
-    (InvalidGrant, 400, "invalid_grant"),
-    (Unauthenticated, 401, "invalid_client"),
-    (RateLimited, 429, "temporarily_unavailable"),
-    (Unavailable, 503, "temporarily_unavailable"),
-    (Forbidden, 403, "unauthorized_client"),
-]
-
-
-def _oauth_code(error: DomainError) -> tuple[int, str]:
-    for error_type, status, code in OAUTH_CODES:
-        if isinstance(error, error_type):
-            return status, code
-    return status_of(error), "invalid_request"
-
-
-def _oauth_response(
-    request: Request[Any, Any, Any], status: int, code: str, message: str, retry_after: int | None
-) -> Response[Any]:
-    headers = {"Cache-Control": NO_STORE.to_header(), "Pragma": "no-cache"}
-    if retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
-    if status == 401 and uses_basic(request):
-        headers["WWW-Authenticate"] = BASIC_CHALLENGE
-    body = {"error": code, "error_description": message, "errors": [message]}
-    return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers)
-
-
-def oauth_domain_error(request: Request[Any, Any, Any], error: DomainError) -> Response[Any]:
-    status, code = _oauth_code(error)
-    return _oauth_response(request, status, code, error.message, _retry_after(error))
-
-
-def oauth_http_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
-    """Litestar's own refusals (a body too large, say) in the OAuth shape."""
-    return _oauth_response(request, error.status_code, "invalid_request", error.detail, None)
-
-
-FRONTEGG_ERRORS: dict[Any, Any] = {DomainError: frontegg_error}
-OAUTH_ERRORS: dict[Any, Any] = {
-    DomainError: oauth_domain_error,
-    ValidationException: oauth_http_error,
-    HTTPException: oauth_http_error,
-}
 
 
 # --- the steps every route shares --------------------------------------------------------------
@@ -154,9 +74,11 @@ async def _exchange(
         address=client_address(request),
         now=now,
     )
-    await db_session.commit()
+    after = AfterCommit()
+    # A busy credential need not be pruned on every exchange.
     if services.prune_debounce.due(presented.client_id, time.monotonic()):
-        await services.jobs.enqueue(PRUNE_REFRESH_TOKENS, client_id=presented.client_id)
+        after.enqueue(PRUNE_REFRESH_TOKENS, client_id=presented.client_id)
+    await commit(db_session, services, after)
     return pair
 
 
@@ -177,9 +99,9 @@ async def _rotate(
             client_id=client_id,
         )
     except exchange.RefreshTokenReused:
-        await db_session.commit()  # the family stays revoked although this request fails
+        await commit(db_session, services)  # the family stays revoked although this fails
         raise
-    await db_session.commit()
+    await commit(db_session, services)
     return pair
 
 
@@ -203,7 +125,7 @@ async def _authenticate(
 # --- Frontegg routes -------------------------------------------------------------------------
 
 
-@post(EXCHANGE_V2, status_code=200, cache_control=NO_STORE, exception_handlers=FRONTEGG_ERRORS)
+@post(EXCHANGE_V2, status_code=200, cache_control=NO_STORE, exception_handlers=TOKEN_ROUTE_ERRORS)
 async def exchange_api_token(
     request: Request[Any, Any, Any], db_session: SessionDep, services: ServicesDep, now: NowDep
 ) -> TokenPairOut:
@@ -212,7 +134,7 @@ async def exchange_api_token(
     return token_pair_response(pair)
 
 
-@post(EXCHANGE_V1, status_code=200, cache_control=NO_STORE, exception_handlers=FRONTEGG_ERRORS)
+@post(EXCHANGE_V1, status_code=200, cache_control=NO_STORE, exception_handlers=TOKEN_ROUTE_ERRORS)
 async def exchange_api_token_v1(
     request: Request[Any, Any, Any], db_session: SessionDep, services: ServicesDep, now: NowDep
 ) -> LegacyTokenPairOut:
@@ -221,7 +143,7 @@ async def exchange_api_token_v1(
     return legacy_token_pair_response(pair)
 
 
-@post(REFRESH_V2, status_code=200, cache_control=NO_STORE, exception_handlers=FRONTEGG_ERRORS)
+@post(REFRESH_V2, status_code=200, cache_control=NO_STORE, exception_handlers=TOKEN_ROUTE_ERRORS)
 async def refresh_api_token(
     request: Request[Any, Any, Any], db_session: SessionDep, services: ServicesDep, now: NowDep
 ) -> TokenPairOut:
@@ -286,7 +208,7 @@ async def oauth_revoke(
         raise InvalidClient("Client authentication is required")
     client_id = await _authenticate(request, db_session, services, presented, now)
     await exchange.revoke_token(db_session, client_id, token, now)
-    await db_session.commit()
+    await commit(db_session, services)
 
 
 ROUTES = [exchange_api_token, exchange_api_token_v1, refresh_api_token, oauth_token, oauth_revoke]

@@ -12,7 +12,8 @@ from api.dependencies import CallerDep, NowDep, ServicesDep, SessionDep
 from api.guards import VENDOR_ONLY
 from api.metrics import exposition
 from api.schemas.common import iso
-from domain.jobs import EXPIRE_TOKENS, JobStatus, job_statuses, job_totals
+from domain.job_runs import JobStatus, job_statuses, job_totals
+from domain.jobs import EXPIRE_TOKENS
 
 PROBE_TIMEOUT_SECONDS = 2.0
 

@@ -6,9 +6,9 @@ from typing import Any
 
 from litestar import MediaType, Request, delete, get, patch, post
 
-from api.dependencies import CallerDep, NowDep, ServicesDep, SessionDep
+from api.dependencies import ActingDep, CallerDep, NowDep, ServicesDep, SessionDep
 from api.guards import CALLER
-from api.schemas.common import OptionalTenantHeader, OptionalUserHeader, PathId, read_body
+from api.schemas.common import PathId, read_body
 from api.schemas.tokens import (
     CreatedTenantAccessTokenOut,
     CreatedTenantApiTokenOut,
@@ -33,6 +33,7 @@ from api.schemas.tokens import (
     user_access_token_response,
     user_api_token_response,
 )
+from api.transaction import commit
 from domain import tokens
 
 USER_API_TOKENS = "/identity/resources/users/api-tokens/v1"
@@ -41,8 +42,8 @@ TENANT_API_TOKENS = "/identity/resources/tenants/api-tokens/v1"
 TENANT_API_TOKENS_V2 = "/identity/resources/tenants/api-tokens/v2"
 TENANT_ACCESS_TOKENS = "/identity/resources/tenants/access-tokens/v1"
 ONE = "/{token_id:str}"
-# Frontegg answers a deletion with 200 and an empty body. Each DELETE, after its commit, writes
-# the validity cache: the token is invalid here before the response, everywhere within 100 ms.
+# Frontegg answers a deletion with 200 and an empty body. The token is invalid here before the
+# response, everywhere within the validity cache's bound (the README's "Validity cache").
 DELETED = MediaType.TEXT
 
 
@@ -53,55 +54,45 @@ DELETED = MediaType.TEXT
 async def create_user_api_token(
     request: Request[Any, Any, Any],
     caller: CallerDep,
+    acting: ActingDep,
     db_session: SessionDep,
     services: ServicesDep,
     now: NowDep,
-    tenant_id: OptionalTenantHeader,
-    user_id: OptionalUserHeader,
 ) -> CreatedUserApiTokenOut:
     data = await read_body(request, CreateUserApiTokenRequest)
     issued = await tokens.create_user_client_credential(
         db_session,
         caller,
-        tokens.Named(tenant_id, user_id),
+        acting,
         services.hasher,
         description=data.description,
         metadata=data.metadata,
         expires_in_minutes=data.minutes,
         now=now,
     )
-    await db_session.commit()
+    await commit(db_session, services)
     return created_user_api_token_response(issued)
 
 
 @get(USER_API_TOKENS, dependencies=CALLER)
 async def get_user_api_tokens(
-    caller: CallerDep,
-    db_session: SessionDep,
-    tenant_id: OptionalTenantHeader,
-    user_id: OptionalUserHeader,
+    caller: CallerDep, acting: ActingDep, db_session: SessionDep
 ) -> list[UserApiTokenOut]:
-    credentials = await tokens.list_user_client_credentials(
-        db_session, caller, tokens.Named(tenant_id, user_id)
-    )
-    return [user_api_token_response(credential) for credential in credentials]
+    listed = await tokens.list_user_client_credentials(db_session, caller, acting)
+    return [user_api_token_response(view) for view in listed]
 
 
 @delete(USER_API_TOKENS + ONE, dependencies=CALLER, status_code=200, media_type=DELETED)
 async def delete_user_api_token(
     token_id: PathId,
     caller: CallerDep,
+    acting: ActingDep,
     db_session: SessionDep,
     services: ServicesDep,
     now: NowDep,
-    tenant_id: OptionalTenantHeader,
-    user_id: OptionalUserHeader,
 ) -> None:
-    await tokens.delete_user_client_credential(
-        db_session, caller, tokens.Named(tenant_id, user_id), token_id, now
-    )
-    await db_session.commit()
-    await services.validity.invalidate_tokens(client_ids=[token_id])
+    after = await tokens.delete_user_client_credential(db_session, caller, acting, token_id, now)
+    await commit(db_session, services, after)
 
 
 # --- user access tokens ----------------------------------------------------------------------
@@ -111,55 +102,45 @@ async def delete_user_api_token(
 async def create_user_access_token(
     request: Request[Any, Any, Any],
     caller: CallerDep,
+    acting: ActingDep,
     db_session: SessionDep,
     services: ServicesDep,
     now: NowDep,
-    tenant_id: OptionalTenantHeader,
-    user_id: OptionalUserHeader,
 ) -> CreatedUserAccessTokenOut:
     data = await read_body(request, CreateUserAccessTokenRequest)
     issued = await tokens.create_user_access_token(
         db_session,
         caller,
-        tokens.Named(tenant_id, user_id),
+        acting,
         services.signer,
         services.settings.issuer,
         description=data.description,
         expires_in_minutes=data.minutes,
         now=now,
     )
-    await db_session.commit()
+    await commit(db_session, services)
     return created_user_access_token_response(issued)
 
 
 @get(USER_ACCESS_TOKENS, dependencies=CALLER)
 async def get_user_access_tokens(
-    caller: CallerDep,
-    db_session: SessionDep,
-    tenant_id: OptionalTenantHeader,
-    user_id: OptionalUserHeader,
+    caller: CallerDep, acting: ActingDep, db_session: SessionDep
 ) -> UserAccessTokensOut:
-    listed = await tokens.list_user_access_tokens(
-        db_session, caller, tokens.Named(tenant_id, user_id)
-    )
-    return UserAccessTokensOut(access_tokens=[user_access_token_response(t) for t in listed])
+    listed = await tokens.list_user_access_tokens(db_session, caller, acting)
+    return UserAccessTokensOut(access_tokens=[user_access_token_response(v) for v in listed])
 
 
 @delete(USER_ACCESS_TOKENS + ONE, dependencies=CALLER, status_code=200, media_type=DELETED)
 async def delete_user_access_token(
     token_id: PathId,
     caller: CallerDep,
+    acting: ActingDep,
     db_session: SessionDep,
     services: ServicesDep,
     now: NowDep,
-    tenant_id: OptionalTenantHeader,
-    user_id: OptionalUserHeader,
 ) -> None:
-    await tokens.delete_user_access_token(
-        db_session, caller, tokens.Named(tenant_id, user_id), token_id, now
-    )
-    await db_session.commit()
-    await services.validity.invalidate_tokens(access_token_ids=[token_id])
+    after = await tokens.delete_user_access_token(db_session, caller, acting, token_id, now)
+    await commit(db_session, services, after)
 
 
 # --- tenant client credentials ---------------------------------------------------------------
@@ -169,17 +150,16 @@ async def delete_user_access_token(
 async def create_tenant_api_token(
     request: Request[Any, Any, Any],
     caller: CallerDep,
+    acting: ActingDep,
     db_session: SessionDep,
     services: ServicesDep,
     now: NowDep,
-    tenant_id: OptionalTenantHeader,
-    user_id: OptionalUserHeader,
 ) -> CreatedTenantApiTokenOut:
     data = await read_body(request, CreateTenantApiTokenRequest)
     issued = await tokens.create_tenant_client_credential(
         db_session,
         caller,
-        tokens.Named(tenant_id, user_id),
+        acting,
         services.hasher,
         description=data.description,
         metadata=data.metadata,
@@ -188,21 +168,16 @@ async def create_tenant_api_token(
         expires_in_minutes=data.minutes,
         now=now,
     )
-    await db_session.commit()
+    await commit(db_session, services)
     return created_tenant_api_token_response(issued)
 
 
 @get(TENANT_API_TOKENS, dependencies=CALLER)
 async def get_tenant_api_tokens(
-    caller: CallerDep,
-    db_session: SessionDep,
-    tenant_id: OptionalTenantHeader,
-    user_id: OptionalUserHeader,
+    caller: CallerDep, acting: ActingDep, db_session: SessionDep
 ) -> list[TenantApiTokenOut]:
-    credentials = await tokens.list_tenant_client_credentials(
-        db_session, caller, tokens.Named(tenant_id, user_id)
-    )
-    return [tenant_api_token_response(view) for view in credentials]
+    listed = await tokens.list_tenant_client_credentials(db_session, caller, acting)
+    return [tenant_api_token_response(view) for view in listed]
 
 
 @patch(TENANT_API_TOKENS + ONE, dependencies=CALLER, status_code=200)
@@ -210,10 +185,10 @@ async def update_tenant_api_token(
     token_id: PathId,
     request: Request[Any, Any, Any],
     caller: CallerDep,
+    acting: ActingDep,
     db_session: SessionDep,
+    services: ServicesDep,
     now: NowDep,
-    tenant_id: OptionalTenantHeader,
-    user_id: OptionalUserHeader,
 ) -> TenantApiTokenOut:
     data = await read_body(request, UpdateTenantApiTokenRequest)
     change = tokens.CredentialChange(
@@ -223,9 +198,9 @@ async def update_tenant_api_token(
         permission_ids=given(data.permission_ids),
     )
     view = await tokens.update_tenant_client_credential(
-        db_session, caller, tokens.Named(tenant_id, user_id), token_id, change, now
+        db_session, caller, acting, token_id, change, now
     )
-    await db_session.commit()
+    await commit(db_session, services)
     return tenant_api_token_response(view)
 
 
@@ -233,17 +208,13 @@ async def update_tenant_api_token(
 async def delete_tenant_api_token(
     token_id: PathId,
     caller: CallerDep,
+    acting: ActingDep,
     db_session: SessionDep,
     services: ServicesDep,
     now: NowDep,
-    tenant_id: OptionalTenantHeader,
-    user_id: OptionalUserHeader,
 ) -> None:
-    await tokens.delete_tenant_client_credential(
-        db_session, caller, tokens.Named(tenant_id, user_id), token_id, now
-    )
-    await db_session.commit()
-    await services.validity.invalidate_tokens(client_ids=[token_id])
+    after = await tokens.delete_tenant_client_credential(db_session, caller, acting, token_id, now)
+    await commit(db_session, services, after)
 
 
 # --- tenant access tokens --------------------------------------------------------------------
@@ -253,17 +224,16 @@ async def delete_tenant_api_token(
 async def create_tenant_access_token(
     request: Request[Any, Any, Any],
     caller: CallerDep,
+    acting: ActingDep,
     db_session: SessionDep,
     services: ServicesDep,
     now: NowDep,
-    tenant_id: OptionalTenantHeader,
-    user_id: OptionalUserHeader,
 ) -> CreatedTenantAccessTokenOut:
     data = await read_body(request, CreateTenantAccessTokenRequest)
     issued = await tokens.create_tenant_access_token(
         db_session,
         caller,
-        tokens.Named(tenant_id, user_id),
+        acting,
         services.signer,
         services.settings.issuer,
         description=data.description,
@@ -271,38 +241,29 @@ async def create_tenant_access_token(
         expires_in_minutes=data.minutes,
         now=now,
     )
-    await db_session.commit()
+    await commit(db_session, services)
     return created_tenant_access_token_response(issued)
 
 
 @get(TENANT_ACCESS_TOKENS, dependencies=CALLER)
 async def get_tenant_access_tokens(
-    caller: CallerDep,
-    db_session: SessionDep,
-    tenant_id: OptionalTenantHeader,
-    user_id: OptionalUserHeader,
+    caller: CallerDep, acting: ActingDep, db_session: SessionDep
 ) -> TenantAccessTokensOut:
-    listed = await tokens.list_tenant_access_tokens(
-        db_session, caller, tokens.Named(tenant_id, user_id)
-    )
-    return TenantAccessTokensOut(access_tokens=[tenant_access_token_response(t) for t in listed])
+    listed = await tokens.list_tenant_access_tokens(db_session, caller, acting)
+    return TenantAccessTokensOut(access_tokens=[tenant_access_token_response(v) for v in listed])
 
 
 @delete(TENANT_ACCESS_TOKENS + ONE, dependencies=CALLER, status_code=200, media_type=DELETED)
 async def delete_tenant_access_token(
     token_id: PathId,
     caller: CallerDep,
+    acting: ActingDep,
     db_session: SessionDep,
     services: ServicesDep,
     now: NowDep,
-    tenant_id: OptionalTenantHeader,
-    user_id: OptionalUserHeader,
 ) -> None:
-    await tokens.delete_tenant_access_token(
-        db_session, caller, tokens.Named(tenant_id, user_id), token_id, now
-    )
-    await db_session.commit()
-    await services.validity.invalidate_tokens(access_token_ids=[token_id])
+    after = await tokens.delete_tenant_access_token(db_session, caller, acting, token_id, now)
+    await commit(db_session, services, after)
 
 
 ROUTES = [

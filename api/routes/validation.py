@@ -13,12 +13,12 @@ from api.dependencies import CallerDep, ServicesDep, SessionDep
 from api.guards import VENDOR_ONLY
 from api.schemas.common import OptionalTenantHeader, PathId
 from api.schemas.validation import (
-    TenantAccessTokenOut,
-    UserAccessTokenOut,
+    TenantAccessTokenGrantsOut,
+    UserAccessTokenGrantsOut,
     inactive_response,
     introspection_response,
-    tenant_access_token_response,
-    user_access_token_response,
+    tenant_access_token_grants_response,
+    user_access_token_grants_response,
     validated_response,
 )
 from api.state import Services
@@ -79,7 +79,7 @@ async def introspect_token(
     token = form.get("token")
     if not isinstance(token, str) or not token.strip():
         raise InvalidInput("token is required (application/x-www-form-urlencoded)")
-    # token_type_hint may be ignored (RFC 7662 section 2.1): both kinds are tried.
+    # token_type_hint is only a hint (RFC 7662 lets a server ignore it): both kinds are tried.
     try:
         validated = await services.validity.validate(
             services.keyring, token.strip(), ALL_TOKEN_TYPES, utcnow()
@@ -97,7 +97,7 @@ async def active_user_access_tokens(
     tenant_id: OptionalTenantHeader,
 ) -> Response[str]:
     now = utcnow()
-    await services.validity.require_enabled(now)
+    await services.validity.require_m2m_switch_on(now)
     ids = await active_access_token_ids(db_session, user_tokens=True, tenant_id=tenant_id, now=now)
     return Response(ids, media_type=MediaType.JSON)
 
@@ -110,7 +110,7 @@ async def active_tenant_access_tokens(
     tenant_id: OptionalTenantHeader,
 ) -> Response[str]:
     now = utcnow()
-    await services.validity.require_enabled(now)
+    await services.validity.require_m2m_switch_on(now)
     ids = await active_access_token_ids(db_session, user_tokens=False, tenant_id=tenant_id, now=now)
     return Response(ids, media_type=MediaType.JSON)
 
@@ -121,11 +121,11 @@ async def user_access_token_data(
     vendor: CallerDep,
     services: ServicesDep,
     tenant_id: OptionalTenantHeader,
-) -> UserAccessTokenOut:
+) -> UserAccessTokenGrantsOut:
     grants = await services.validity.access_token(
         token_id, user_token=True, tenant_id=tenant_id, now=utcnow()
     )
-    return user_access_token_response(grants)
+    return user_access_token_grants_response(grants)
 
 
 @get(VENDOR_TENANT_ACCESS_TOKENS + ONE, dependencies=VENDOR_ONLY)
@@ -134,11 +134,11 @@ async def tenant_access_token_data(
     vendor: CallerDep,
     services: ServicesDep,
     tenant_id: OptionalTenantHeader,
-) -> TenantAccessTokenOut:
+) -> TenantAccessTokenGrantsOut:
     grants = await services.validity.access_token(
         token_id, user_token=False, tenant_id=tenant_id, now=utcnow()
     )
-    return tenant_access_token_response(grants)
+    return tenant_access_token_grants_response(grants)
 
 
 ROUTES = [

@@ -8,16 +8,16 @@ from litestar import Request, post
 
 from api.dependencies import NowDep, ServicesDep
 from api.schemas.common import read_body
-from api.schemas.vendor import VendorAuthRequest, VendorAuthResponse
+from api.schemas.vendor import VendorAuthOut, VendorAuthRequest
 
 
 @post("/auth/vendor", status_code=200)
 async def authenticate_vendor(
     request: Request[Any, Any, Any], services: ServicesDep, now: NowDep
-) -> VendorAuthResponse:
+) -> VendorAuthOut:
     data = await read_body(request, VendorAuthRequest)
     token, expires_in = services.vendor.authenticate(data.client_id, data.secret, now)
-    return VendorAuthResponse(token=token, expires_in=expires_in)
+    return VendorAuthOut(token=token, expires_in=expires_in)
 
 
 ROUTES = [authenticate_vendor]

@@ -7,7 +7,7 @@ from typing import Any
 from litestar import Request, post
 
 from api.dependencies import NowDep, ServicesDep, SessionDep
-from api.routes.directory import finish_user_deletion
+from api.transaction import commit
 from domain import webhooks
 
 USER_DELETED = "/webhooks/users/deleted"
@@ -25,10 +25,8 @@ async def user_deleted(
     deleted = webhooks.user_deleted_event(event.payload)
     if not await webhooks.first_delivery(db_session, event.webhook_id, now):
         return
-    created_at = await webhooks.delete_user_on_event(db_session, deleted, now)
-    await db_session.commit()
-    if created_at is not None:
-        await finish_user_deletion(services, deleted.user_id, created_at)
+    after = await webhooks.delete_user_on_event(db_session, deleted, now)
+    await commit(db_session, services, after)
 
 
 ROUTES = [user_deleted]

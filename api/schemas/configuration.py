@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from api.schemas.common import Body
-from domain.configuration import REFRESH_TOKENS_ROTATION_LIMIT, extra_settings
+from domain.configuration import extra_settings
+from domain.exchange import REFRESH_TOKENS_ROTATION_LIMIT
 from domain.models import Environment
 
 Seconds = Annotated[int, msgspec.Meta(ge=1, le=2_592_000)]

@@ -165,7 +165,7 @@ AddPermissionsBody = Annotated[
 # --- responses --------------------------------------------------------------------------------
 
 
-class TenantResponse(Out):
+class TenantOut(Out):
     id: str
     tenant_id: str
     name: str
@@ -173,7 +173,7 @@ class TenantResponse(Out):
     updated_at: str | None
 
 
-class RoleResponse(Out):
+class RoleOut(Out):
     id: str
     vendor_id: str | None
     tenant_id: str | None
@@ -200,7 +200,7 @@ class RoleSummary(Out):
     created_at: str | None
 
 
-class PermissionResponse(Out):
+class PermissionOut(Out):
     id: str
     key: str
     name: str
@@ -212,7 +212,7 @@ class PermissionResponse(Out):
     fe_permission: bool
 
 
-class UserCreatedResponse(Out):
+class UserCreatedOut(Out):
     id: str
     email: str
     name: str | None
@@ -225,12 +225,12 @@ class UserCreatedResponse(Out):
     activated_for_tenant: bool
 
 
-class UserTenantResponse(Out):
+class UserTenantOut(Out):
     tenant_id: str
-    roles: list[RoleResponse]
+    roles: list[RoleOut]
 
 
-class UserResponse(Out):
+class UserOut(Out):
     """Frontegg's UserDto: what this service knows, and Frontegg's defaults for the rest."""
 
     id: str
@@ -242,9 +242,9 @@ class UserResponse(Out):
     verified: bool
     mfa_enrolled: bool
     provider: str
-    roles: list[RoleResponse]
-    permissions: list[PermissionResponse]
-    tenants: list[UserTenantResponse]
+    roles: list[RoleOut]
+    permissions: list[PermissionOut]
+    tenants: list[UserTenantOut]
     metadata: str
     created_at: str | None
     last_login: str | None
@@ -254,14 +254,14 @@ class UserResponse(Out):
     activated_for_tenant: bool
 
 
-class AssignedRolesResponse(Out):
+class AssignedRolesOut(Out):
     tenant_id: str
     user_id: str
     roles: list[RoleSummary]
 
 
-def tenant_response(tenant: Tenant) -> TenantResponse:
-    return TenantResponse(
+def tenant_response(tenant: Tenant) -> TenantOut:
+    return TenantOut(
         id=tenant.id,
         tenant_id=tenant.id,
         name=tenant.name,
@@ -270,9 +270,9 @@ def tenant_response(tenant: Tenant) -> TenantResponse:
     )
 
 
-def role_response(view: RoleView) -> RoleResponse:
+def role_response(view: RoleView) -> RoleOut:
     role = view.role
-    return RoleResponse(
+    return RoleOut(
         id=role.id,
         vendor_id=None,
         tenant_id=role.tenant_id,
@@ -300,9 +300,9 @@ def role_summary(role: Role) -> RoleSummary:
     )
 
 
-def permission_response(view: PermissionView) -> PermissionResponse:
+def permission_response(view: PermissionView) -> PermissionOut:
     permission = view.permission
-    return PermissionResponse(
+    return PermissionOut(
         id=permission.id,
         key=permission.key,
         name=permission.name,
@@ -315,9 +315,9 @@ def permission_response(view: PermissionView) -> PermissionResponse:
     )
 
 
-def user_created_response(view: UserView) -> UserCreatedResponse:
+def user_created_response(view: UserView) -> UserCreatedOut:
     user = view.user
-    return UserCreatedResponse(
+    return UserCreatedOut(
         id=user.id,
         email=user.email,
         name=user.name,
@@ -331,10 +331,10 @@ def user_created_response(view: UserView) -> UserCreatedResponse:
     )
 
 
-def user_response(view: UserView) -> UserResponse:
+def user_response(view: UserView) -> UserOut:
     user = view.user
     roles = [role_response(role) for role in view.roles]
-    return UserResponse(
+    return UserOut(
         id=user.id,
         email=user.email,
         name=user.name,
@@ -346,7 +346,7 @@ def user_response(view: UserView) -> UserResponse:
         provider="local",
         roles=roles,
         permissions=[permission_response(permission) for permission in view.permissions],
-        tenants=[UserTenantResponse(tenant_id=user.tenant_id, roles=roles)],
+        tenants=[UserTenantOut(tenant_id=user.tenant_id, roles=roles)],
         metadata=user.metadata_json,
         created_at=iso(user.created_at),
         last_login=None,

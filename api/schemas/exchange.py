@@ -63,7 +63,8 @@ class LegacyTokenPairOut(Out):
 
 
 class OAuthTokenOut(msgspec.Struct, kw_only=True):
-    """RFC 6749 section 5.1."""
+    """The OAuth 2.0 token response (RFC 6749): access_token, token_type, expires_in,
+    refresh_token."""
 
     access_token: str
     token_type: str
@@ -122,7 +123,7 @@ class Form:
 
 async def read_form(request: Request[Any, Any, Any]) -> Form:
     """Decode the body strictly: the form media type, UTF-8, no NUL, no repeated parameter
-    (RFC 6749 section 3.2); unknown parameters are kept and ignored by the caller."""
+    (OAuth 2.0 forbids repeating one); unknown parameters are kept and ignored by the caller."""
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type != FORM_CONTENT_TYPE:
         raise InvalidInput(f"The body must be {FORM_CONTENT_TYPE}")
@@ -157,7 +158,7 @@ def uses_basic(request: Request[Any, Any, Any]) -> bool:
 def client_secret_of(request: Request[Any, Any, Any], form: Form) -> ClientSecret | None:
     """The client's credentials by client_secret_basic or client_secret_post, or None.
 
-    Only one method per request (RFC 6749 section 2.3); a partial or malformed one is a failed
+    Only one method per request (OAuth 2.0 forbids two); a partial or malformed one is a failed
     client authentication. With Basic, a client_id in the form too is tolerated (some clients
     always send it) as long as it names the same client.
     """
@@ -176,7 +177,8 @@ def client_secret_of(request: Request[Any, Any, Any], form: Form) -> ClientSecre
 
 
 def _basic_credentials(header: str) -> ClientSecret:
-    """RFC 6749 section 2.3.1: base64 of form-urlencoded client_id ':' client_secret."""
+    """OAuth 2.0 Basic client authentication: base64 of the form-urlencoded client_id, ':' and
+    the form-urlencoded client_secret."""
     encoded = header.partition(" ")[2].strip()
     try:
         decoded = base64.b64decode(encoded, validate=True).decode("utf-8")

@@ -9,7 +9,7 @@ from msgspec import UNSET, UnsetType
 
 from api.schemas.common import Body, IdList, Out, Text, iso
 from domain.models import AccessToken, ClientCredential
-from domain.tokens import Issued, TenantAccessToken, TenantCredential
+from domain.tokens import Issued, TokenView
 
 # --- requests --------------------------------------------------------------------------------
 
@@ -132,7 +132,8 @@ def with_secret(listed: Listed, created: type[Created], secret: str) -> Created:
     return created(**msgspec.structs.asdict(listed), secret=secret)
 
 
-def user_api_token_response(credential: ClientCredential) -> UserApiTokenOut:
+def user_api_token_response(view: TokenView[ClientCredential]) -> UserApiTokenOut:
+    credential = view.token
     return UserApiTokenOut(
         client_id=credential.client_id,
         description=credential.description,
@@ -142,11 +143,14 @@ def user_api_token_response(credential: ClientCredential) -> UserApiTokenOut:
     )
 
 
-def created_user_api_token_response(issued: Issued[ClientCredential]) -> CreatedUserApiTokenOut:
+def created_user_api_token_response(
+    issued: Issued[TokenView[ClientCredential]],
+) -> CreatedUserApiTokenOut:
     return with_secret(user_api_token_response(issued.token), CreatedUserApiTokenOut, issued.secret)
 
 
-def user_access_token_response(token: AccessToken) -> UserAccessTokenOut:
+def user_access_token_response(view: TokenView[AccessToken]) -> UserAccessTokenOut:
+    token = view.token
     return UserAccessTokenOut(
         id=token.id,
         description=token.description,
@@ -155,14 +159,16 @@ def user_access_token_response(token: AccessToken) -> UserAccessTokenOut:
     )
 
 
-def created_user_access_token_response(issued: Issued[AccessToken]) -> CreatedUserAccessTokenOut:
+def created_user_access_token_response(
+    issued: Issued[TokenView[AccessToken]],
+) -> CreatedUserAccessTokenOut:
     return with_secret(
         user_access_token_response(issued.token), CreatedUserAccessTokenOut, issued.secret
     )
 
 
-def tenant_api_token_response(view: TenantCredential) -> TenantApiTokenOut:
-    credential = view.credential
+def tenant_api_token_response(view: TokenView[ClientCredential]) -> TenantApiTokenOut:
+    credential = view.token
     return TenantApiTokenOut(
         client_id=credential.client_id,
         description=credential.description,
@@ -176,13 +182,15 @@ def tenant_api_token_response(view: TenantCredential) -> TenantApiTokenOut:
     )
 
 
-def created_tenant_api_token_response(issued: Issued[TenantCredential]) -> CreatedTenantApiTokenOut:
+def created_tenant_api_token_response(
+    issued: Issued[TokenView[ClientCredential]],
+) -> CreatedTenantApiTokenOut:
     return with_secret(
         tenant_api_token_response(issued.token), CreatedTenantApiTokenOut, issued.secret
     )
 
 
-def tenant_access_token_response(view: TenantAccessToken) -> TenantAccessTokenOut:
+def tenant_access_token_response(view: TokenView[AccessToken]) -> TenantAccessTokenOut:
     token = view.token
     return TenantAccessTokenOut(
         id=token.id,
@@ -195,7 +203,7 @@ def tenant_access_token_response(view: TenantAccessToken) -> TenantAccessTokenOu
 
 
 def created_tenant_access_token_response(
-    issued: Issued[TenantAccessToken],
+    issued: Issued[TokenView[AccessToken]],
 ) -> CreatedTenantAccessTokenOut:
     return with_secret(
         tenant_access_token_response(issued.token), CreatedTenantAccessTokenOut, issued.secret

@@ -20,8 +20,10 @@ class ValidatedOut(Out, omit_defaults=True):
     expires: str | None = None
 
 
-class UserAccessTokenOut(Out, omit_defaults=True):
-    """Frontegg's AuthUserAccessTokenResponse."""
+class UserAccessTokenGrantsOut(Out, omit_defaults=True):
+    """Frontegg's AuthUserAccessTokenResponse: a user access token with the roles and permissions
+    it carries now (the vendor-only route), unlike the listing's shape of what it was created
+    with."""
 
     id: str
     tenant_id: str
@@ -31,8 +33,9 @@ class UserAccessTokenOut(Out, omit_defaults=True):
     expires: str | None = None
 
 
-class TenantAccessTokenOut(Out, omit_defaults=True):
-    """Frontegg's AuthTenantAccessTokenResponse."""
+class TenantAccessTokenGrantsOut(Out, omit_defaults=True):
+    """Frontegg's AuthTenantAccessTokenResponse: a tenant access token with the roles and
+    permissions it carries now (the vendor-only route), unlike the listing's shape."""
 
     id: str
     tenant_id: str
@@ -53,9 +56,9 @@ def validated_response(validated: Validated) -> ValidatedOut:
     )
 
 
-def user_access_token_response(grants: AccessTokenGrants) -> UserAccessTokenOut:
+def user_access_token_grants_response(grants: AccessTokenGrants) -> UserAccessTokenGrantsOut:
     assert grants.user_id is not None
-    return UserAccessTokenOut(
+    return UserAccessTokenGrantsOut(
         id=grants.id,
         tenant_id=grants.tenant_id,
         user_id=grants.user_id,
@@ -65,8 +68,8 @@ def user_access_token_response(grants: AccessTokenGrants) -> UserAccessTokenOut:
     )
 
 
-def tenant_access_token_response(grants: AccessTokenGrants) -> TenantAccessTokenOut:
-    return TenantAccessTokenOut(
+def tenant_access_token_grants_response(grants: AccessTokenGrants) -> TenantAccessTokenGrantsOut:
+    return TenantAccessTokenGrantsOut(
         id=grants.id,
         tenant_id=grants.tenant_id,
         roles=list(grants.roles),

@@ -16,6 +16,6 @@ class VendorAuthRequest(Body):
     secret: Credential
 
 
-class VendorAuthResponse(Out):
+class VendorAuthOut(Out):
     token: str
     expires_in: int

@@ -1,0 +1,104 @@
+"""What a transaction leaves to do once it has committed: validity-cache writes and jobs.
+
+A domain call that changes what is valid returns an `AfterCommit`; whoever owns the transaction
+(the API's `commit` helper, a job's batch loop) commits first and then applies it. Applying
+before the commit could let a concurrent fill cache the old truth again, and a job enqueued
+before the commit could run before the rows it needs are visible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from domain.jobs import JobQueue
+    from domain.validity import ValidityCache
+
+
+@dataclass
+class AfterCommit:
+    """Cache writes and jobs, in the order they are applied."""
+
+    # Tombstones: the owner was deleted, every token of it is invalid from now on.
+    deleted_tenants: list[tuple[str, datetime]] = field(default_factory=list)
+    deleted_users: list[tuple[str, datetime]] = field(default_factory=list)
+    # Tombstones of single tokens that were deleted.
+    deleted_access_tokens: list[str] = field(default_factory=list)
+    deleted_credentials: list[str] = field(default_factory=list)
+    # Entries dropped without a tombstone: the row says why (expired), a fill reads it again.
+    evicted_access_tokens: list[str] = field(default_factory=list)
+    evicted_credentials: list[str] = field(default_factory=list)
+    # An id used again after its owner was deleted: its tombstone would only slow it down.
+    recreated_tenants: list[str] = field(default_factory=list)
+    recreated_users: list[str] = field(default_factory=list)
+    # The M2M switch as just committed, when it was set.
+    m2m_switch: bool | None = None
+    jobs: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def delete_tenant(self, tenant_id: str, created_at: datetime) -> AfterCommit:
+        self.deleted_tenants.append((tenant_id, created_at))
+        return self
+
+    def delete_user(self, user_id: str, created_at: datetime) -> AfterCommit:
+        self.deleted_users.append((user_id, created_at))
+        return self
+
+    def delete_tokens(
+        self, *, access_token_ids: Sequence[str] = (), client_ids: Sequence[str] = ()
+    ) -> AfterCommit:
+        self.deleted_access_tokens.extend(access_token_ids)
+        self.deleted_credentials.extend(client_ids)
+        return self
+
+    def evict_tokens(
+        self, *, access_token_ids: Sequence[str] = (), client_ids: Sequence[str] = ()
+    ) -> AfterCommit:
+        self.evicted_access_tokens.extend(access_token_ids)
+        self.evicted_credentials.extend(client_ids)
+        return self
+
+    def recreate_tenant(self, tenant_id: str) -> AfterCommit:
+        self.recreated_tenants.append(tenant_id)
+        return self
+
+    def recreate_user(self, user_id: str) -> AfterCommit:
+        self.recreated_users.append(user_id)
+        return self
+
+    def set_m2m_switch(self, on: bool) -> AfterCommit:
+        self.m2m_switch = on
+        return self
+
+    def enqueue(self, job: str, **arguments: Any) -> AfterCommit:
+        self.jobs.append((job, arguments))
+        return self
+
+    async def apply(self, validity: ValidityCache, jobs: JobQueue | None = None) -> None:
+        """Write the cache (in effect on this process before this returns, on every other
+        within the cache's propagation bound), then enqueue the jobs."""
+        for tenant_id, created_at in self.deleted_tenants:
+            await validity.invalidate_tenant(tenant_id, created_at)
+        for user_id, created_at in self.deleted_users:
+            await validity.invalidate_user(user_id, created_at)
+        if self.deleted_access_tokens or self.deleted_credentials:
+            await validity.invalidate_tokens(
+                access_token_ids=self.deleted_access_tokens, client_ids=self.deleted_credentials
+            )
+        if self.evicted_access_tokens or self.evicted_credentials:
+            await validity.evict_tokens(
+                access_token_ids=self.evicted_access_tokens, client_ids=self.evicted_credentials
+            )
+        for tenant_id in self.recreated_tenants:
+            await validity.forget_tenant(tenant_id)
+        for user_id in self.recreated_users:
+            await validity.forget_user(user_id)
+        if self.m2m_switch is not None:
+            await validity.set_m2m_switch(self.m2m_switch)
+        if self.jobs:
+            if jobs is None:
+                raise RuntimeError("jobs were left to enqueue where no job queue is available")
+            for job, arguments in self.jobs:
+                await jobs.enqueue(job, **arguments)
