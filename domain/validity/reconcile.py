@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -18,8 +18,8 @@ from domain.validity.entries import (
     Table,
     TokenRow,
     Value,
-    _Deleted,
     _microseconds,
+    _permanent,
     _token_key,
     incarnation,
 )
@@ -35,34 +35,66 @@ class _Alive:
     expires_at: datetime | None
 
 
-_DROP: Final = object()
+Truth = Value | _Alive | None
+# What an entry is: the M2M switch, a live entry (a token's row, a tenant's or user's
+# incarnation), or a tombstone.
+Cached = Literal["switch", "live", "tombstone"]
+# What PostgreSQL says of the thing the entry names: it exists as the entry says; it exists,
+# but not as the entry says; or it is gone (for a tenant or user: the incarnation named).
+Found = Literal["as cached", "changed", "gone"]
+Repair = Literal["keep", "bury", "drop", "switch"]
+
+# The repair rules: a live entry of something deleted becomes a tombstone; any other
+# disagreement is dropped, and the next read refills it from PostgreSQL.
+REPAIRS: Final[Mapping[tuple[Cached, Found], Repair]] = {
+    ("switch", "as cached"): "keep",
+    ("switch", "changed"): "switch",  # write the committed value and announce it
+    ("live", "as cached"): "keep",
+    ("live", "changed"): "drop",  # another tenant, user or expiry (a restore, a manual fix)
+    ("live", "gone"): "bury",  # a deletion whose tombstone never landed
+    ("tombstone", "changed"): "drop",  # restored behind the cache's back
+    ("tombstone", "gone"): "keep",
+}
 
 
-def _repair(key: str, cached: Value, truth: Value | _Alive | None) -> Value | object | None:
-    """None if the entry agrees with the truth; else the tombstone to write, or _DROP."""
+def _cached_state(key: str, cached: Value) -> Cached:
     if key == ENV_KEY:
-        return None if cached == truth else truth
-    if key.startswith(("tenant:", "user:")):
-        assert isinstance(cached, Principal)
+        return "switch"
+    return "tombstone" if _permanent(cached) else "live"
+
+
+def _found(key: str, cached: Value, truth: Truth) -> Found:
+    if key == ENV_KEY:
+        return "as cached" if cached == truth else "changed"
+    if isinstance(cached, Principal):
         alive = isinstance(truth, Principal) and truth.incarnation == cached.incarnation
-        if cached.alive and not alive:
-            return Principal(cached.incarnation, alive=False)
-        if not cached.alive and alive:
-            return _DROP
-        return None
-    if cached is DELETED:
-        return _DROP if isinstance(truth, _Alive) else None
+        if not alive:
+            return "gone"
+        return "as cached" if cached.alive else "changed"
     if not isinstance(truth, _Alive):
-        return DELETED
+        return "gone"
+    if cached is DELETED:
+        return "changed"
     assert isinstance(cached, TokenRow)
     expires_us = None if truth.expires_at is None else _microseconds(truth.expires_at)
-    if (cached.tenant_id, cached.user_id, cached.expires_us) != (
+    same = (cached.tenant_id, cached.user_id, cached.expires_us) == (
         truth.tenant_id,
         truth.user_id,
         expires_us,
-    ):
-        return _DROP
-    return None
+    )
+    return "as cached" if same else "changed"
+
+
+def _repair(key: str, cached: Value, truth: Truth) -> Repair:
+    """What to do with one entry, given what PostgreSQL says about the thing it names."""
+    return REPAIRS[_cached_state(key, cached), _found(key, cached, truth)]
+
+
+def _tombstone(cached: Value) -> Value:
+    """The tombstone of what a live entry names: the token, or that tenant or user incarnation."""
+    if isinstance(cached, Principal):
+        return Principal(cached.incarnation, alive=False)
+    return DELETED
 
 
 class RepairableCache(Protocol):
@@ -82,7 +114,7 @@ class RepairableCache(Protocol):
 async def reconcile(
     cache: RepairableCache, sessions: async_sessionmaker[AsyncSession], batch: int
 ) -> dict[str, int]:
-    """Repair every entry that disagrees with PostgreSQL.
+    """Repair every entry that disagrees with PostgreSQL, by the REPAIRS table.
 
     Each batch is read from the cache before PostgreSQL, so a deletion committed meanwhile is
     never undone: its tombstone is written after its commit.
@@ -92,17 +124,20 @@ async def reconcile(
         cached = await cache._read_for_reconcile(keys)
         async with sessions() as session:
             truth = await _truth(session, list(cached))
+        switch: bool | None = None
         bury: dict[str, Value] = {}
         drop: list[str] = []
         for key, value in cached.items():
             checked += 1
-            verdict = _repair(key, value, truth.get(key))
-            if verdict is _DROP:
+            action = _repair(key, value, truth.get(key))
+            if action == "switch":
+                switch = bool(truth.get(key))
+            elif action == "bury":
+                bury[key] = _tombstone(value)
+            elif action == "drop":
                 drop.append(key)
-            elif isinstance(verdict, bool | Principal | _Deleted):
-                bury[key] = verdict
-        if ENV_KEY in bury:
-            await cache.switch_api_tokens(bool(bury.pop(ENV_KEY)))
+        if switch is not None:
+            await cache.switch_api_tokens(switch)
             repaired += 1
         if bury:
             await cache._bury(bury)
