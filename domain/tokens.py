@@ -31,11 +31,14 @@ from domain.keys import Signer
 from domain.models import (
     AccessToken,
     ClientCredential,
+    Tenant,
+    User,
     access_token_roles,
     credential_permissions,
     credential_roles,
 )
 from domain.secrets import SecretHasher, new_secret
+from domain.validity.fills import not_deleted
 
 MAX_EXPIRES_IN_MINUTES = 5_256_000  # ten years
 TENANT_HEADER = "frontegg-tenant-id"
@@ -705,3 +708,36 @@ async def _linked_ids(
     for token_id, linked_id in await session.execute(pairs.order_by(*pairs.selected_columns)):
         linked.setdefault(token_id, []).append(linked_id)
     return linked
+
+
+# --- the listing the vendor-only /active routes serve ------------------------------------------
+
+
+def _valid_now(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(AccessToken.expires_at.is_(None), AccessToken.expires_at > now)
+
+
+async def active_access_token_ids(
+    session: AsyncSession, *, user_tokens: bool, tenant_id: str | None, now: datetime
+) -> str:
+    """The JSON array of the ids of the access tokens valid now, of one tenant or of all, built
+    by the database in one statement (100,000 ids: no Python object per row).
+
+    "Valid now" is: exists, has not expired, and its tenant (and user) is not deleted, as
+    validation reads it; the M2M switch is the caller's to check.
+    """
+    kind = AccessToken.user_id.is_not(None) if user_tokens else AccessToken.user_id.is_(None)
+    if session.get_bind().dialect.name == "postgresql":
+        array: sa.ColumnElement[Any] = sa.cast(sa.func.json_agg(AccessToken.id), sa.Text)
+    else:
+        array = sa.func.json_group_array(AccessToken.id)
+    statement = (
+        sa.select(array)
+        .join(Tenant, sa.and_(Tenant.id == AccessToken.tenant_id, not_deleted(Tenant)))
+        .outerjoin(User, sa.and_(User.id == AccessToken.user_id, not_deleted(User)))
+        .where(kind, _valid_now(now), sa.or_(AccessToken.user_id.is_(None), User.id.is_not(None)))
+    )
+    if tenant_id is not None:
+        statement = statement.where(AccessToken.tenant_id == tenant_id)
+    ids: str | None = await session.scalar(statement)
+    return ids or "[]"  # json_agg of no rows is NULL

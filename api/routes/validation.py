@@ -24,12 +24,8 @@ from api.schemas.validation import (
 from api.state import Services
 from domain.clock import utcnow
 from domain.errors import InvalidInput, Unauthenticated
-from domain.validity import (
-    ACCESS_TOKEN_TYPES,
-    ALL_TOKEN_TYPES,
-    CREDENTIAL_TYPES,
-    active_access_token_ids,
-)
+from domain.tokens import active_access_token_ids
+from domain.validity import ACCESS_TOKEN_TYPES, ALL_TOKEN_TYPES, CREDENTIAL_TYPES
 
 VALIDATE = "/identity/resources/auth/v1/validate"
 INTROSPECT = "/oauth/introspect"

@@ -1,0 +1,149 @@
+"""The SQL that fills validity-cache entries from PostgreSQL: one statement per validation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import aliased
+
+from domain.models import (
+    ENVIRONMENT_ROW_ID,
+    AccessToken,
+    ClientCredential,
+    Environment,
+    Permission,
+    Role,
+    Tenant,
+    User,
+    access_token_roles,
+    role_permissions,
+    user_roles,
+)
+from domain.validity.entries import (
+    DELETED,
+    ENV_KEY,
+    Principal,
+    Table,
+    TokenRow,
+    Value,
+    _microseconds,
+    _tenant_key,
+    _token_key,
+    _user_key,
+    incarnation,
+)
+
+
+def not_deleted(model: Any) -> sa.ColumnElement[bool]:
+    """Not deleted: a tenant or user whose deletion is still cascading is gone already."""
+    deleted_at: sa.ColumnElement[Any] = model.deleted_at
+    return deleted_at.is_(None)
+
+
+def _grants_of_access_token(token_id: str) -> sa.Subquery:
+    """(role key, permission key) rows of an access token: a tenant token's own roles, or the
+    roles its user holds now in the token's tenant."""
+    token = aliased(AccessToken, name="granting_token")
+    given = (
+        sa.select(access_token_roles.c.role_id)
+        .where(access_token_roles.c.token_id == token_id)
+        .correlate(None)
+    )
+    held = (
+        sa.select(user_roles.c.role_id)
+        .join(
+            token,
+            sa.and_(
+                token.user_id == user_roles.c.user_id, token.tenant_id == user_roles.c.tenant_id
+            ),
+        )
+        .where(token.id == token_id)
+        .correlate(None)
+    )
+    return (
+        sa.select(Role.key.label("role_key"), Permission.key.label("permission_key"))
+        .select_from(Role)
+        .outerjoin(role_permissions, role_permissions.c.role_id == Role.id)
+        .outerjoin(Permission, Permission.id == role_permissions.c.permission_id)
+        .where(sa.or_(Role.id.in_(given), Role.id.in_(held)))
+        .subquery("grants")
+    )
+
+
+def _fill_statement(table: Table | None, token_id: str) -> sa.Select[Any]:
+    """One statement for every entry a validation needs: the switch, the row, its tenant and
+    user, and (access tokens) its roles and permissions. `table` None: the switch alone."""
+    if table is None:
+        return sa.select(Environment.api_tokens_enabled).where(Environment.id == ENVIRONMENT_ROW_ID)
+    row: Any = AccessToken if table == "at" else ClientCredential
+    row_id = AccessToken.id if table == "at" else ClientCredential.client_id
+    columns: list[Any] = [
+        Environment.api_tokens_enabled,
+        row_id.label("row_id"),
+        row.tenant_id,
+        row.user_id,
+        row.expires_at,
+        Tenant.created_at.label("tenant_created_at"),
+        User.created_at.label("user_created_at"),
+    ]
+    statement = (
+        sa.select(*columns)
+        .select_from(Environment)
+        .outerjoin(row, row_id == token_id)
+        .outerjoin(Tenant, sa.and_(Tenant.id == row.tenant_id, not_deleted(Tenant)))
+        .outerjoin(User, sa.and_(User.id == row.user_id, not_deleted(User)))
+        .where(Environment.id == ENVIRONMENT_ROW_ID)
+    )
+    if table == "at":
+        grants = _grants_of_access_token(token_id)
+        statement = statement.add_columns(grants.c.role_key, grants.c.permission_key).outerjoin(
+            grants, sa.true()
+        )
+    return statement
+
+
+def _filled_values(
+    table: Table | None, token_id: str, rows: Sequence[sa.Row[Any]], now: datetime
+) -> dict[str, Value]:
+    if not rows:
+        raise RuntimeError("the environment row is missing: run `m2m migrate`")
+    first = rows[0]
+    values: dict[str, Value] = {ENV_KEY: bool(first.api_tokens_enabled)}
+    if table is None:
+        return values
+    key = _token_key(table, token_id)
+    if (
+        first.row_id is None
+        or first.tenant_created_at is None
+        or (first.user_id is not None and first.user_created_at is None)
+    ):
+        # Gone, or its tenant or user deleted (whose cascade may still be removing the row).
+        values[key] = DELETED
+        return values
+    roles: set[str] = set()
+    permissions: set[str] = set()
+    if table == "at":
+        for item in rows:
+            if item.role_key is not None:
+                roles.add(item.role_key)
+            if item.permission_key is not None:
+                permissions.add(item.permission_key)
+    tenant_incarnation = incarnation(first.tenant_created_at)
+    user_incarnation = None if first.user_created_at is None else incarnation(first.user_created_at)
+    values[key] = TokenRow(
+        tenant_id=first.tenant_id,
+        user_id=first.user_id,
+        tenant_incarnation=tenant_incarnation,
+        user_incarnation=user_incarnation,
+        expires_us=None if first.expires_at is None else _microseconds(first.expires_at),
+        roles=tuple(sorted(roles)),
+        permissions=tuple(sorted(permissions)),
+        filled_at=now.timestamp(),
+    )
+    values[_tenant_key(first.tenant_id)] = Principal(tenant_incarnation, alive=True)
+    if first.user_id is not None and user_incarnation is not None:
+        values[_user_key(first.user_id)] = Principal(user_incarnation, alive=True)
+    return values
