@@ -19,8 +19,8 @@ from freezegun import freeze_time
 
 from domain.clock import utcnow
 from domain.settings import Settings
-from tests.conftest import running_server
 from tests.factories import Factory
+from tests.processes import running_server
 
 CONFIG = "/identity/resources/configurations/v1"
 TENANT_ACCESS = "/identity/resources/tenants/access-tokens/v1"

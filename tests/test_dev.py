@@ -24,8 +24,8 @@ import pytest
 
 from api.dev import DataDirectoryError, open_data_directory
 from domain.settings import DevDefaults, load_settings
-from tests.conftest import free_port
 from tests.factories import Factory
+from tests.processes import free_port
 
 VALIDATE = "/identity/resources/auth/v1/validate"
 TENANTS = "/tenants/resources/tenants/v1"

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from domain.settings import Settings
-from tests.conftest import free_port, serve_environment
+from tests.processes import free_port, serve_environment
 
 
 def start_serve(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:

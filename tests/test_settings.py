@@ -9,12 +9,7 @@ import sys
 import pytest
 
 from domain.settings import ConfigError, load_settings
-
-VALID = {
-    "M2M_VENDOR_CLIENT_ID": "vendor",
-    "M2M_VENDOR_SECRET": "a-vendor-secret-long-enough",
-    "M2M_MASTER_KEY": "q" * 43,
-}
+from tests.suite import VALID
 
 
 def test_defaults_follow_the_spec() -> None:

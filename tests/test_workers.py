@@ -25,9 +25,8 @@ from domain import jobs
 from domain.clock import utcnow
 from domain.models import AccessToken, ClientCredential, JobRun, User
 from domain.settings import Settings
-from tests.conftest import running_server, serve_environment
-from tests.factories import Factory
-from tests.test_jobs import add_access_token, add_credential, add_refresh_tokens
+from tests.factories import Factory, add_access_token, add_credential, add_refresh_tokens
+from tests.processes import running_server, serve_environment
 from workers.queue import CeleryJobQueue
 
 WAIT_SECONDS = 90
