@@ -202,7 +202,7 @@ def credential_jwt(
     now: datetime | None = None,
     lifetime: timedelta = timedelta(hours=1),
 ) -> str:
-    """The JWT an exchange of this credential returns (SPEC section 5 claims)."""
+    """The JWT an exchange of this credential returns, with the claims an exchange puts in it."""
     issued = now or utcnow()
     claims: dict[str, Any] = {
         "type": "userApiToken" if user_id is not None else "tenantApiToken",
@@ -334,7 +334,7 @@ async def refresh_ok(client: httpx.AsyncClient, refresh_token: str) -> dict[str,
 
 
 def basic(client_id: str, secret: str) -> dict[str, str]:
-    """client_secret_basic as RFC 6749 section 2.3.1 says: form-urlencode each part first."""
+    """client_secret_basic as RFC 6749 defines it: form-urlencode each part first."""
     raw = f"{quote(client_id, safe='')}:{quote(secret, safe='')}".encode()
     return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
 

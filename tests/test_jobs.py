@@ -1,4 +1,5 @@
-"""The five jobs of SPEC section 7 as domain services: what each leaves behind, twice or at once."""
+"""The five background jobs (the README's "Background jobs and monitoring") as domain services:
+what each leaves behind, twice or at once."""
 
 from __future__ import annotations
 
