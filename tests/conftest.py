@@ -34,12 +34,14 @@ from domain.jobs import JobContext
 from domain.models import Base
 from domain.ratelimit import RateLimiter
 from domain.schema import upgrade_to_head
-from domain.secrets import Argon2Parameters, SecretHasher
+from domain.secrets import SecretHasher
 from domain.settings import DevDefaults, Settings, load_settings
 from tests.factories import Factory
 from tests.processes import PrivateRedis, Stack, running_server
 from tests.steps import finish_jobs, replaced, until
 from tests.suite import (
+    ARGON2_ENVIRONMENT,
+    ARGON2_PARAMETERS,
     IDP_ISSUER,
     ISSUER,
     MASTER_KEY,
@@ -158,6 +160,7 @@ def _common_environment(idp_key: rsa.RSAPrivateKey) -> dict[str, str]:
         "M2M_USER_JWT_PUBLIC_KEY": public_pem,
         "M2M_USER_JWT_ISSUER": IDP_ISSUER,
         "M2M_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        **ARGON2_ENVIRONMENT,
     }
 
 
@@ -332,7 +335,7 @@ async def generous_limits(services: Services) -> AsyncIterator[RateLimiter]:
         per_client=100_000,
         per_address=100_000,
     )
-    hasher = SecretHasher(Argon2Parameters(), max_pending=100_000)
+    hasher = SecretHasher(ARGON2_PARAMETERS, max_pending=100_000)
     with replaced(services, "limiter", limiter), replaced(services, "hasher", hasher):
         yield limiter
     await limiter.reset()

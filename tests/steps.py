@@ -18,10 +18,11 @@ from argon2 import PasswordHasher
 
 from api.state import Services
 from domain.clock import utcnow
-from domain.secrets import Argon2Parameters, SecretHasher
+from domain.secrets import SecretHasher
 from domain.settings import Settings
 from tests.factories import READ, Factory
 from tests.kinds import Kind
+from tests.suite import ARGON2_PARAMETERS
 from workers.inprocess import InProcessJobs
 
 CONFIG = "/identity/resources/configurations/v1"
@@ -113,7 +114,12 @@ async def verified_claims(
 
 
 def assert_argon2id_hash_of(secret_hash: str, secret: str) -> None:
-    assert secret_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    """An argon2id hash of `secret` under the parameters the test app runs with."""
+    parameters = ARGON2_PARAMETERS
+    assert secret_hash.startswith(
+        f"$argon2id$v=19$m={parameters.memory_kib},t={parameters.time_cost},"
+        f"p={parameters.parallelism}$"
+    )
     assert secret not in secret_hash
     assert PasswordHasher().verify(secret_hash, secret)
 
@@ -370,10 +376,11 @@ def replaced(services: Services, name: str, value: Any) -> Iterator[Any]:
 
 
 class CountingHasher(SecretHasher):
-    """The real argon2 hasher, noting whether each verification had a stored hash."""
+    """The real argon2 hasher (with the suite's parameters), noting whether each verification
+    had a stored hash."""
 
     def __init__(self) -> None:
-        super().__init__(Argon2Parameters())
+        super().__init__(ARGON2_PARAMETERS)
         self.verified_stored_hash: list[bool] = []
 
     async def verify(self, encoded: str | None, secret: str) -> bool:

@@ -8,11 +8,12 @@ import sys
 
 import pytest
 
+from domain.secrets import Argon2Parameters, SecretHasher
 from domain.settings import ConfigError, load_settings
 from tests.suite import VALID
 
 
-def test_defaults_follow_the_spec() -> None:
+async def test_defaults_follow_the_spec() -> None:
     settings = load_settings(VALID)
     assert settings.database_url == "postgresql+asyncpg://localhost/m2m"
     assert settings.redis_url == "redis://localhost:6379/0"
@@ -25,6 +26,21 @@ def test_defaults_follow_the_spec() -> None:
         settings.argon2_time_cost,
         settings.argon2_parallelism,
     ) == (19456, 2, 1)
+    # The one test of the production argon2id parameters (every app the suite starts runs cheap
+    # ones): the hasher the app builds from these settings makes hashes that carry them.
+    parameters = Argon2Parameters(
+        time_cost=settings.argon2_time_cost,
+        memory_kib=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+    )
+    assert parameters == Argon2Parameters()
+    hasher = SecretHasher(parameters, workers=1)
+    try:
+        encoded = await hasher.hash("a-client-secret")
+        assert encoded.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+        assert await hasher.verify(encoded, "a-client-secret")
+    finally:
+        hasher.close()
 
 
 def test_broker_defaults_to_redis_url_and_can_differ() -> None:
