@@ -4,6 +4,9 @@ The API modules whose behaviour must not depend on the store (`pytestmark = both
 each test twice: on PostgreSQL and Redis as `m2m serve` runs, and on a SQLite file with the
 in-process cache as `m2m dev` runs. `@serve_only` keeps one of their tests to PostgreSQL.
 
+Tests that start a process (`m2m serve`, `m2m dev`, `m2m worker`, a redis-server of their own)
+are marked `processes`: `pytest -m "not processes"` runs the rest and starts none.
+
 Fixtures live here; the plain helpers tests import live in factories.py (rows), steps.py (the
 API), processes.py (processes and ports) and suite.py (what the whole run shares).
 """
@@ -58,6 +61,10 @@ POSTGRESQL = "postgresql"
 SQLITE = "sqlite"
 BACKENDS = (POSTGRESQL, SQLITE)
 
+# Fixtures that start a process: every test using one, directly or through another fixture,
+# is marked `processes`.
+PROCESS_FIXTURES = frozenset({"live_server", "private_redis"})
+
 # Tables whose seeded rows stay between tests (the environment row, the fe.secure permissions,
 # the signing keys); every other table is emptied after each test.
 SEEDED = {"environment", "permissions", "signing_keys"}
@@ -87,6 +94,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "serve_only: in a both_backends module, run this test on PostgreSQL only"
     )
+    config.addinivalue_line(
+        "markers",
+        "processes: starts a process (m2m serve, dev or worker, a redis-server);"
+        ' `pytest -m "not processes"` leaves these out',
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.processes)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

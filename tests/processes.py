@@ -1,5 +1,9 @@
 """Processes a test starts (`m2m serve`, a redis-server of its own), the ports they listen on and
-the environment they run under."""
+the environment they run under.
+
+A test that starts one is marked `processes` (conftest marks those using its fixtures), so
+`pytest -m "not processes"` starts none.
+"""
 
 from __future__ import annotations
 

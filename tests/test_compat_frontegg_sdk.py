@@ -29,6 +29,8 @@ TENANT_API = "/identity/resources/tenants/api-tokens/v2"
 EXCHANGE = "/identity/resources/auth/v2/api-token"
 ACCESS_TOKEN = "AccessToken"  # the SDK's header type for X-API-KEY tokens
 
+pytestmark = pytest.mark.processes  # one `m2m serve` for the module
+
 
 @pytest.fixture(scope="module")
 def sdk_base(settings: Settings) -> Iterator[str]:

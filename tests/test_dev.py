@@ -179,6 +179,7 @@ def ok(response: httpx.Response, status: int = 200) -> Any:
     return response.json() if response.content else None
 
 
+@pytest.mark.processes
 def test_m2m_dev_walks_the_readme_flow_and_keeps_its_credentials_across_restarts(
     tmp_path: Path, trap: Trap
 ) -> None:

@@ -98,6 +98,7 @@ def _run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProces
     )
 
 
+@pytest.mark.processes
 def test_serve_without_a_required_setting_prints_one_line_and_no_traceback() -> None:
     result = _run_cli(["serve"], {"M2M_VENDOR_CLIENT_ID": "vendor"})
     assert result.returncode == 2
@@ -106,6 +107,7 @@ def test_serve_without_a_required_setting_prints_one_line_and_no_traceback() -> 
     assert "Traceback" not in result.stdout + result.stderr
 
 
+@pytest.mark.processes
 def test_serve_with_a_malformed_master_key_names_it() -> None:
     result = _run_cli(["serve"], {**VALID, "M2M_MASTER_KEY": "tooshort"})
     assert result.returncode == 2
@@ -113,6 +115,7 @@ def test_serve_with_a_malformed_master_key_names_it() -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.processes
 def test_keys_master_prints_a_usable_master_key() -> None:
     result = _run_cli(["keys", "master"], {})
     assert result.returncode == 0

@@ -25,7 +25,10 @@ from tests.steps import (
     credential_jwt,
 )
 
-pytestmark = pytest.mark.usefixtures("fresh_validity_cache")
+pytestmark = [
+    pytest.mark.processes,  # two `m2m serve` processes for the module
+    pytest.mark.usefixtures("fresh_validity_cache"),
+]
 
 PROMISE_SECONDS = 0.1
 
