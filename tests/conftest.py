@@ -3,17 +3,17 @@
 The API modules whose behaviour must not depend on the store (`pytestmark = both_backends`) run
 each test twice: on PostgreSQL and Redis as `m2m serve` runs, and on a SQLite file with the
 in-process cache as `m2m dev` runs. `@serve_only` keeps one of their tests to PostgreSQL.
+
+Tests that start a process (`m2m serve`, `m2m dev`, `m2m worker`, a redis-server of their own)
+are marked `processes`: `pytest -m "not processes"` runs the rest and starts none.
+
+Fixtures live here; the plain helpers tests import live in factories.py (rows), steps.py (the
+API), processes.py (processes and ports) and suite.py (what the whole run shares).
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import os
-import socket
-import subprocess
-import sys
-import time
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -35,21 +35,35 @@ from domain.clock import utcnow
 from domain.db import create_engine, create_session_factory
 from domain.jobs import JobContext
 from domain.models import Base
+from domain.ratelimit import RateLimiter
 from domain.schema import upgrade_to_head
+from domain.secrets import SecretHasher
 from domain.settings import DevDefaults, Settings, load_settings
 from tests.factories import Factory
+from tests.processes import PrivateRedis, Stack, running_server
+from tests.steps import finish_jobs, replaced, until
+from tests.suite import (
+    ARGON2_ENVIRONMENT,
+    ARGON2_PARAMETERS,
+    IDP_ISSUER,
+    ISSUER,
+    MASTER_KEY,
+    PG_SERVER,
+    REDIS_URL,
+    VENDOR_CLIENT_ID,
+    VENDOR_SECRET,
+    WEBHOOK_SECRET,
+    _plain_dsn,
+)
 from workers.inprocess import InProcessJobs
-
-PG_SERVER = os.environ.get("M2M_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432")
-VENDOR_CLIENT_ID = "test-vendor"
-VENDOR_SECRET = "test-vendor-secret-0123456789"
 
 POSTGRESQL = "postgresql"
 SQLITE = "sqlite"
 BACKENDS = (POSTGRESQL, SQLITE)
 
-both_backends = pytest.mark.both_backends
-serve_only = pytest.mark.serve_only
+# Fixtures that start a process: every test using one, directly or through another fixture,
+# is marked `processes`.
+PROCESS_FIXTURES = frozenset({"live_server", "private_redis"})
 
 # Tables whose seeded rows stay between tests (the environment row, the fe.secure permissions,
 # the signing keys); every other table is emptied after each test.
@@ -80,6 +94,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "serve_only: in a both_backends module, run this test on PostgreSQL only"
     )
+    config.addinivalue_line(
+        "markers",
+        "processes: starts a process (m2m serve, dev or worker, a redis-server);"
+        ' `pytest -m "not processes"` leaves these out',
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.processes)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -98,10 +124,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def backend(request: pytest.FixtureRequest) -> str:
     """The store the app runs on: PostgreSQL and Redis, unless parametrized by both_backends."""
     return str(getattr(request, "param", POSTGRESQL))
-
-
-def _plain_dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://")
 
 
 @pytest.fixture(scope="session")
@@ -130,12 +152,6 @@ def idp_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-IDP_ISSUER = "https://idp.example.test"
-
-
-REDIS_URL = os.environ.get("M2M_TEST_REDIS", "redis://127.0.0.1:6379/0")
-
-
 @pytest.fixture(scope="session")
 def redis_prefix() -> Iterator[str]:
     """Every Redis key of this run starts with this; they are deleted at the end."""
@@ -148,12 +164,6 @@ def redis_prefix() -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
-
-
-MASTER_KEY = "q" * 43
-ISSUER = "http://m2m.test"
-# Standard Webhooks form: whsec_ and the base64 of the key.
-WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"test-webhook-key-0123456789abcdef").decode()
 
 
 def _common_environment(idp_key: rsa.RSAPrivateKey) -> dict[str, str]:
@@ -169,6 +179,7 @@ def _common_environment(idp_key: rsa.RSAPrivateKey) -> dict[str, str]:
         "M2M_USER_JWT_PUBLIC_KEY": public_pem,
         "M2M_USER_JWT_ISSUER": IDP_ISSUER,
         "M2M_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        **ARGON2_ENVIRONMENT,
     }
 
 
@@ -272,12 +283,6 @@ async def services(settings: Settings) -> AsyncIterator[Services]:
     await jobs_engine.dispose()
 
 
-async def finish_jobs(services: Services) -> None:
-    """Run the jobs that requests have enqueued so far (the user-deletion cascade, ...)."""
-    assert isinstance(services.jobs, InProcessJobs)
-    await services.jobs.drain()
-
-
 @pytest.fixture(scope="session")
 def app(settings: Settings, services: Services) -> Litestar:
     application = create_app(settings)
@@ -325,63 +330,63 @@ def end_user(idp_key: rsa.RSAPrivateKey) -> Any:
     return headers
 
 
-def serve_environment(settings: Settings) -> dict[str, str]:
-    """The M2M_* environment under which a `m2m serve` process shares this run's stores."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("M2M_")}
-    master = base64.urlsafe_b64encode(settings.master_key).decode().rstrip("=")
-    return {
-        **clean,
-        "M2M_DATABASE_URL": settings.database_url,
-        "M2M_REDIS_URL": settings.redis_url,
-        "M2M_REDIS_PREFIX": settings.redis_prefix,
-        "M2M_VENDOR_CLIENT_ID": settings.vendor_client_id,
-        "M2M_VENDOR_SECRET": settings.vendor_secret,
-        "M2M_MASTER_KEY": master,
-        "M2M_ISSUER": settings.issuer,
-    }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextlib.contextmanager
-def running_server(settings: Settings, **extra_env: str) -> Iterator[str]:
-    """A real `m2m serve` subprocess on a free port; yields its base URL, stops it after."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from api.cli import main; main()", "serve", "--port", str(port)],
-        env={**serve_environment(settings), **extra_env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"m2m serve exited: {process.stderr.read().decode()[-2000:]}")
-            try:
-                httpx.get(f"{base}/.well-known/jwks.json", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("m2m serve did not answer within 30 s") from None
-                time.sleep(0.05)  # waiting for a process to boot, not for a behaviour
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture
 def live_server(settings: Settings, engine: AsyncEngine) -> Iterator[str]:
     with running_server(settings) as base:
         yield base
+
+
+@pytest.fixture
+async def fresh_validity_cache(services: Services) -> AsyncIterator[None]:
+    """Other tests change the database behind the cache's back (the truncation between tests):
+    start every validation test from an empty cache."""
+    await services.validity.forget_all()
+    yield
+    await services.validity.forget_all()
+
+
+@pytest.fixture
+async def generous_limits(services: Services) -> AsyncIterator[RateLimiter]:
+    """Rate limits and an argon2 queue far above what a bulk test sends."""
+    limiter = RateLimiter(
+        redis=services.redis,
+        prefix=services.settings.redis_prefix,
+        per_client=100_000,
+        per_address=100_000,
+    )
+    hasher = SecretHasher(ARGON2_PARAMETERS, max_pending=100_000)
+    with replaced(services, "limiter", limiter), replaced(services, "hasher", hasher):
+        yield limiter
+    await limiter.reset()
+    hasher.close()
+
+
+# --- a redis-server of the test's own, which it may flush, pause or kill (never the shared one) ---
+
+
+@pytest.fixture(name="private_redis")
+def private_redis_fixture() -> Iterator[PrivateRedis]:
+    server = PrivateRedis()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture(name="stack")
+async def stack_fixture(
+    private_redis: PrivateRedis, settings: Settings, engine: AsyncEngine
+) -> AsyncIterator[Stack]:
+    own = dataclasses.replace(settings, redis_url=private_redis.url)
+    services = await start_services(own)
+    await services.validity.start()
+    app = create_app(own)
+    app.state.services = services
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://m2m.test") as client:
+            await until(lambda: services.validity.listening, "the stack listens")
+            yield Stack(services=services, client=client, redis=private_redis, settings=own)
+    finally:
+        await services.close()

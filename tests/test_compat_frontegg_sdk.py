@@ -19,8 +19,8 @@ from freezegun import freeze_time
 
 from domain.clock import utcnow
 from domain.settings import Settings
-from tests.conftest import running_server
 from tests.factories import Factory
+from tests.processes import running_server
 
 CONFIG = "/identity/resources/configurations/v1"
 TENANT_ACCESS = "/identity/resources/tenants/access-tokens/v1"
@@ -28,6 +28,8 @@ USER_ACCESS = "/identity/resources/users/access-tokens/v1"
 TENANT_API = "/identity/resources/tenants/api-tokens/v2"
 EXCHANGE = "/identity/resources/auth/v2/api-token"
 ACCESS_TOKEN = "AccessToken"  # the SDK's header type for X-API-KEY tokens
+
+pytestmark = pytest.mark.processes  # one `m2m serve` for the module
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.models import AuditEvent, Environment
-from tests.conftest import VENDOR_CLIENT_ID, VENDOR_SECRET
+from tests.suite import VENDOR_CLIENT_ID, VENDOR_SECRET
 
 pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 

@@ -6,7 +6,7 @@ import asyncpg
 import httpx
 
 from domain.settings import Settings
-from tests.conftest import _plain_dsn
+from tests.suite import _plain_dsn
 
 CONFIG = "/identity/resources/configurations/v1"
 

@@ -32,8 +32,8 @@ from domain.models import (
     credential_roles,
     user_roles,
 )
-from tests.conftest import finish_jobs
 from tests.factories import Factory
+from tests.steps import finish_jobs
 
 pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.state import Services
 from domain.models import AuditEvent, Tenant
-from tests.conftest import finish_jobs
 from tests.factories import Factory
+from tests.steps import finish_jobs
 
 pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 

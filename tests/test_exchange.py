@@ -1,22 +1,17 @@
-"""Client-credential exchange: /identity/resources/auth/v2/api-token and the legacy v1 route.
-
-Helpers here are shared by the other exchange, refresh, OAuth and rate-limit test modules.
-"""
+"""Client-credential exchange: /identity/resources/auth/v2/api-token and the legacy v1 route."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
-from argon2 import PasswordHasher, Type
 from freezegun import freeze_time
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,192 +21,33 @@ from domain.exchange import EXCHANGE_TOKEN_TYPES
 from domain.models import (
     AuditEvent,
     ClientCredential,
-    RefreshToken,
     Tenant,
     User,
     credential_roles,
 )
-from domain.ratelimit import RateLimiter
-from domain.secrets import Argon2Parameters, SecretHasher, sha256_hex
-from tests.factories import Factory
-from tests.test_tokens import CONFIG, verified_claims
+from domain.secrets import sha256_hex
+from tests.factories import Factory, mark_deleted, refresh_rows
+from tests.steps import (
+    DISABLED,
+    EXCHANGE,
+    PAIR_KEYS,
+    REFRESH,
+    CountingHasher,
+    exchange_ok,
+    refresh,
+    refresh_ok,
+    replaced,
+    set_environment,
+    simple_credential,
+    tenant_credential,
+    user_credential,
+    verified_claims,
+)
 
 pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 
-EXCHANGE = "/identity/resources/auth/v2/api-token"
 EXCHANGE_V1 = "/identity/resources/auth/v1/api-token"
-REFRESH = "/identity/resources/auth/v2/api-token/token/refresh"
-OAUTH_TOKEN = "/oauth/token"
-OAUTH_REVOKE = "/oauth/revoke"
-TENANT_API_TOKENS = "/identity/resources/tenants/api-tokens/v2"
-USER_API_TOKENS = "/identity/resources/users/api-tokens/v1"
 INVALID_CLIENT = {"errors": ["Invalid client credentials"]}
-INVALID_REFRESH = {"errors": ["Invalid refresh token"]}
-DISABLED = {"errors": ["Api tokens are disabled"]}
-PAIR_KEYS = {"access_token", "refresh_token", "expires_in", "expires"}
-
-
-@dataclass(frozen=True)
-class Credential:
-    """A client credential created through the API, with the secret shown once."""
-
-    client_id: str
-    secret: str = field(repr=False)
-    tenant_id: str
-    user_id: str | None = None
-
-    @property
-    def body(self) -> dict[str, str]:
-        return {"clientId": self.client_id, "secret": self.secret}
-
-
-async def tenant_credential(
-    client: httpx.AsyncClient,
-    vendor: dict[str, str],
-    tenant_id: str,
-    *,
-    role_ids: list[str] | None = None,
-    permission_ids: list[str] | None = None,
-    metadata: dict[str, Any] | None = None,
-    expires_in_minutes: int | None = None,
-) -> Credential:
-    body: dict[str, Any] = {"metadata": metadata or {}}
-    if role_ids:
-        body["roleIds"] = role_ids
-    if permission_ids:
-        body["permissionIds"] = permission_ids
-    if expires_in_minutes is not None:
-        body["expiresInMinutes"] = expires_in_minutes
-    response = await client.post(
-        TENANT_API_TOKENS, headers={**vendor, "frontegg-tenant-id": tenant_id}, json=body
-    )
-    assert response.status_code == 201, response.text
-    created = response.json()
-    return Credential(client_id=created["clientId"], secret=created["secret"], tenant_id=tenant_id)
-
-
-async def user_credential(
-    client: httpx.AsyncClient,
-    vendor: dict[str, str],
-    tenant_id: str,
-    user_id: str,
-    *,
-    metadata: dict[str, Any] | None = None,
-) -> Credential:
-    response = await client.post(
-        USER_API_TOKENS,
-        headers={**vendor, "frontegg-tenant-id": tenant_id, "frontegg-user-id": user_id},
-        json={"metadata": metadata or {}},
-    )
-    assert response.status_code == 201, response.text
-    created = response.json()
-    return Credential(
-        client_id=created["clientId"],
-        secret=created["secret"],
-        tenant_id=tenant_id,
-        user_id=user_id,
-    )
-
-
-async def simple_credential(
-    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory
-) -> Credential:
-    """A tenant credential holding one permission, in a tenant of its own."""
-    tenant = await factory.tenant()
-    permission = await factory.permission()
-    return await tenant_credential(client, vendor, tenant.id, permission_ids=[permission.id])
-
-
-async def exchange_ok(
-    client: httpx.AsyncClient, credential: Credential, path: str = EXCHANGE
-) -> dict[str, Any]:
-    response = await client.post(path, json=credential.body)
-    assert response.status_code == 200, response.text
-    pair: dict[str, Any] = response.json()
-    return pair
-
-
-async def refresh(client: httpx.AsyncClient, refresh_token: str) -> httpx.Response:
-    return await client.post(REFRESH, json={"refreshToken": refresh_token})
-
-
-async def refresh_ok(client: httpx.AsyncClient, refresh_token: str) -> dict[str, Any]:
-    response = await refresh(client, refresh_token)
-    assert response.status_code == 200, response.text
-    pair: dict[str, Any] = response.json()
-    return pair
-
-
-async def set_environment(
-    client: httpx.AsyncClient, vendor: dict[str, str], **settings: Any
-) -> None:
-    response = await client.post(CONFIG, headers=vendor, json=settings)
-    assert response.status_code == 201, response.text
-
-
-async def cheapen_secret(db: AsyncSession, credential: Credential) -> None:
-    """Store the same secret under the cheapest argon2id parameters.
-
-    For tests that exchange hundreds of times and are about refresh tokens, not argon2.
-    """
-    cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, type=Type.ID)
-    await db.execute(
-        sa.update(ClientCredential)
-        .where(ClientCredential.client_id == credential.client_id)
-        .values(secret_hash=cheap.hash(credential.secret))
-    )
-    await db.commit()
-
-
-async def refresh_rows(db: AsyncSession, client_id: str | None = None) -> list[RefreshToken]:
-    db.expire_all()
-    statement = sa.select(RefreshToken).order_by(RefreshToken.created_at, RefreshToken.id)
-    if client_id is not None:
-        statement = statement.where(RefreshToken.client_id == client_id)
-    return list(await db.scalars(statement))
-
-
-def is_usable(row: RefreshToken, now: datetime) -> bool:
-    return row.used_at is None and row.revoked_at is None and row.expires_at > now
-
-
-@contextmanager
-def replaced(services: Services, name: str, value: Any) -> Iterator[Any]:
-    """Give the running app another collaborator (a limiter, a hasher) for one block."""
-    original = getattr(services, name)
-    setattr(services, name, value)
-    try:
-        yield value
-    finally:
-        setattr(services, name, original)
-
-
-@pytest.fixture
-async def generous_limits(services: Services) -> AsyncIterator[RateLimiter]:
-    """Rate limits and an argon2 queue far above what a bulk test sends."""
-    limiter = RateLimiter(
-        redis=services.redis,
-        prefix=services.settings.redis_prefix,
-        per_client=100_000,
-        per_address=100_000,
-    )
-    hasher = SecretHasher(Argon2Parameters(), max_pending=100_000)
-    with replaced(services, "limiter", limiter), replaced(services, "hasher", hasher):
-        yield limiter
-    await limiter.reset()
-    hasher.close()
-
-
-class CountingHasher(SecretHasher):
-    """The real argon2 hasher, noting whether each verification had a stored hash."""
-
-    def __init__(self) -> None:
-        super().__init__(Argon2Parameters())
-        self.verified_stored_hash: list[bool] = []
-
-    async def verify(self, encoded: str | None, secret: str) -> bool:
-        self.verified_stored_hash.append(encoded is not None)
-        return await super().verify(encoded, secret)
 
 
 # --- success ---------------------------------------------------------------------------------
@@ -464,14 +300,6 @@ async def test_deleted_credential_no_longer_exchanges(
     assert response.status_code == 200, response.text
     response = await client.post(EXCHANGE, json=credential.body)
     assert (response.status_code, response.json()) == (401, INVALID_CLIENT)
-
-
-async def mark_deleted(db: AsyncSession, model: type[Tenant] | type[User], row_id: str) -> None:
-    """What a deletion does first: deleted_at set; its rows go later, in a background job."""
-    await db.execute(
-        sa.update(model).where(model.id == row_id).values(deleted_at=datetime.now(UTC))
-    )
-    await db.commit()
 
 
 async def test_a_credential_of_a_deleted_tenant_no_longer_exchanges(

@@ -14,17 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from domain.models import RefreshToken
 from domain.ratelimit import RateLimiter
 from domain.secrets import sha256_hex
-from tests.factories import Factory
-from tests.test_exchange import (
+from tests.factories import Factory, cheapen_secret, is_usable, refresh_rows
+from tests.steps import (
     EXCHANGE,
     INVALID_REFRESH,
-    cheapen_secret,
     exchange_ok,
-    generous_limits,
-    is_usable,
     refresh,
     refresh_ok,
-    refresh_rows,
     simple_credential,
 )
 
@@ -32,9 +28,6 @@ pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 
 CAP = 100
 START = datetime(2031, 3, 1, 12, 0, tzinfo=UTC)
-
-# Fixtures shared with tests/test_exchange.py: pytest finds them by these names.
-__all__ = ["generous_limits"]
 
 
 async def test_101st_exchange_retires_exactly_the_oldest_refresh_token(

@@ -1,9 +1,9 @@
-"""The five jobs of SPEC section 7 as domain services: what each leaves behind, twice or at once."""
+"""The five background jobs (the README's "Background jobs and monitoring") as domain services:
+what each leaves behind, twice or at once."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -29,18 +29,24 @@ from domain.models import (
     User,
 )
 from domain.settings import Settings
-from tests.conftest import both_backends, finish_jobs, serve_only
-from tests.factories import Factory
-from tests.test_validation import (
+from tests.factories import (
+    Factory,
+    add_access_token,
+    add_credential,
+    add_refresh_tokens,
+    build_scene,
+)
+from tests.steps import (
     api_key,
     bearer,
-    build_scene,
     configure,
     create_access_token,
     create_credential,
     credential_jwt,
+    finish_jobs,
     validate,
 )
+from tests.suite import both_backends, serve_only
 
 # The same jobs run on Celery (serve) and in-process (dev): the same end states on both.
 pytestmark = both_backends
@@ -52,86 +58,6 @@ def context(
     return JobContext(
         sessions=sessions, validity=services.validity, clock=utcnow, batch_size=batch_size
     )
-
-
-async def add_credential(
-    sessions: async_sessionmaker[AsyncSession],
-    tenant_id: str,
-    user_id: str | None = None,
-    expires_at: datetime | None = None,
-) -> str:
-    client_id = str(uuid.uuid4())
-    now = utcnow()
-    async with sessions() as session:
-        session.add(
-            ClientCredential(
-                client_id=client_id,
-                tenant_id=tenant_id,
-                user_id=user_id,
-                metadata_json={},
-                secret_hash="unused",
-                expires_at=expires_at,
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        await session.commit()
-    return client_id
-
-
-async def add_access_token(
-    sessions: async_sessionmaker[AsyncSession],
-    tenant_id: str,
-    user_id: str | None = None,
-    expires_at: datetime | None = None,
-) -> str:
-    token_id = str(uuid.uuid4())
-    async with sessions() as session:
-        session.add(
-            AccessToken(
-                id=token_id,
-                tenant_id=tenant_id,
-                user_id=user_id,
-                expires_at=expires_at,
-                created_at=utcnow(),
-            )
-        )
-        await session.commit()
-    return token_id
-
-
-async def add_refresh_tokens(
-    sessions: async_sessionmaker[AsyncSession],
-    client_id: str,
-    count: int,
-    *,
-    start: datetime | None = None,
-    used: bool = False,
-    revoked: bool = False,
-    lifetime: timedelta = timedelta(days=30),
-    family_id: str | None = None,
-) -> list[str]:
-    """`count` refresh tokens, one second apart from `start` (oldest first); their ids."""
-    start = start or utcnow() - timedelta(hours=1)
-    ids = [str(uuid.uuid4()) for _ in range(count)]
-    async with sessions() as session:
-        for offset, token_id in enumerate(ids):
-            created = start + timedelta(seconds=offset)
-            session.add(
-                RefreshToken(
-                    id=token_id,
-                    client_id=client_id,
-                    token_hash=hashlib.sha256(token_id.encode()).hexdigest(),
-                    parent_id=None,
-                    family_id=family_id or token_id,
-                    created_at=created,
-                    expires_at=created + lifetime,
-                    used_at=created if used else None,
-                    revoked_at=created if revoked else None,
-                )
-            )
-        await session.commit()
-    return ids
 
 
 async def refresh_ids(db: AsyncSession, client_id: str) -> set[str]:

@@ -18,7 +18,7 @@ from domain.keys import MasterKey, MasterKeyMismatch
 from domain.models import SigningKey
 from domain.schema import upgrade_to_head
 from domain.settings import Settings
-from tests.conftest import PG_SERVER, _plain_dsn
+from tests.suite import PG_SERVER, _plain_dsn
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import pytest
@@ -14,14 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.state import Services
 from domain.exchange import EXCHANGE_TOKEN_TYPES
 from domain.secrets import sha256_hex
-from tests.factories import Factory
-from tests.test_exchange import (
+from tests.factories import Factory, refresh_rows
+from tests.steps import (
     OAUTH_TOKEN,
     CountingHasher,
-    Credential,
+    assert_oauth_error,
+    basic,
     exchange_ok,
+    posted,
     refresh_ok,
-    refresh_rows,
     replaced,
     set_environment,
     simple_credential,
@@ -29,37 +29,13 @@ from tests.test_exchange import (
 
 pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 
-# Fixtures shared with tests/test_exchange.py: pytest finds them by these names.
-
 OAUTH_KEYS = {"access_token", "token_type", "expires_in", "refresh_token"}
-
-
-def basic(client_id: str, secret: str) -> dict[str, str]:
-    """client_secret_basic as RFC 6749 section 2.3.1 says: form-urlencode each part first."""
-    raw = f"{quote(client_id, safe='')}:{quote(secret, safe='')}".encode()
-    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
-
-
-def posted(credential: Credential) -> dict[str, str]:
-    return {"client_id": credential.client_id, "client_secret": credential.secret}
 
 
 async def token(
     client: httpx.AsyncClient, form: dict[str, str], headers: dict[str, str] | None = None
 ) -> httpx.Response:
     return await client.post(OAUTH_TOKEN, data=form, headers=headers or {})
-
-
-def assert_oauth_error(
-    response: httpx.Response, status: int, error: str, message: str | None = None
-) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error", "error_description", "errors"}
-    assert body["error"] == error
-    assert body["errors"] == [body["error_description"]]
-    if message is not None:
-        assert body["error_description"] == message
 
 
 # --- client_credentials ----------------------------------------------------------------------

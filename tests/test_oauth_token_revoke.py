@@ -8,21 +8,20 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.models import AuditEvent
-from tests.factories import Factory
-from tests.test_exchange import (
+from tests.factories import Factory, refresh_rows
+from tests.steps import (
     INVALID_REFRESH,
     OAUTH_REVOKE,
+    assert_oauth_error,
+    basic,
     exchange_ok,
+    posted,
     refresh,
     refresh_ok,
-    refresh_rows,
     simple_credential,
 )
-from tests.test_oauth_token import assert_oauth_error, basic, posted
 
 pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
-
-# Fixtures shared with tests/test_exchange.py: pytest finds them by these names.
 
 
 async def revoke(

@@ -12,9 +12,15 @@ from api.state import Services
 from domain import job_runs, jobs
 from domain.clock import utcnow
 from domain.jobs import JobContext
-from tests.factories import Factory
-from tests.test_exchange import exchange_ok, refresh, simple_credential
-from tests.test_validation import api_key, build_scene, create_access_token, validate
+from tests.factories import Factory, build_scene
+from tests.steps import (
+    api_key,
+    create_access_token,
+    exchange_ok,
+    refresh,
+    simple_credential,
+    validate,
+)
 
 
 def sample(text: str, line_start: str) -> float:

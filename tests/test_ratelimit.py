@@ -19,18 +19,16 @@ from domain.ratelimit import RateLimiter
 from domain.secrets import Argon2Parameters, Overloaded, SecretHasher
 from domain.settings import ConfigError, load_settings
 from tests.factories import Factory
-from tests.test_exchange import (
+from tests.steps import (
     EXCHANGE,
     OAUTH_TOKEN,
     CountingHasher,
+    assert_oauth_error,
     exchange_ok,
     replaced,
     simple_credential,
 )
-from tests.test_oauth_token import assert_oauth_error
-from tests.test_settings import VALID as VALID_SETTINGS
-
-# Fixtures shared with tests/test_exchange.py: pytest finds them by these names.
+from tests.suite import VALID as VALID_SETTINGS
 
 # 15 seconds into a minute: the window frees 45 seconds later.
 START = datetime(2033, 1, 10, 9, 30, 15, tzinfo=UTC)

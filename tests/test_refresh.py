@@ -15,28 +15,23 @@ from api.state import Services
 from domain.exchange import EXCHANGE_TOKEN_TYPES, REUSE_DETECTED
 from domain.models import AuditEvent, ClientCredential, Tenant, User
 from domain.secrets import sha256_hex
-from tests.factories import Factory
-from tests.test_exchange import (
+from tests.factories import Factory, is_usable, mark_deleted, refresh_rows
+from tests.steps import (
     DISABLED,
     INVALID_REFRESH,
     PAIR_KEYS,
     REFRESH,
     exchange_ok,
-    is_usable,
-    mark_deleted,
     refresh,
     refresh_ok,
-    refresh_rows,
     set_environment,
     simple_credential,
     tenant_credential,
     user_credential,
+    verified_claims,
 )
-from tests.test_tokens import verified_claims
 
 pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
-
-# Fixtures shared with tests/test_exchange.py: pytest finds them by these names.
 
 START = datetime(2032, 6, 1, 8, 0, tzinfo=UTC)
 THIRTY_DAYS = timedelta(seconds=2592000)

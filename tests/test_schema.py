@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.models import Base
 from domain.schema import alembic_config, upgrade_to_head
-from tests.conftest import PG_SERVER, _plain_dsn
+from tests.suite import PG_SERVER, _plain_dsn
 
 FE_SECURE = {
     f"fe.secure.{action}.{resource}"

@@ -11,9 +11,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from domain.settings import Settings
-from tests.conftest import free_port, serve_environment
+from tests.processes import free_port, serve_environment
+
+pytestmark = pytest.mark.processes
 
 
 def start_serve(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:

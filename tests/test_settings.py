@@ -8,16 +8,12 @@ import sys
 
 import pytest
 
+from domain.secrets import Argon2Parameters, SecretHasher
 from domain.settings import ConfigError, load_settings
-
-VALID = {
-    "M2M_VENDOR_CLIENT_ID": "vendor",
-    "M2M_VENDOR_SECRET": "a-vendor-secret-long-enough",
-    "M2M_MASTER_KEY": "q" * 43,
-}
+from tests.suite import VALID
 
 
-def test_defaults_follow_the_spec() -> None:
+async def test_defaults_follow_the_spec() -> None:
     settings = load_settings(VALID)
     assert settings.database_url == "postgresql+asyncpg://localhost/m2m"
     assert settings.redis_url == "redis://localhost:6379/0"
@@ -30,6 +26,21 @@ def test_defaults_follow_the_spec() -> None:
         settings.argon2_time_cost,
         settings.argon2_parallelism,
     ) == (19456, 2, 1)
+    # The one test of the production argon2id parameters (every app the suite starts runs cheap
+    # ones): the hasher the app builds from these settings makes hashes that carry them.
+    parameters = Argon2Parameters(
+        time_cost=settings.argon2_time_cost,
+        memory_kib=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+    )
+    assert parameters == Argon2Parameters()
+    hasher = SecretHasher(parameters, workers=1)
+    try:
+        encoded = await hasher.hash("a-client-secret")
+        assert encoded.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+        assert await hasher.verify(encoded, "a-client-secret")
+    finally:
+        hasher.close()
 
 
 def test_broker_defaults_to_redis_url_and_can_differ() -> None:
@@ -87,6 +98,7 @@ def _run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProces
     )
 
 
+@pytest.mark.processes
 def test_serve_without_a_required_setting_prints_one_line_and_no_traceback() -> None:
     result = _run_cli(["serve"], {"M2M_VENDOR_CLIENT_ID": "vendor"})
     assert result.returncode == 2
@@ -95,6 +107,7 @@ def test_serve_without_a_required_setting_prints_one_line_and_no_traceback() -> 
     assert "Traceback" not in result.stdout + result.stderr
 
 
+@pytest.mark.processes
 def test_serve_with_a_malformed_master_key_names_it() -> None:
     result = _run_cli(["serve"], {**VALID, "M2M_MASTER_KEY": "tooshort"})
     assert result.returncode == 2
@@ -102,6 +115,7 @@ def test_serve_with_a_malformed_master_key_names_it() -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.processes
 def test_keys_master_prints_a_usable_master_key() -> None:
     result = _run_cli(["keys", "master"], {})
     assert result.returncode == 0

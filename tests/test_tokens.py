@@ -4,192 +4,23 @@ the secret shown once. Kind-specific behaviour lives in tests/test_tokens_<kind>
 from __future__ import annotations
 
 import json
-import uuid
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import httpx
-import jwt
 import pytest
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.models import AccessToken, AuditEvent, ClientCredential, Role, Tenant, User
-from tests.factories import Factory
+from domain.models import AuditEvent
+from tests.factories import Factory, build_world, stored
+from tests.kinds import TENANT_ACCESS, TENANT_API, TOKEN_PERMISSIONS, USER_ACCESS, USER_API, Kind
+from tests.steps import CONFIG, create, listed_ids, use_strategy, vendor_acting
 
 pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 
-CONFIG = "/identity/resources/configurations/v1"
-TOKEN_PERMISSIONS = [
-    f"fe.secure.{action}.{resource}"
-    for resource in ("userApiTokens", "tenantApiTokens")
-    for action in ("read", "write", "delete")
-]
-# The migration seeds the fe.secure permissions under stable ids.
-FE_PERMISSION_NAMESPACE = uuid.UUID("6f1c6f43-2a43-4d0e-9a57-3c1a9e0f5b11")
-
-
-def fe_permission_id(key: str) -> str:
-    return str(uuid.uuid5(FE_PERMISSION_NAMESPACE, key))
-
-
-@dataclass(frozen=True)
-class Kind:
-    """One of the four token kinds, as its routes see it."""
-
-    name: str
-    path: str
-    strategy: str
-    resource: str
-    model: type[AccessToken] | type[ClientCredential]
-    id_key: str
-    create_path: str = ""
-    body: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def for_user(self) -> bool:
-        return self.resource == "userApiTokens"
-
-    @property
-    def creates(self) -> str:
-        return self.create_path or self.path
-
-    def item(self, token_id: str) -> str:
-        return f"{self.path}/{token_id}"
-
-    def listed(self, body: Any) -> list[dict[str, Any]]:
-        items = body["accessTokens"] if isinstance(body, dict) else body
-        assert isinstance(items, list)
-        return items
-
-
-USER_API = Kind(
-    name="userApiToken",
-    path="/identity/resources/users/api-tokens/v1",
-    strategy="ClientCredentials",
-    resource="userApiTokens",
-    model=ClientCredential,
-    id_key="clientId",
-)
-USER_ACCESS = Kind(
-    name="userAccessToken",
-    path="/identity/resources/users/access-tokens/v1",
-    strategy="AccessToken",
-    resource="userApiTokens",
-    model=AccessToken,
-    id_key="id",
-)
-TENANT_API = Kind(
-    name="tenantApiToken",
-    path="/identity/resources/tenants/api-tokens/v1",
-    create_path="/identity/resources/tenants/api-tokens/v2",
-    strategy="ClientCredentials",
-    resource="tenantApiTokens",
-    model=ClientCredential,
-    id_key="clientId",
-    # A tenant credential needs roles or permissions; every admin below holds this one.
-    body={"permissionIds": [fe_permission_id("fe.secure.read.tenantApiTokens")]},
-)
-TENANT_ACCESS = Kind(
-    name="tenantAccessToken",
-    path="/identity/resources/tenants/access-tokens/v1",
-    strategy="AccessToken",
-    resource="tenantApiTokens",
-    model=AccessToken,
-    id_key="id",
-)
 KINDS = [USER_API, USER_ACCESS, TENANT_API, TENANT_ACCESS]
 by_kind = pytest.mark.parametrize("kind", KINDS, ids=lambda kind: kind.name)
-
-
-@dataclass
-class World:
-    """Two tenants, an admin holding every token permission in each, and a bystander."""
-
-    tenant: Tenant
-    admin_role: Role
-    admin: User
-    colleague: User
-    other_tenant: Tenant
-    stranger: User
-
-
-async def build_world(factory: Factory) -> World:
-    tenant = await factory.tenant()
-    other_tenant = await factory.tenant(name="Other")
-    admin_role = await factory.role(tenant_id=tenant.id, permission_keys=TOKEN_PERMISSIONS)
-    other_role = await factory.role(tenant_id=other_tenant.id, permission_keys=TOKEN_PERMISSIONS)
-    return World(
-        tenant=tenant,
-        admin_role=admin_role,
-        admin=await factory.user(tenant.id, roles=[admin_role]),
-        colleague=await factory.user(tenant.id, roles=[admin_role]),
-        other_tenant=other_tenant,
-        stranger=await factory.user(other_tenant.id, roles=[other_role]),
-    )
-
-
-def vendor_acting(
-    vendor: dict[str, str], kind: Kind, tenant_id: str, user_id: str | None
-) -> dict[str, str]:
-    """Vendor headers naming the tenant, and the user for user kinds."""
-    headers = {**vendor, "frontegg-tenant-id": tenant_id}
-    if kind.for_user and user_id is not None:
-        headers["frontegg-user-id"] = user_id
-    return headers
-
-
-async def use_strategy(client: httpx.AsyncClient, vendor: dict[str, str], kind: Kind) -> None:
-    response = await client.post(
-        CONFIG, headers=vendor, json={"machineToMachineAuthStrategy": kind.strategy}
-    )
-    assert response.status_code == 201, response.text
-
-
-async def create(
-    client: httpx.AsyncClient,
-    headers: dict[str, str],
-    kind: Kind,
-    body: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    response = await client.post(kind.creates, headers=headers, json={**kind.body, **(body or {})})
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    return created
-
-
-async def verified_claims(
-    client: httpx.AsyncClient, vendor: dict[str, str], token: str
-) -> dict[str, Any]:
-    """The claims of an access token, checked against the key the configuration publishes."""
-    config = await client.get(CONFIG, headers=vendor)
-    claims: dict[str, Any] = jwt.decode(
-        token,
-        config.json()["publicKey"],
-        algorithms=["RS256"],
-        issuer="http://m2m.test",
-        options={"require": ["iss", "iat", "sub"]},
-    )
-    return claims
-
-
-def assert_argon2id_hash_of(secret_hash: str, secret: str) -> None:
-    assert secret_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
-    assert secret not in secret_hash
-    assert PasswordHasher().verify(secret_hash, secret)
-
-
-async def stored(db: AsyncSession, kind: Kind) -> list[Any]:
-    db.expire_all()
-    return list(await db.scalars(sa.select(kind.model)))
-
-
-async def listed_ids(client: httpx.AsyncClient, headers: dict[str, str], kind: Kind) -> list[str]:
-    response = await client.get(kind.path, headers=headers)
-    assert response.status_code == 200, response.text
-    return [item[kind.id_key] for item in kind.listed(response.json())]
 
 
 # --- the life of a token ---------------------------------------------------------------------

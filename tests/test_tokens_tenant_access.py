@@ -12,19 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.models import access_token_roles
-from tests.factories import Factory
-from tests.test_tokens import (
-    TENANT_ACCESS,
-    USER_ACCESS,
-    World,
-    build_world,
-    create,
-    listed_ids,
-    stored,
-    use_strategy,
-    vendor_acting,
-    verified_claims,
-)
+from tests.factories import Factory, World, build_world, stored
+from tests.kinds import TENANT_ACCESS, USER_ACCESS
+from tests.steps import create, listed_ids, use_strategy, vendor_acting, verified_claims
 
 pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 

@@ -11,19 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.models import AuditEvent, credential_permissions, credential_roles
-from tests.factories import Factory
-from tests.test_tokens import (
-    CONFIG,
-    TENANT_API,
-    USER_API,
-    World,
-    assert_argon2id_hash_of,
-    build_world,
-    create,
-    listed_ids,
-    stored,
-    vendor_acting,
-)
+from tests.factories import Factory, World, build_world, stored
+from tests.kinds import TENANT_API, USER_API
+from tests.steps import CONFIG, assert_argon2id_hash_of, create, listed_ids, vendor_acting
 
 pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 

@@ -12,17 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.models import AuditEvent
-from tests.factories import Factory
-from tests.test_tokens import (
-    USER_ACCESS,
-    build_world,
-    create,
-    listed_ids,
-    stored,
-    use_strategy,
-    vendor_acting,
-    verified_claims,
-)
+from tests.factories import Factory, build_world, stored
+from tests.kinds import USER_ACCESS
+from tests.steps import create, listed_ids, use_strategy, vendor_acting, verified_claims
 
 pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 

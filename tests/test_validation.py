@@ -1,7 +1,4 @@
-"""POST /identity/resources/auth/v1/validate: which tokens are valid now, and who they speak for.
-
-Also home of the helpers the other validation and validity tests share.
-"""
+"""POST /identity/resources/auth/v1/validate: which tokens are valid now, and who they speak for."""
 
 from __future__ import annotations
 
@@ -10,8 +7,6 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,180 +20,31 @@ from freezegun import freeze_time
 from api.schemas.common import iso
 from api.state import Services
 from domain.clock import utcnow
-from domain.models import ClientCredential, Role, Tenant, User
+from domain.models import ClientCredential
 from domain.settings import Settings
 from domain.validity import ENTRY_TTL_SECONDS
-from tests.conftest import finish_jobs
-from tests.factories import Factory
+from tests.factories import READ, WRITE, Factory, build_scene
+from tests.steps import (
+    TENANT_ACCESS,
+    TENANT_API,
+    USER_ACCESS,
+    USER_API,
+    api_key,
+    bearer,
+    configure,
+    create_access_token,
+    create_credential,
+    credential_jwt,
+    delete_token,
+    finish_jobs,
+    validate,
+)
 
-pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
-
-VALIDATE = "/identity/resources/auth/v1/validate"
-CONFIG = "/identity/resources/configurations/v1"
-USER_ACCESS = "/identity/resources/users/access-tokens/v1"
-TENANT_ACCESS = "/identity/resources/tenants/access-tokens/v1"
-USER_API = "/identity/resources/users/api-tokens/v1"
-TENANT_API = "/identity/resources/tenants/api-tokens/v1"
-TENANT_API_V2 = "/identity/resources/tenants/api-tokens/v2"
-READ = "fe.secure.read.tenantApiTokens"
-WRITE = "fe.secure.write.tenantApiTokens"
-
-
-# --- shared helpers ---------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-async def fresh_validity_cache(services: Services) -> AsyncIterator[None]:
-    """Other tests change the database behind the cache's back (the truncation between tests):
-    start every validation test from an empty cache."""
-    await services.validity.forget_all()
-    yield
-    await services.validity.forget_all()
-
-
-@dataclass
-class Scene:
-    """A tenant with a reader and a user holding it, and a second tenant with its own user."""
-
-    tenant: Tenant
-    reader: Role
-    writer: Role
-    user: User
-    other_tenant: Tenant
-    other_user: User
-
-
-async def build_scene(factory: Factory) -> Scene:
-    tenant = await factory.tenant()
-    other_tenant = await factory.tenant(name="Other")
-    reader = await factory.role("reader", tenant_id=tenant.id, permission_keys=[READ])
-    writer = await factory.role("writer", tenant_id=tenant.id, permission_keys=[WRITE])
-    other_reader = await factory.role("reader", tenant_id=other_tenant.id, permission_keys=[READ])
-    return Scene(
-        tenant=tenant,
-        reader=reader,
-        writer=writer,
-        user=await factory.user(tenant.id, roles=[reader]),
-        other_tenant=other_tenant,
-        other_user=await factory.user(other_tenant.id, roles=[other_reader]),
-    )
-
-
-async def configure(client: httpx.AsyncClient, vendor: dict[str, str], **config: Any) -> None:
-    response = await client.post(CONFIG, headers=vendor, json=config)
-    assert response.status_code == 201, response.text
-
-
-async def create_access_token(
-    client: httpx.AsyncClient,
-    vendor: dict[str, str],
-    tenant_id: str,
-    *,
-    user_id: str | None = None,
-    role_ids: list[str] | None = None,
-    minutes: int | None = None,
-) -> dict[str, Any]:
-    """A user access token (user_id given) or a tenant access token, through the routes."""
-    await configure(client, vendor, machineToMachineAuthStrategy="AccessToken")
-    headers = {**vendor, "frontegg-tenant-id": tenant_id}
-    body: dict[str, Any] = {}
-    if minutes is not None:
-        body["expiresInMinutes"] = minutes
-    if user_id is not None:
-        headers["frontegg-user-id"] = user_id
-        path = USER_ACCESS
-    else:
-        path = TENANT_ACCESS
-        body["roleIds"] = role_ids or []
-    response = await client.post(path, headers=headers, json=body)
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    return created
-
-
-async def create_credential(
-    client: httpx.AsyncClient,
-    vendor: dict[str, str],
-    tenant_id: str,
-    *,
-    user_id: str | None = None,
-    role_ids: list[str] | None = None,
-    minutes: int | None = None,
-) -> dict[str, Any]:
-    """User client credentials (user_id given) or tenant ones, through the routes."""
-    await configure(client, vendor, machineToMachineAuthStrategy="ClientCredentials")
-    headers = {**vendor, "frontegg-tenant-id": tenant_id}
-    body: dict[str, Any] = {}
-    if minutes is not None:
-        body["expiresInMinutes"] = minutes
-    if user_id is not None:
-        headers["frontegg-user-id"] = user_id
-        path = USER_API
-    else:
-        path = TENANT_API_V2
-        body["roleIds"] = role_ids or []
-    response = await client.post(path, headers=headers, json=body)
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    return created
-
-
-def credential_jwt(
-    services: Services,
-    settings: Settings,
-    credential: dict[str, Any],
-    *,
-    tenant_id: str,
-    user_id: str | None = None,
-    roles: list[str] | None = None,
-    permissions: list[str] | None = None,
-    now: datetime | None = None,
-    lifetime: timedelta = timedelta(hours=1),
-) -> str:
-    """The JWT an exchange of this credential returns (SPEC section 5 claims)."""
-    issued = now or utcnow()
-    claims: dict[str, Any] = {
-        "type": "userApiToken" if user_id is not None else "tenantApiToken",
-        "sub": credential["clientId"],
-        "tenantId": tenant_id,
-        "roles": roles if roles is not None else ["reader"],
-        "permissions": permissions if permissions is not None else [READ],
-        "metadata": {},
-        "createdByUserId": user_id,
-        "iss": settings.issuer,
-        "iat": int(issued.timestamp()),
-        "exp": int((issued + lifetime).timestamp()),
-    }
-    if user_id is not None:
-        claims["userId"] = user_id
-    return str(services.signer.sign(claims))
-
-
-def api_key(token: str) -> dict[str, str]:
-    return {"X-API-KEY": token}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def validate(client: httpx.AsyncClient, headers: dict[str, str]) -> httpx.Response:
-    return await client.post(VALIDATE, headers=headers)
-
-
-async def delete_token(
-    client: httpx.AsyncClient,
-    vendor: dict[str, str],
-    path: str,
-    token_id: str,
-    tenant_id: str,
-    user_id: str | None = None,
-) -> None:
-    headers = {**vendor, "frontegg-tenant-id": tenant_id}
-    if user_id is not None:
-        headers["frontegg-user-id"] = user_id
-    response = await client.delete(f"{path}/{token_id}", headers=headers)
-    assert response.status_code == 200, response.text
+pytestmark = [
+    pytest.mark.both_backends,  # the same behaviour on serve and dev
+    # Other tests change the database behind the cache's back: start from an empty one.
+    pytest.mark.usefixtures("fresh_validity_cache"),
+]
 
 
 # --- access tokens ----------------------------------------------------------------------------

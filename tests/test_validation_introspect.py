@@ -12,20 +12,21 @@ from freezegun import freeze_time
 from api.state import Services
 from domain.clock import utcnow
 from domain.settings import Settings
-from tests.factories import Factory
-from tests.test_validation import (
-    READ,
+from tests.factories import READ, Factory, build_scene
+from tests.steps import (
     TENANT_ACCESS,
-    build_scene,
     configure,
     create_access_token,
     create_credential,
     credential_jwt,
     delete_token,
-    fresh_validity_cache,  # noqa: F401  (autouse)
 )
 
-pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
+pytestmark = [
+    pytest.mark.both_backends,  # the same behaviour on serve and dev
+    # Other tests change the database behind the cache's back: start from an empty one.
+    pytest.mark.usefixtures("fresh_validity_cache"),
+]
 
 INTROSPECT = "/oauth/introspect"
 

@@ -9,21 +9,14 @@ import pytest
 from freezegun import freeze_time
 
 from domain.clock import utcnow
-from tests.factories import Factory
-from tests.test_validation import (
-    READ,
-    TENANT_ACCESS,
-    USER_ACCESS,
-    WRITE,
-    Scene,
-    build_scene,
-    configure,
-    create_access_token,
-    delete_token,
-    fresh_validity_cache,  # noqa: F401  (autouse)
-)
+from tests.factories import READ, WRITE, Factory, Scene, build_scene
+from tests.steps import TENANT_ACCESS, USER_ACCESS, configure, create_access_token, delete_token
 
-pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
+pytestmark = [
+    pytest.mark.both_backends,  # the same behaviour on serve and dev
+    # Other tests change the database behind the cache's back: start from an empty one.
+    pytest.mark.usefixtures("fresh_validity_cache"),
+]
 
 VENDOR_USERS = "/identity/resources/vendor-only/users/access-tokens/v1"
 VENDOR_TENANTS = "/identity/resources/vendor-only/tenants/access-tokens/v1"

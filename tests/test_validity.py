@@ -1,154 +1,35 @@
-"""The validity cache: what a warm validation costs, and how an invalidation wins every race.
-
-Also home of the private-Redis fixtures the failure tests share: a `redis-server` of the test's
-own, on a free port, that a test may flush, pause or kill (never the shared one).
-"""
+"""The validity cache: what a warm validation costs, and how an invalidation wins every race."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-import redis
-from redis.asyncio import Redis
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import await_only
 
-from api.app import REDIS_TIMEOUT_SECONDS, create_app, start_services
 from api.state import Services
 from domain.clock import utcnow
 from domain.db import create_engine, create_session_factory
 from domain.settings import Settings
 from domain.validity import ACCESS_TOKEN_TYPES, CREDENTIAL_TYPES, ValidityCache
-from tests.conftest import free_port
-from tests.factories import Factory
-from tests.test_validation import (
+from tests.factories import Factory, build_scene
+from tests.processes import Stack, redis_client
+from tests.steps import (
     TENANT_ACCESS,
     TENANT_API,
-    build_scene,
     configure,
     create_access_token,
     create_credential,
     credential_jwt,
     delete_token,
-    fresh_validity_cache,  # noqa: F401  (autouse)
+    until,
 )
 
-# --- private Redis ----------------------------------------------------------------------------
-
-
-class PrivateRedis:
-    """A redis-server of this test's own, which it may flush, pause, kill and start again."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
-
-    def start(self) -> None:
-        self._process = subprocess.Popen(
-            [
-                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with self.client() as probe:
-                    probe.ping()
-                return
-            except redis.ConnectionError:
-                if self._process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server on {self.port} did not start") from None
-                time.sleep(0.01)  # waiting for a process to boot, not for a behaviour
-
-    def kill(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
-
-    def calls(self, command: str) -> int:
-        with self.client() as probe:
-            stats: dict[str, Any] = probe.info("commandstats")
-        return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
-
-    def get(self, prefix: str, key: str) -> bytes | None:
-        with self.client() as probe:
-            value: bytes | None = probe.get(f"{prefix}v:{key}")
-        return value
-
-
-@pytest.fixture(name="private_redis")
-def private_redis_fixture() -> Iterator[PrivateRedis]:
-    server = PrivateRedis()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
-@dataclass
-class Stack:
-    """One API process (its services, and a client over its app) using the private Redis."""
-
-    services: Services
-    client: httpx.AsyncClient
-    redis: PrivateRedis
-    settings: Settings
-
-
-@pytest.fixture(name="stack")
-async def stack_fixture(
-    private_redis: PrivateRedis, settings: Settings, engine: AsyncEngine
-) -> AsyncIterator[Stack]:
-    own = dataclasses.replace(settings, redis_url=private_redis.url)
-    services = await start_services(own)
-    await services.validity.start()
-    app = create_app(own)
-    app.state.services = services
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://m2m.test") as client:
-            await until(lambda: services.validity.listening, "the stack listens")
-            yield Stack(services=services, client=client, redis=private_redis, settings=own)
-    finally:
-        await services.close()
-
-
-async def until(condition: Any, what: str, *, within: float = 5.0) -> float:
-    """Poll `condition` until it holds; the seconds it took. Fails past `within`."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    while not condition():
-        if loop.time() - start > within:
-            raise AssertionError(f"not within {within} s: {what}")
-        await asyncio.sleep(0.001)  # yield to the listener; the deadline bounds the wait
-    return loop.time() - start
-
-
-def redis_client(url: str) -> Redis:
-    """A client configured as the API configures its own."""
-    return Redis.from_url(
-        url, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS
-    )
+pytestmark = pytest.mark.usefixtures("fresh_validity_cache")
 
 
 class QueryCounter:

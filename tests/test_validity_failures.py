@@ -18,24 +18,9 @@ from domain.db import create_engine, create_session_factory
 from domain.errors import Unauthenticated
 from domain.models import AccessToken
 from domain.validity import ACCESS_TOKEN_TYPES, ValidityCache
-from tests.conftest import free_port
-from tests.factories import Factory
-from tests.test_validation import (
-    TENANT_ACCESS,
-    VALIDATE,
-    build_scene,
-    configure,
-    create_access_token,
-    delete_token,
-)
-from tests.test_validity import (
-    PrivateRedis,
-    Stack,
-    private_redis_fixture,  # noqa: F401  (fixture)
-    redis_client,
-    stack_fixture,  # noqa: F401  (fixture)
-    until,
-)
+from tests.factories import Factory, build_scene
+from tests.processes import PrivateRedis, Stack, free_port, redis_client
+from tests.steps import TENANT_ACCESS, VALIDATE, configure, create_access_token, delete_token, until
 
 
 async def validate(stack: Stack, token: str) -> httpx.Response:

@@ -13,19 +13,22 @@ import pytest
 
 from api.state import Services
 from domain.settings import Settings
-from tests.conftest import running_server
-from tests.factories import Factory
-from tests.test_validation import (
+from tests.factories import Factory, build_scene
+from tests.processes import running_server
+from tests.steps import (
     CONFIG,
     TENANT_ACCESS,
     TENANT_API,
     TENANT_API_V2,
     USER_ACCESS,
     VALIDATE,
-    build_scene,
     credential_jwt,
-    fresh_validity_cache,  # noqa: F401  (autouse)
 )
+
+pytestmark = [
+    pytest.mark.processes,  # two `m2m serve` processes for the module
+    pytest.mark.usefixtures("fresh_validity_cache"),
+]
 
 PROMISE_SECONDS = 0.1
 

@@ -16,9 +16,9 @@ from standardwebhooks.webhooks import Webhook
 from api.state import Services
 from domain.models import AccessToken, User, WebhookDelivery
 from domain.webhooks import WebhooksNotConfigured, verify_signature
-from tests.conftest import WEBHOOK_SECRET, finish_jobs
-from tests.factories import Factory
-from tests.test_validation import api_key, build_scene, create_access_token, validate
+from tests.factories import Factory, build_scene
+from tests.steps import api_key, create_access_token, finish_jobs, validate
+from tests.suite import WEBHOOK_SECRET
 
 PATH = "/webhooks/users/deleted"
 

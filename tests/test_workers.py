@@ -25,9 +25,8 @@ from domain import jobs
 from domain.clock import utcnow
 from domain.models import AccessToken, ClientCredential, JobRun, User
 from domain.settings import Settings
-from tests.conftest import running_server, serve_environment
-from tests.factories import Factory
-from tests.test_jobs import add_access_token, add_credential, add_refresh_tokens
+from tests.factories import Factory, add_access_token, add_credential, add_refresh_tokens
+from tests.processes import running_server, serve_environment
 from workers.queue import CeleryJobQueue
 
 WAIT_SECONDS = 90
@@ -102,6 +101,7 @@ async def count(db: AsyncSession, statement: sa.Select[tuple[int]]) -> int:
     return int(await db.scalar(statement) or 0)
 
 
+@pytest.mark.processes
 async def test_a_worker_runs_an_enqueued_expiry_and_records_the_run(
     broker_settings: Settings,
     queue: CeleryJobQueue,
@@ -136,6 +136,7 @@ async def test_a_worker_runs_an_enqueued_expiry_and_records_the_run(
     assert '"job": "expire_tokens"' in log.read_text()  # structured logs name the job
 
 
+@pytest.mark.processes
 async def test_a_cascade_delivered_twice_changes_nothing_the_second_time(
     broker_settings: Settings,
     queue: CeleryJobQueue,
@@ -180,6 +181,7 @@ async def test_a_cascade_delivered_twice_changes_nothing_the_second_time(
     assert list(await db.scalars(sa.select(AccessToken.id))) == [kept]
 
 
+@pytest.mark.processes
 async def test_a_worker_killed_mid_cascade_leaves_the_task_to_be_redelivered_and_finished(
     broker_settings: Settings,
     queue: CeleryJobQueue,
@@ -243,6 +245,7 @@ async def test_a_worker_killed_mid_cascade_leaves_the_task_to_be_redelivered_and
     assert await db.get(ClientCredential, kept) is not None
 
 
+@pytest.mark.processes
 async def test_a_user_deleted_through_m2m_serve_is_cascaded_by_the_worker(
     broker_settings: Settings,
     factory: Factory,
