@@ -1,4 +1,4 @@
-"""What one API process holds for its lifetime: settings, engine, keys, cache and limits."""
+"""What one API process holds for its lifetime: settings, engine, keys, cache, limits, debounce."""
 
 from __future__ import annotations
 
