@@ -1,8 +1,8 @@
 """The four token kinds ({user, tenant} x {access token, client credentials}).
 
-Each kind is described once (`TokenKind`: its resource, strategy, model, id column, owner,
-not-found message, links and audit names) and read by one shared function each for scope,
-list, delete, audit and invalidation. Every Frontegg operation keeps a named entry point here
+Each kind is described once (`TokenKind`: its resource, whether it is a user's, what it may
+be given, and its `TokenRows`: model, id column, strategy, not-found message and audit names)
+and read by one shared function each for scope, list, delete, audit and invalidation. Every Frontegg operation keeps a named entry point here
 (`create_tenant_access_token`, `delete_user_client_credential`, ...) that calls the shared code.
 Creation stays per kind where the kinds differ: an argon2 secret or a signed JWT, grants only on
 tenant kinds, PATCH only on tenant credentials.
@@ -69,87 +69,78 @@ class Link:
 
 
 @dataclass(frozen=True)
-class TokenKind(Generic[M]):
-    """One of the four kinds, as the shared code reads it."""
+class TokenRows(Generic[M]):
+    """Where tokens are stored, as access tokens or as client credentials."""
 
-    name: Kind  # the token's `type` claim, and `kind` in its audit events
-    resource: Resource  # guarded by fe.secure.{read,write,delete}.<resource>
-    strategy: Strategy  # the machineToMachineAuthStrategy under which it may be created
     model: type[M]
     id_column: InstrumentedAttribute[str]
     tenant_column: InstrumentedAttribute[str]
     user_column: InstrumentedAttribute[str | None]
     created_column: InstrumentedAttribute[datetime]
-    per_user: bool  # a user's personal token, or the account's own
+    strategy: Strategy  # the machineToMachineAuthStrategy under which they may be created
     not_found: str  # with {id}
     audit_target: Literal["access_token", "client_credential"]
-    roles: Link | None = None
-    permissions: Link | None = None
 
     def id_of(self, token: M) -> str:
         value: str = getattr(token, self.id_column.key)
         return value
 
     def deleted(self, ids: Sequence[str]) -> AfterCommit:
-        """Tombstones for deleted tokens of this kind, written after the commit."""
-        if self.audit_target == "access_token":
+        """Tombstones for deleted tokens, written after the commit."""
+        if self.model is AccessToken:
             return AfterCommit().delete_tokens(access_token_ids=ids)
         return AfterCommit().delete_tokens(client_ids=ids)
 
 
-USER_CLIENT_CREDENTIALS: TokenKind[ClientCredential] = TokenKind(
-    name="userApiToken",
-    resource="userApiTokens",
-    strategy="ClientCredentials",
-    model=ClientCredential,
-    id_column=ClientCredential.client_id,
-    tenant_column=ClientCredential.tenant_id,
-    user_column=ClientCredential.user_id,
-    created_column=ClientCredential.created_at,
-    per_user=True,
-    not_found="Api token {id} not found",
-    audit_target="client_credential",
-)
-USER_ACCESS_TOKENS: TokenKind[AccessToken] = TokenKind(
-    name="userAccessToken",
-    resource="userApiTokens",
-    strategy="AccessToken",
+ACCESS_TOKEN_ROWS = TokenRows(
     model=AccessToken,
     id_column=AccessToken.id,
     tenant_column=AccessToken.tenant_id,
     user_column=AccessToken.user_id,
     created_column=AccessToken.created_at,
-    per_user=True,
+    strategy="AccessToken",
     not_found="Access token {id} not found",
     audit_target="access_token",
 )
-TENANT_CLIENT_CREDENTIALS: TokenKind[ClientCredential] = TokenKind(
-    name="tenantApiToken",
-    resource="tenantApiTokens",
-    strategy="ClientCredentials",
+CREDENTIAL_ROWS = TokenRows(
     model=ClientCredential,
     id_column=ClientCredential.client_id,
     tenant_column=ClientCredential.tenant_id,
     user_column=ClientCredential.user_id,
     created_column=ClientCredential.created_at,
-    per_user=False,
+    strategy="ClientCredentials",
     not_found="Api token {id} not found",
     audit_target="client_credential",
+)
+
+
+@dataclass(frozen=True)
+class TokenKind(Generic[M]):
+    """One of the four kinds, as the shared code reads it."""
+
+    name: Kind  # the token's `type` claim, and `kind` in its audit events
+    resource: Resource  # guarded by fe.secure.{read,write,delete}.<resource>
+    rows: TokenRows[M]
+    per_user: bool  # a user's personal token, or the account's own
+    roles: Link | None = None  # what it may be given: tenant kinds only
+    permissions: Link | None = None
+
+
+USER_CLIENT_CREDENTIALS = TokenKind("userApiToken", "userApiTokens", CREDENTIAL_ROWS, per_user=True)
+USER_ACCESS_TOKENS = TokenKind("userAccessToken", "userApiTokens", ACCESS_TOKEN_ROWS, per_user=True)
+TENANT_CLIENT_CREDENTIALS = TokenKind(
+    "tenantApiToken",
+    "tenantApiTokens",
+    CREDENTIAL_ROWS,
+    per_user=False,
     roles=Link(credential_roles, "client_id", "role_id"),
     permissions=Link(credential_permissions, "client_id", "permission_id"),
 )
-TENANT_ACCESS_TOKENS: TokenKind[AccessToken] = TokenKind(
-    name="tenantAccessToken",
-    resource="tenantApiTokens",
-    strategy="AccessToken",
-    model=AccessToken,
-    id_column=AccessToken.id,
-    tenant_column=AccessToken.tenant_id,
-    user_column=AccessToken.user_id,
-    created_column=AccessToken.created_at,
+TENANT_ACCESS_TOKENS = TokenKind(
+    "tenantAccessToken",
+    "tenantApiTokens",
+    ACCESS_TOKEN_ROWS,
     per_user=False,
-    not_found="Access token {id} not found",
-    audit_target="access_token",
     roles=Link(access_token_roles, "token_id", "role_id"),
 )
 
@@ -244,11 +235,11 @@ async def _acting_tenant_and_user(
 def _owned(kind: TokenKind[Any], scope: Scope) -> list[sa.ColumnElement[bool]]:
     """Tokens of this kind owned in the scope: one user's, or the account's own; nobody else's."""
     owner = (
-        kind.user_column == scope.owner_user_id
+        kind.rows.user_column == scope.owner_user_id
         if scope.owner_user_id is not None
-        else kind.user_column.is_(None)
+        else kind.rows.user_column.is_(None)
     )
-    return [kind.tenant_column == scope.tenant_id, owner]
+    return [kind.rows.tenant_column == scope.tenant_id, owner]
 
 
 def _record(
@@ -267,7 +258,7 @@ def _record(
         session,
         caller,
         f"token.{verb}",
-        target_type=kind.audit_target,
+        target_type=kind.rows.audit_target,
         target_id=token_id,
         now=now,
         tenant_id=scope.tenant_id,
@@ -283,7 +274,9 @@ async def _list(
     owned = _owned(kind, scope)
     rows = list(
         await session.scalars(
-            sa.select(kind.model).where(*owned).order_by(kind.created_column, kind.id_column)
+            sa.select(kind.rows.model)
+            .where(*owned)
+            .order_by(kind.rows.created_column, kind.rows.id_column)
         )
     )
     roles = await _linked_ids(session, kind, kind.roles, owned)
@@ -291,8 +284,8 @@ async def _list(
     return [
         TokenView(
             token=row,
-            role_ids=roles.get(kind.id_of(row), []),
-            permission_ids=permissions.get(kind.id_of(row), []),
+            role_ids=roles.get(kind.rows.id_of(row), []),
+            permission_ids=permissions.get(kind.rows.id_of(row), []),
         )
         for row in rows
     ]
@@ -310,15 +303,15 @@ async def _delete(
     at once and on every process within the validity cache's bound."""
     scope = await _scope(session, caller, acting, kind, "delete")
     deleted = await session.scalar(
-        sa.delete(kind.model)
-        .where(kind.id_column == token_id, *_owned(kind, scope))
-        .returning(kind.id_column)
+        sa.delete(kind.rows.model)
+        .where(kind.rows.id_column == token_id, *_owned(kind, scope))
+        .returning(kind.rows.id_column)
     )
     if deleted is None:
-        raise NotFound(kind.not_found.format(id=token_id))
+        raise NotFound(kind.rows.not_found.format(id=token_id))
     _record(session, caller, "deleted", kind, token_id, scope, now)
     await session.flush()
-    return kind.deleted([token_id])
+    return kind.rows.deleted([token_id])
 
 
 # --- creation: the rules shared by the kinds ---------------------------------------------------
@@ -335,7 +328,7 @@ async def _start_creation(
     """The scope of a new token and when it expires, once the caller may write the kind and the
     environment allows creating it."""
     scope = await _scope(session, caller, acting, kind, "write")
-    require_creation_allowed(await get_environment(session), kind.strategy)
+    require_creation_allowed(await get_environment(session), kind.rows.strategy)
     return scope, _expiry(now, expires_in_minutes)
 
 
@@ -419,7 +412,7 @@ def _sign_access_token(signer: Signer, issuer: str, token: AccessToken) -> str:
 
 async def _give(session: AsyncSession, kind: TokenKind[M], token: M, grant: Grant) -> TokenView[M]:
     """Link the token to the roles and permissions of `grant`."""
-    token_id = kind.id_of(token)
+    token_id = kind.rows.id_of(token)
     for link, ids in (
         (kind.roles, [r.id for r in grant.roles]),
         (kind.permissions, [p.id for p in grant.permissions]),
@@ -588,7 +581,7 @@ async def update_tenant_client_credential(
         .with_for_update()
     )
     if credential is None:
-        raise NotFound(kind.not_found.format(id=client_id))
+        raise NotFound(kind.rows.not_found.format(id=client_id))
     changed: list[str] = []
     if change.description is not None:
         credential.description = change.description
@@ -682,10 +675,10 @@ async def delete_tenant_access_token(
 
 async def _view(session: AsyncSession, kind: TokenKind[M], token: M) -> TokenView[M]:
     """One token with what it was given."""
-    where = [kind.id_column == kind.id_of(token)]
+    where = [kind.rows.id_column == kind.rows.id_of(token)]
     roles = await _linked_ids(session, kind, kind.roles, where)
     permissions = await _linked_ids(session, kind, kind.permissions, where)
-    token_id = kind.id_of(token)
+    token_id = kind.rows.id_of(token)
     return TokenView(
         token=token,
         role_ids=roles.get(token_id, []),
@@ -703,7 +696,9 @@ async def _linked_ids(
     if link is None:
         return {}
     pairs = link.pairs()
-    pairs = pairs.join(kind.model, kind.id_column == link.table.c[link.token_column]).where(*where)
+    pairs = pairs.join(
+        kind.rows.model, kind.rows.id_column == link.table.c[link.token_column]
+    ).where(*where)
     linked: dict[str, list[str]] = {}
     for token_id, linked_id in await session.execute(pairs.order_by(*pairs.selected_columns)):
         linked.setdefault(token_id, []).append(linked_id)
