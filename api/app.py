@@ -165,7 +165,7 @@ def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Lites
         *webhooks.ROUTES,
         *ops.ROUTES,
     ]
-    return Litestar(
+    app = Litestar(
         route_handlers=route_handlers,
         lifespan=[lifespan],
         dependencies={
@@ -178,7 +178,11 @@ def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Lites
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,
         debug=False,
+        # The process's logging is configured once, by `m2m` (domain/logs.py): Litestar's own
+        # configuration would replace the root handler with one of a plain-text format.
+        logging_config=None,
     )
+    return app
 
 
 def create_app_from_environment() -> Litestar:
