@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from api.dependencies import provide_db_session, provide_now, provide_services
 from api.errors import EXCEPTION_HANDLERS
 from api.metrics import count_requests
+from api.request_ids import with_request_ids
 from api.routes import (
     configuration,
     directory,
@@ -182,6 +183,8 @@ def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Lites
         # configuration would replace the root handler with one of a plain-text format.
         logging_config=None,
     )
+    # Route middleware never sees the answers the router gives itself (404, 405).
+    app.asgi_handler = with_request_ids(app.asgi_handler)
     return app
 
 
