@@ -25,10 +25,12 @@ from domain.jobs import current_job, current_run
 # meanwhile, by any module, carries it.
 current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
 
-# Attributes every LogRecord has; anything else was passed in `extra` and is logged as a field.
+# Attributes every LogRecord has; anything else was passed in `extra` and is logged as a field
+# (but uvicorn's copy of the message with terminal colours).
 _STANDARD: Final = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
     "asctime",
+    "color_message",
 }
 
 # What the standard traceback prints between two chained exceptions.

@@ -403,6 +403,7 @@ def test_m2m_serve_writes_uvicorn_lines_as_json_with_the_request_id_and_no_query
     assert access["logger"] == "uvicorn.access"
     assert (access["method"], access["path"], access["status"]) == ("GET", LIVE, 200)
     assert "query-secret" not in text
+    assert "\\u001b" not in text  # no copy of a line with terminal colours
 
 
 def test_m2m_dev_on_a_terminal_writes_readable_lines(tmp_path: Path) -> None:
