@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from api.dependencies import provide_acting, provide_db_session, provide_now, provide_services
 from api.errors import EXCEPTION_HANDLERS
 from api.metrics import count_requests
+from api.request_ids import with_request_ids
 from api.routes import (
     configuration,
     directory,
@@ -165,7 +166,7 @@ def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Lites
         *webhooks.ROUTES,
         *ops.ROUTES,
     ]
-    return Litestar(
+    app = Litestar(
         route_handlers=route_handlers,
         lifespan=[lifespan],
         dependencies={
@@ -179,7 +180,13 @@ def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Lites
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,
         debug=False,
+        # The process's logging is configured once, by `m2m` (domain/logs.py): Litestar's own
+        # configuration would replace the root handler with one of a plain-text format.
+        logging_config=None,
     )
+    # Route middleware never sees the answers the router gives itself (404, 405).
+    app.asgi_handler = with_request_ids(app.asgi_handler)
+    return app
 
 
 def create_app_from_environment() -> Litestar:

@@ -62,12 +62,21 @@ def _preflight(settings: Settings) -> None:
         _fail(f"the database named by M2M_DATABASE_URL refused: {error.orig}")
 
 
-def run_uvicorn(app: str | Callable[[], Any], *, host: str, port: int, workers: int) -> None:
-    """uvicorn.run with the service's options, keeping TCP_NODELAY with several workers."""
+def run_uvicorn(
+    app: str | Callable[[], Any],
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    readable_logs: bool = False,
+) -> None:
+    """uvicorn.run with the service's options, keeping TCP_NODELAY with several workers; its
+    own lines (startup, access, errors) in the service's log format."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
     from api.listener import shared_listener
+    from domain.logs import log_config
 
     config = uvicorn.Config(
         app,
@@ -78,6 +87,7 @@ def run_uvicorn(app: str | Callable[[], Any], *, host: str, port: int, workers: 
         proxy_headers=True,
         server_header=False,
         log_level="info",
+        log_config=log_config(readable=readable_logs),
     )
     if workers == 1:
         server = uvicorn.Server(config)
@@ -106,9 +116,12 @@ def main() -> None:
 @click.option("--migrate", "migrate_first", is_flag=True, help="Migrate the database first.")
 def serve(host: str, port: int, workers: int, migrate_first: bool) -> None:
     """Run the API (uvicorn) against PostgreSQL and Redis."""
+    from domain.logs import configure_logging
+
     settings = _settings("serve")
     if migrate_first:
         _migrate(settings)
+    configure_logging()
     _preflight(settings)
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # /metrics sums the counters of every worker process through this directory.
@@ -132,6 +145,7 @@ def dev(port: int, data_dir: Path) -> None:
 
     from api.app import create_app
     from api.dev import DataDirectoryError, banner, open_data_directory
+    from domain.logs import configure_logging
 
     try:
         environment = open_data_directory(data_dir)
@@ -143,8 +157,17 @@ def dev(port: int, data_dir: Path) -> None:
         _fail(f"configuration error: {error}")
     click.echo(banner(environment, settings, port=port))
     _migrate_dev(settings)
+    # Readable lines for a person at a terminal; JSON when stderr goes to a file or a collector.
+    readable = sys.stderr.isatty()
+    configure_logging(readable=readable)
     _preflight(settings)
-    run_uvicorn(partial(create_app, settings), host="127.0.0.1", port=port, workers=1)
+    run_uvicorn(
+        partial(create_app, settings),
+        host="127.0.0.1",
+        port=port,
+        workers=1,
+        readable_logs=readable,
+    )
     os.close(lock)
 
 

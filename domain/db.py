@@ -19,7 +19,11 @@ SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 
 
 def create_engine(database_url: str, *, pooled: bool = True) -> AsyncEngine:
-    """An engine for one event loop. `pooled=False` suits short-lived loops (Celery tasks)."""
+    """An engine for one event loop. `pooled=False` suits short-lived loops (Celery tasks).
+
+    Its errors and log lines never show the values bound to a statement (`hide_parameters`):
+    they include hashes of tokens, and of what the caller presented as one.
+    """
     kwargs: dict[str, Any] = {}
     if database_url.startswith("sqlite"):
         return _create_sqlite_engine(database_url, pooled=pooled)
@@ -31,7 +35,7 @@ def create_engine(database_url: str, *, pooled: bool = True) -> AsyncEngine:
         kwargs.update(pool_size=10, max_overflow=10, pool_timeout=5, pool_recycle=1800)
     else:
         kwargs["poolclass"] = NullPool
-    return create_async_engine(database_url, **kwargs)
+    return create_async_engine(database_url, hide_parameters=True, **kwargs)
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
@@ -55,7 +59,7 @@ def _create_sqlite_engine(database_url: str, *, pooled: bool) -> AsyncEngine:
     kwargs: dict[str, Any] = (
         {"pool_size": 5, "max_overflow": -1} if pooled else {"poolclass": NullPool}
     )
-    engine = create_async_engine(database_url, **kwargs)
+    engine = create_async_engine(database_url, hide_parameters=True, **kwargs)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

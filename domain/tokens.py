@@ -2,8 +2,9 @@
 
 Each kind is described once (`TokenKind`: its resource, whether it is a user's, what it may
 be given, and its `TokenRows`: model, id column, strategy, not-found message and audit names)
-and read by one shared function each for scope, list, delete, audit and invalidation. Every Frontegg operation keeps a named entry point here
-(`create_tenant_access_token`, `delete_user_client_credential`, ...) that calls the shared code.
+and read by one shared function each for scope, list, delete, audit and invalidation. Every
+Frontegg operation keeps a named entry point here (`create_tenant_access_token`,
+`delete_user_client_credential`, ...) that calls the shared code.
 Creation stays per kind where the kinds differ: an argon2 secret or a signed JWT, grants only on
 tenant kinds, PATCH only on tenant credentials.
 """

@@ -8,8 +8,8 @@ from celery import Celery
 from celery.signals import setup_logging
 
 from domain.jobs import SCHEDULES
+from domain.logs import configure_logging
 from domain.settings import Settings
-from workers.logs import configure_json_logging
 
 TASK_PREFIX = "m2m."
 
@@ -83,4 +83,4 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
 @setup_logging.connect
 def _json_logs(**_: Any) -> None:
     """Workers and beat log one JSON object per line, with the job and run id of each record."""
-    configure_json_logging()
+    configure_logging()

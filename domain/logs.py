@@ -1,0 +1,163 @@
+"""The log format of every process (API, worker, beat): one JSON object per line, or a readable
+line for `m2m dev` on a terminal, carrying the request id or the job and run id of each line.
+
+The standard library's logging, with one formatter, rather than structlog: uvicorn, Celery,
+SQLAlchemy and Litestar all log through it, so one formatter on the root handler formats every
+line of the process, theirs included, with no second pipeline and no extra dependency.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import traceback
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Final
+
+from sqlalchemy.exc import DBAPIError
+
+from domain.job_runs import current_job, current_run
+
+# The request being answered, set by the API for the whole of its handling: every line logged
+# meanwhile, by any module, carries it.
+current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
+
+# Attributes every LogRecord has; anything else was passed in `extra` and is logged as a field
+# (but uvicorn's copy of the message with terminal colours).
+_STANDARD: Final = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
+
+# What the standard traceback prints between two chained exceptions.
+_CAUSE: Final = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT: Final = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    """What a line says besides its time, level, logger and message: the request or job it
+    belongs to, and the record's `extra` fields."""
+    fields: dict[str, Any] = {}
+    request_id = current_request_id.get()
+    if request_id is not None:
+        fields["request_id"] = request_id
+    job = current_job.get()
+    if job is not None:
+        fields["job"] = job
+        fields["run_id"] = current_run.get()
+    for key, value in vars(record).items():
+        if key not in _STANDARD and not key.startswith("_"):
+            fields[key] = value
+    return fields
+
+
+def exception_text(exc_info: ExcInfo) -> str:
+    """The traceback, down to the first database error and not below it: the driver's own
+    error chained beneath repeats values of the statement (PostgreSQL's "DETAIL: Key (...)=(...)
+    already exists"), which SQLAlchemy's error leaves out (its parameters are hidden)."""
+    error = exc_info[1]
+    if error is None:
+        return ""
+    blocks: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = "".join(
+            traceback.format_exception(type(current), current, current.__traceback__, chain=False)
+        )
+        following: BaseException | None = None
+        if not isinstance(current, DBAPIError):
+            if current.__cause__ is not None:
+                following = current.__cause__
+                text = _CAUSE + text
+            elif current.__context__ is not None and not current.__suppress_context__:
+                following = current.__context__
+                text = _CONTEXT + text
+        blocks.append(text)
+        current = following
+    return "".join(reversed(blocks)).rstrip("\n")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, then the context fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(_fields(record))
+        if record.exc_info:
+            entry["error"] = exception_text(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class ReadableFormatter(logging.Formatter):
+    """A line for a person at a terminal (`m2m dev`): the same content as the JSON one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        line = f"{moment} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        fields = _fields(record)
+        if fields:
+            line += "  [" + " ".join(f"{key}={value}" for key, value in fields.items()) + "]"
+        if record.exc_info:
+            line += "\n" + exception_text(record.exc_info)
+        return line
+
+
+class AccessLineFields(logging.Filter):
+    """uvicorn's access lines: the path without its query string (a client may put a token
+    there, whatever the routes accept), and the method, path and status as fields."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5:
+            client, method, target, version, status = args
+            path = str(target).partition("?")[0]
+            record.args = (client, method, path, version, status)
+            record.method = method
+            record.path = path
+            record.status = status
+        return True
+
+
+def log_config(*, readable: bool = False) -> dict[str, Any]:
+    """The logging configuration of a process (uvicorn takes it as its `log_config`): every
+    line through one handler on stderr, JSON unless `readable`."""
+    formatter = ReadableFormatter if readable else JsonFormatter
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"m2m": {"()": formatter}},
+        "filters": {"access": {"()": AccessLineFields}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "m2m",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        # uvicorn's loggers lose the handlers of its own configuration: their lines leave
+        # through the root's handler, like every other line.
+        "loggers": {
+            "uvicorn": {"handlers": [], "propagate": True},
+            "uvicorn.error": {"handlers": [], "propagate": True},
+            "uvicorn.access": {"handlers": [], "propagate": True, "filters": ["access"]},
+        },
+        "root": {"handlers": ["stderr"], "level": "INFO"},
+    }
+
+
+def configure_logging(*, readable: bool = False) -> None:
+    """Give this process the service's log format, before anything logs."""
+    logging.config.dictConfig(log_config(readable=readable))
