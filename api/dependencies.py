@@ -41,7 +41,13 @@ def provide_now() -> datetime:
     return utcnow()
 
 
-def provide_acting(tenant_id: OptionalTenantHeader, user_id: OptionalUserHeader) -> Acting:
+def provide_acting(
+    caller: CallerDep, tenant_id: OptionalTenantHeader, user_id: OptionalUserHeader
+) -> Acting:
     """The tenant and user a vendor names in frontegg-tenant-id / frontegg-user-id (an end
-    user's own session decides for it; the domain ignores what it names)."""
+    user's own session decides for it; the domain ignores what it names).
+
+    It takes the caller so that it runs after authentication: a request without valid
+    credentials is answered 401 whatever its headers hold.
+    """
     return Acting(tenant_id, user_id)

@@ -49,7 +49,7 @@ OAUTH_CODES: list[tuple[type[DomainError], int, str]] = [
 ]
 BASIC_CHALLENGE = 'Basic realm="m2m-tokens", charset="UTF-8"'
 # Responses that carry (or would have carried) a token are never cached, errors included.
-NO_STORE = "no-store"
+CACHE_CONTROL_NO_STORE = "no-store"
 
 
 def error_response(
@@ -130,7 +130,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
 def handle_token_route_error(request: Request[Any, Any, Any], error: DomainError) -> Response[Any]:
     """Frontegg's exchange and refresh: the house shape, never cached."""
     response = handle_domain_error(request, error)
-    response.headers["Cache-Control"] = NO_STORE
+    response.headers["Cache-Control"] = CACHE_CONTROL_NO_STORE
     return response
 
 
@@ -149,7 +149,7 @@ def _oauth_response(
     headers: dict[str, str],
 ) -> Response[Any]:
     """Both shapes in one body, so a Frontegg client and an OAuth library each find theirs."""
-    headers = {"Cache-Control": NO_STORE, "Pragma": "no-cache", **headers}
+    headers = {"Cache-Control": CACHE_CONTROL_NO_STORE, "Pragma": "no-cache", **headers}
     if status == 401 and uses_basic(request):
         headers["WWW-Authenticate"] = BASIC_CHALLENGE
     body = {"error": code, "error_description": message, "errors": [message]}

@@ -7,7 +7,7 @@ from typing import Any
 from litestar import Request
 from litestar.di import Provide
 
-from api.dependencies import ServicesDep, SessionDep
+from api.dependencies import ServicesDep, SessionDep, provide_acting
 from domain.auth import VENDOR, Caller
 from domain.errors import Forbidden, Unauthenticated
 from domain.grants import permissions_of
@@ -58,4 +58,8 @@ async def provide_caller(
 
 
 VENDOR_ONLY = {"vendor": Provide(provide_vendor)}
-CALLER = {"caller": Provide(provide_caller)}
+# The caller, and (for the token routes) the tenant and user it names in the frontegg-* headers.
+CALLER = {
+    "caller": Provide(provide_caller),
+    "acting": Provide(provide_acting, sync_to_thread=False),
+}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,12 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.db import database_unreachable, upsert_insert
 from domain.errors import Unavailable
 from domain.jobs import JOBS, SCHEDULES, Counts, JobContext
+from domain.logs import current_job, current_run
 from domain.models import JobRun, JobStat
 
 logger = logging.getLogger("m2m.jobs")
-
-current_job: ContextVar[str | None] = ContextVar("current_job", default=None)
-current_run: ContextVar[str | None] = ContextVar("current_run", default=None)
 
 
 async def run_job(

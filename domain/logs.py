@@ -19,11 +19,12 @@ from typing import Any, Final
 
 from sqlalchemy.exc import DBAPIError
 
-from domain.job_runs import current_job, current_run
-
 # The request being answered, set by the API for the whole of its handling: every line logged
 # meanwhile, by any module, carries it.
 current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
+# The job run a line belongs to: set by domain.job_runs.run_job.
+current_job: ContextVar[str | None] = ContextVar("current_job", default=None)
+current_run: ContextVar[str | None] = ContextVar("current_run", default=None)
 
 # Attributes every LogRecord has; anything else was passed in `extra` and is logged as a field
 # (but uvicorn's copy of the message with terminal colours).

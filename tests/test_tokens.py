@@ -108,6 +108,23 @@ async def test_vendor_must_name_the_tenant(
         assert "frontegg-tenant-id" in response.json()["errors"][0]
 
 
+@by_kind
+async def test_without_credentials_the_answer_is_401_whatever_the_headers_name(
+    client: httpx.AsyncClient, kind: Kind
+) -> None:
+    """Authentication comes first: malformed frontegg-* headers do not turn a request that has
+    no valid token into a 400."""
+    headers = {"frontegg-tenant-id": "t" * 300, "frontegg-user-id": "u" * 300}
+    for response in (
+        await client.post(kind.creates, headers=headers, json={}),
+        await client.get(kind.path, headers=headers),
+        await client.delete(kind.item("x"), headers=headers),
+        await client.get(kind.path, headers={**headers, "Authorization": "Bearer forged"}),
+    ):
+        assert response.status_code == 401
+        assert "token" in response.json()["errors"][0].lower()
+
+
 @pytest.mark.parametrize("kind", [USER_API, USER_ACCESS], ids=lambda kind: kind.name)
 async def test_vendor_must_name_the_user_on_user_routes(
     client: httpx.AsyncClient,

@@ -30,7 +30,6 @@ from api.schemas.exchange import (
 from api.state import Services
 from api.transaction import commit
 from domain import exchange
-from domain.after_commit import AfterCommit
 from domain.exchange import ClientSecret, InvalidClient, TokenPair, UnsupportedGrantType
 from domain.jobs import PRUNE_REFRESH_TOKENS
 
@@ -74,11 +73,11 @@ async def _exchange(
         address=client_address(request),
         now=now,
     )
-    after = AfterCommit()
-    # A busy credential need not be pruned on every exchange.
+    await commit(db_session, services)
+    # A busy credential need not be pruned on every exchange. Asked only once the exchange has
+    # committed, so that a failed one does not spend the credential's window.
     if services.prune_debounce.due(presented.client_id, time.monotonic()):
-        after.enqueue(PRUNE_REFRESH_TOKENS, client_id=presented.client_id)
-    await commit(db_session, services, after)
+        await services.jobs.enqueue(PRUNE_REFRESH_TOKENS, client_id=presented.client_id)
     return pair
 
 
