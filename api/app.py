@@ -30,6 +30,7 @@ from api.routes import (
     webhooks,
     wellknown,
 )
+from api.security_headers import with_security_headers
 from api.state import Services
 from domain.auth import EndUserVerifier, VendorAuthenticator
 from domain.clock import utcnow
@@ -186,6 +187,7 @@ def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Lites
     )
     # Route middleware never sees the answers the router gives itself (404, 405).
     app.asgi_handler = with_request_ids(app.asgi_handler)
+    app.asgi_handler = with_security_headers(app.asgi_handler, settings.embed_origins)
     return app
 
 
