@@ -73,6 +73,8 @@ class Settings:
     broker_visibility_timeout: int = 300
     # `m2m dev`: one process, SQLite, no Redis or broker; cache, limits and jobs in memory.
     embedded: bool = False
+    # /metrics without the vendor token (for a scraper that cannot renew one).
+    metrics_public: bool = False
     # Origins (scheme://host[:port], lower case) of the vendor's pages that may embed ours.
     embed_origins: tuple[str, ...] = ()
 
@@ -148,6 +150,7 @@ def load_settings(
             "M2M_BROKER_VISIBILITY_TIMEOUT", 300, low=1, high=86_400
         ),
         embedded=mode == "dev",
+        metrics_public=reader.boolean("M2M_METRICS_PUBLIC", default=False),
         embed_origins=reader.origins("M2M_EMBED_ORIGINS"),
     )
     if settings.user_jwt_public_key and settings.user_jwt_jwks_url:

@@ -159,3 +159,12 @@ def test_embed_origins_are_read_as_a_browser_writes_them() -> None:
         "http://localhost:3000",
         "https://[::1]:8443",
     )
+
+
+def test_metrics_are_private_unless_m2m_metrics_public_says_true() -> None:
+    assert load_settings(VALID).metrics_public is False
+    assert load_settings({**VALID, "M2M_METRICS_PUBLIC": "true"}).metrics_public is True
+    assert load_settings({**VALID, "M2M_METRICS_PUBLIC": "FALSE"}).metrics_public is False
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**VALID, "M2M_METRICS_PUBLIC": "sometimes"})
+    assert str(caught.value) == "M2M_METRICS_PUBLIC: must be true or false, got 'sometimes'"
