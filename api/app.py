@@ -67,15 +67,7 @@ async def start_services(settings: Settings) -> Services:
             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
         )
     )
-    end_users = (
-        EndUserVerifier(
-            public_key_pem=settings.user_jwt_public_key,
-            jwks_url=settings.user_jwt_jwks_url,
-            issuer=settings.user_jwt_issuer,
-        )
-        if settings.self_service_enabled
-        else None
-    )
+    end_users = EndUserVerifier.from_settings(settings)
     validity = ValidityCache(redis=redis, sessions=sessions, prefix=settings.redis_prefix)
     return Services(
         settings=settings,

@@ -73,6 +73,7 @@ class Settings:
     broker_visibility_timeout: int = 300
     # `m2m dev`: one process, SQLite, no Redis or broker; cache, limits and jobs in memory.
     embedded: bool = False
+    user_jwt_audience: str | None = None
     # /metrics without the vendor token (for a scraper that cannot renew one).
     metrics_public: bool = False
     # Origins (scheme://host[:port], lower case) of the vendor's pages that may embed ours.
@@ -150,6 +151,7 @@ def load_settings(
             "M2M_BROKER_VISIBILITY_TIMEOUT", 300, low=1, high=86_400
         ),
         embedded=mode == "dev",
+        user_jwt_audience=reader.optional("M2M_USER_JWT_AUDIENCE"),
         metrics_public=reader.boolean("M2M_METRICS_PUBLIC", default=False),
         embed_origins=reader.origins("M2M_EMBED_ORIGINS"),
     )
