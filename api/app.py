@@ -30,6 +30,7 @@ from api.routes import (
     webhooks,
     wellknown,
 )
+from api.security_headers import with_security_headers
 from api.state import Services
 from domain.auth import EndUserVerifier, VendorAuthenticator
 from domain.clock import utcnow
@@ -66,15 +67,7 @@ async def start_services(settings: Settings) -> Services:
             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
         )
     )
-    end_users = (
-        EndUserVerifier(
-            public_key_pem=settings.user_jwt_public_key,
-            jwks_url=settings.user_jwt_jwks_url,
-            issuer=settings.user_jwt_issuer,
-        )
-        if settings.self_service_enabled
-        else None
-    )
+    end_users = EndUserVerifier.from_settings(settings)
     validity = ValidityCache(redis=redis, sessions=sessions, prefix=settings.redis_prefix)
     return Services(
         settings=settings,
@@ -185,6 +178,7 @@ def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Lites
     )
     # Route middleware never sees the answers the router gives itself (404, 405).
     app.asgi_handler = with_request_ids(app.asgi_handler)
+    app.asgi_handler = with_security_headers(app.asgi_handler, settings.embed_origins)
     return app
 
 

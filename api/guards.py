@@ -34,6 +34,15 @@ async def provide_vendor(request: Request[Any, Any, Any], services: ServicesDep)
     return VENDOR
 
 
+async def provide_metrics_reader(request: Request[Any, Any, Any], services: ServicesDep) -> bool:
+    """The vendor passes; anyone does when M2M_METRICS_PUBLIC is true (the figures show the
+    service's traffic and its jobs' health, nothing of any token)."""
+    if services.settings.metrics_public:
+        return True
+    await provide_vendor(request, services)
+    return True
+
+
 async def provide_caller(
     request: Request[Any, Any, Any], services: ServicesDep, db_session: SessionDep
 ) -> Caller:
@@ -63,3 +72,4 @@ CALLER = {
     "caller": Provide(provide_caller),
     "acting": Provide(provide_acting, sync_to_thread=False),
 }
+METRICS_READER = {"metrics_reader": Provide(provide_metrics_reader)}

@@ -6,17 +6,24 @@ import asyncio
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import jwt
 
 from domain.errors import Forbidden, Unauthenticated
 from domain.keys import MasterKey
 from domain.secrets import equal
+from domain.settings import Settings
 
 VENDOR_TOKEN_SECONDS = 3600
 VENDOR_TOKEN_TYPE = "vendor"
 END_USER_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"]
+# Clock skew allowed between the IdP and this service on `exp`, `nbf` and `iat`.
+END_USER_LEEWAY_SECONDS = 30
+JWKS_CACHE_SECONDS = 300
+JWKS_REFRESH_COOLDOWN_SECONDS = 30
+# The longest user or tenant id (as the directory's columns).
+MAX_ID_LENGTH = 255
 
 
 @dataclass(frozen=True)
@@ -91,14 +98,57 @@ class EndUserIdentity:
 
 
 class EndUserVerifier:
-    """Verifies session JWTs of the vendor's own identity provider (self-service)."""
+    """Verifies session JWTs of the vendor's own identity provider (self-service).
+
+    A session is accepted when its signature is the IdP's, its `exp` has not passed (and `nbf`
+    and `iat`, when present, are not in the future), up to END_USER_LEEWAY_SECONDS of clock
+    skew; its `iss` is M2M_USER_JWT_ISSUER and its `aud` names M2M_USER_JWT_AUDIENCE, each when
+    set; and its `sub` (the user) and `tenantId` (the tenant) are ids: strings of 1 to
+    MAX_ID_LENGTH characters without NUL. No other claim is read.
+    """
 
     def __init__(
-        self, *, public_key_pem: str | None, jwks_url: str | None, issuer: str | None
+        self,
+        *,
+        public_key_pem: str | None,
+        jwks_url: str | None,
+        issuer: str | None,
+        audience: str | None = None,
     ) -> None:
         self._public_key_pem = public_key_pem
-        self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True) if jwks_url else None
+        # Every kid the cached key set does not hold makes PyJWKClient fetch the set again, at
+        # most once per cooldown: a flood of made-up kids costs the IdP one fetch per cooldown,
+        # and a key the IdP rotated in is found at the latest one cooldown after its first use.
+        # No per-kid cache: a key the IdP withdrew stops working when the cached set expires.
+        self._jwks = (
+            jwt.PyJWKClient(
+                jwks_url,
+                lifespan=JWKS_CACHE_SECONDS,
+                cooldown_duration=JWKS_REFRESH_COOLDOWN_SECONDS,
+            )
+            if jwks_url
+            else None
+        )
         self._issuer = issuer
+        self._audience = audience
+        self._required = [
+            "exp",
+            "sub",
+            *(["iss"] if issuer else []),
+            *(["aud"] if audience else []),
+        ]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EndUserVerifier | None:
+        """The verifier the settings describe; None when self-service is off."""
+        if not settings.self_service_enabled:
+            return None
+        return cls(
+            public_key_pem=settings.user_jwt_public_key,
+            jwks_url=settings.user_jwt_jwks_url,
+            issuer=settings.user_jwt_issuer,
+            audience=settings.user_jwt_audience,
+        )
 
     async def verify(self, token: str) -> EndUserIdentity:
         try:
@@ -108,12 +158,16 @@ class EndUserVerifier:
                 key,
                 algorithms=END_USER_ALGORITHMS,
                 issuer=self._issuer,
-                options={"require": ["exp", "sub"], "verify_aud": False},
+                audience=self._audience,
+                leeway=END_USER_LEEWAY_SECONDS,
+                # Without M2M_USER_JWT_AUDIENCE, `aud` is not looked at: most IdPs put one in
+                # every session, naming the vendor's own application rather than this service.
+                options={"require": self._required, "verify_aud": self._audience is not None},
             )
         except jwt.PyJWTError:
             raise Unauthenticated("Invalid or expired session token") from None
         user_id, tenant_id = claims.get("sub"), claims.get("tenantId")
-        if not isinstance(user_id, str) or not isinstance(tenant_id, str):
+        if not (_is_id(user_id) and _is_id(tenant_id)):
             raise Unauthenticated("Session token must carry sub and tenantId")
         return EndUserIdentity(user_id=user_id, tenant_id=tenant_id)
 
@@ -123,3 +177,7 @@ class EndUserVerifier:
         # PyJWKClient fetches over the network when its cache misses: keep it off the loop.
         signing_key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
         return signing_key.key
+
+
+def _is_id(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and "\x00" not in value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -20,6 +21,10 @@ DEFAULT_ISSUER = "http://localhost:8000"
 MIN_VENDOR_SECRET_LENGTH = 16
 MIN_MASTER_KEY_BYTES = 32
 MIN_WEBHOOK_KEY_BYTES = 24
+DEFAULT_PORTS: Final = {"http": ":80", "https": ":443"}
+BOOLEANS: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+# An origin's host and port: letters, digits, dots and dashes, or an IPv6 address in brackets.
+_ORIGIN_HOST: Final = re.compile(r"(?:[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
 
 # `m2m dev` keeps its database and master key in its data directory and runs without Redis or a
 # broker: these variables never point it anywhere else (a shell set up for `m2m serve` must not
@@ -68,6 +73,11 @@ class Settings:
     broker_visibility_timeout: int = 300
     # `m2m dev`: one process, SQLite, no Redis or broker; cache, limits and jobs in memory.
     embedded: bool = False
+    user_jwt_audience: str | None = None
+    # /metrics without the vendor token (for a scraper that cannot renew one).
+    metrics_public: bool = False
+    # Origins (scheme://host[:port], lower case) of the vendor's pages that may embed ours.
+    embed_origins: tuple[str, ...] = ()
 
     @property
     def self_service_enabled(self) -> bool:
@@ -141,6 +151,9 @@ def load_settings(
             "M2M_BROKER_VISIBILITY_TIMEOUT", 300, low=1, high=86_400
         ),
         embedded=mode == "dev",
+        user_jwt_audience=reader.optional("M2M_USER_JWT_AUDIENCE"),
+        metrics_public=reader.boolean("M2M_METRICS_PUBLIC", default=False),
+        embed_origins=reader.origins("M2M_EMBED_ORIGINS"),
     )
     if settings.user_jwt_public_key and settings.user_jwt_jwks_url:
         raise ConfigError(
@@ -181,6 +194,43 @@ class _Reader:
         if self.optional(name) is None:
             return None
         return self.integer(name, low, low=low, high=high)
+
+    def boolean(self, name: str, *, default: bool) -> bool:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        if raw.lower() not in BOOLEANS:
+            raise ConfigError(name, f"must be true or false, got {raw!r}")
+        return BOOLEANS[raw.lower()]
+
+    def origins(self, name: str) -> tuple[str, ...]:
+        """Comma-separated web origins, each exactly scheme://host[:port] (what a browser sends
+        in `Origin`, and what a CSP source or a CORS answer may name): no path, no wildcard."""
+        found: list[str] = []
+        for item in (self.optional(name) or "").split(","):
+            origin = item.strip().lower()
+            if not origin:
+                continue
+            parts = urlsplit(origin)
+            try:
+                port_ok = parts.port is None or parts.port > 0
+            except ValueError:
+                port_ok = False
+            if (
+                parts.scheme not in {"http", "https"}
+                or not parts.hostname
+                or not port_ok
+                or f"{parts.scheme}://{parts.netloc}" != origin
+                or not _ORIGIN_HOST.fullmatch(parts.netloc)
+            ):
+                raise ConfigError(
+                    name,
+                    "must be origins like https://app.example.com (scheme, host and port only),"
+                    f" got {item.strip()!r}",
+                )
+            # A browser's Origin leaves the scheme's default port out: so does ours.
+            found.append(origin.removesuffix(DEFAULT_PORTS[parts.scheme]))
+        return tuple(dict.fromkeys(found))
 
     def url(self, name: str, default: str, *, schemes: set[str]) -> str:
         value = self.optional(name) or default

@@ -16,6 +16,7 @@ from domain import directory
 from domain.after_commit import AfterCommit
 from domain.db import upsert_insert
 from domain.errors import InvalidInput, NotFound, Unauthenticated
+from domain.inputs import refusal
 from domain.models import WebhookDelivery
 
 USER_DELETED = "user.deleted"
@@ -49,8 +50,12 @@ def verify_signature(secret: str | None, headers: Mapping[str, str], body: bytes
         raise WebhookRejected("Invalid webhook signature") from None
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # The parser stops at the interpreter's recursion limit, cleanly: this is bad input.
         raise InvalidInput("The event must be a JSON object") from None
+    refused = refusal(payload)
+    if refused is not None:
+        raise InvalidInput(f"The event {refused}")
     webhook_id = headers["webhook-id"]
     if len(webhook_id) > MAX_ID_LENGTH or "\x00" in webhook_id:
         raise InvalidInput("webhook-id is too long")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -18,6 +19,7 @@ from tests.steps import (
     create_access_token,
     exchange_ok,
     refresh,
+    replaced,
     simple_credential,
     validate,
 )
@@ -78,7 +80,7 @@ async def test_a_job_that_missed_two_intervals_is_overdue_and_the_probe_reports_
     with freeze_time(datetime.now(UTC) + timedelta(seconds=125), real_asyncio=True):
         listed = (await client.get("/ops/jobs", headers=vendor)).json()["jobs"]
         ready_later = await client.get("/health/ready")
-        metrics = (await client.get("/metrics")).text
+        metrics = (await client.get("/metrics", headers=vendor)).text
 
     overdue = {job["job"]: job["overdue"] for job in listed}
     assert overdue[jobs.EXPIRE_TOKENS] is True
@@ -97,6 +99,36 @@ async def test_a_job_that_missed_two_intervals_is_overdue_and_the_probe_reports_
     assert f'm2m_job_overdue{{job="{jobs.EXPIRE_TOKENS}"}} 1.0' in metrics
 
 
+async def test_metrics_need_the_vendor_token_by_default(
+    client: httpx.AsyncClient, vendor: dict[str, str]
+) -> None:
+    token = vendor["x-access-token"]
+
+    anonymous = await client.get("/metrics")
+    forged = await client.get("/metrics", headers={"x-access-token": "not-a-vendor-token"})
+    as_header = await client.get("/metrics", headers=vendor)
+    as_bearer = await client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+
+    assert anonymous.status_code == 401
+    assert anonymous.json() == {"errors": ["Missing vendor token"]}
+    assert "m2m_requests_total" not in anonymous.text
+    assert forged.status_code == 401
+    assert (as_header.status_code, as_bearer.status_code) == (200, 200)
+    assert "m2m_job_overdue" in as_header.text
+    assert "m2m_job_overdue" in as_bearer.text
+
+
+async def test_metrics_are_open_to_anyone_when_m2m_metrics_public_is_true(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    public = dataclasses.replace(services.settings, metrics_public=True)
+    with replaced(services, "settings", public):
+        anonymous = await client.get("/metrics")
+
+    assert anonymous.status_code == 200
+    assert "m2m_job_overdue" in anonymous.text
+
+
 async def test_ops_jobs_is_for_the_vendor_only(client: httpx.AsyncClient) -> None:
     anonymous = await client.get("/ops/jobs")
 
@@ -113,12 +145,12 @@ async def test_metrics_count_validations_and_job_runs(
 ) -> None:
     scene = await build_scene(factory)
     token = await create_access_token(client, vendor, scene.tenant.id)
-    before = (await client.get("/metrics")).text
+    before = (await client.get("/metrics", headers=vendor)).text
 
     assert (await validate(client, api_key(token["secret"]))).status_code == 200
     assert (await validate(client, api_key("not-a-token"))).status_code == 401
     await job_runs.run_job(context(services, sessions), jobs.EXPIRE_TOKENS)
-    response = await client.get("/metrics")
+    response = await client.get("/metrics", headers=vendor)
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -137,7 +169,7 @@ async def test_metrics_count_exchanges_and_refreshes_by_outcome(
     client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory
 ) -> None:
     credential = await simple_credential(client, vendor, factory)
-    before = (await client.get("/metrics")).text
+    before = (await client.get("/metrics", headers=vendor)).text
 
     pair = await exchange_ok(client, credential)
     wrong = await client.post(
@@ -149,7 +181,7 @@ async def test_metrics_count_exchanges_and_refreshes_by_outcome(
         "/oauth/token",
         data={"grant_type": "refresh_token", "refresh_token": refreshed.json()["refresh_token"]},
     )
-    after = (await client.get("/metrics")).text
+    after = (await client.get("/metrics", headers=vendor)).text
 
     assert (wrong.status_code, refreshed.status_code, oauth_refresh.status_code) == (401, 200, 200)
 

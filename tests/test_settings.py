@@ -121,3 +121,50 @@ def test_keys_master_prints_a_usable_master_key() -> None:
     assert result.returncode == 0
     key = result.stdout.strip()
     assert load_settings({**VALID, "M2M_MASTER_KEY": key}).master_key.__len__() == 32
+
+
+@pytest.mark.parametrize(
+    "origins",
+    [
+        "https://app.example.com/",  # a path, even "/"
+        "https://*.example.com",  # a wildcard: CORS cannot answer one
+        "app.example.com",
+        "ftp://app.example.com",
+        "https://user@app.example.com",
+        "https://app.example.com:99999",
+        "https://app.example.com 'unsafe-inline'",
+        "https://app.example.com; script-src *",
+        "null",
+    ],
+)
+def test_embed_origins_must_each_be_a_plain_origin(origins: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**VALID, "M2M_EMBED_ORIGINS": f"https://ok.example.com,{origins}"})
+    assert caught.value.variable == "M2M_EMBED_ORIGINS"
+    assert str(caught.value).startswith("M2M_EMBED_ORIGINS: must be origins like ")
+
+
+def test_embed_origins_are_read_as_a_browser_writes_them() -> None:
+    unset = load_settings(VALID)
+    listed = load_settings(
+        {
+            **VALID,
+            "M2M_EMBED_ORIGINS": " https://App.Example.com:443, http://localhost:3000 ,,"
+            "https://[::1]:8443,https://app.example.com",
+        }
+    )
+    assert unset.embed_origins == ()
+    assert listed.embed_origins == (
+        "https://app.example.com",
+        "http://localhost:3000",
+        "https://[::1]:8443",
+    )
+
+
+def test_metrics_are_private_unless_m2m_metrics_public_says_true() -> None:
+    assert load_settings(VALID).metrics_public is False
+    assert load_settings({**VALID, "M2M_METRICS_PUBLIC": "true"}).metrics_public is True
+    assert load_settings({**VALID, "M2M_METRICS_PUBLIC": "FALSE"}).metrics_public is False
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**VALID, "M2M_METRICS_PUBLIC": "sometimes"})
+    assert str(caught.value) == "M2M_METRICS_PUBLIC: must be true or false, got 'sometimes'"

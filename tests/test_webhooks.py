@@ -252,3 +252,26 @@ def test_without_a_webhook_secret_no_event_is_accepted() -> None:
         verify_signature(None, headers, body)
 
     assert str(refused.value) == "Webhooks are not accepted: M2M_WEBHOOK_SECRET is not set"
+
+
+@pytest.mark.parametrize("depth", [500, 5_000])
+async def test_a_signed_body_nested_deeply_is_400_and_changes_nothing(
+    client: httpx.AsyncClient, factory: Factory, db: AsyncSession, depth: int
+) -> None:
+    tenant = await factory.tenant()
+    await factory.user(tenant.id, user_id="u-1")
+    at = datetime.now(UTC)
+    _, headers = signed("ignored", at=at)
+    # A user.deleted event whose data also carries a value nested `depth` levels deep.
+    deep = "[" * depth + "]" * depth
+    text = '{"type": "user.deleted", "data": {"userId": "u-1", "extra": ' + deep + "}}"
+    headers["webhook-signature"] = Webhook(WEBHOOK_SECRET).sign(headers["webhook-id"], at, text)
+
+    response = await client.post(PATH, content=text.encode(), headers=headers)
+
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"]
+    assert await db.scalar(sa.select(sa.func.count()).select_from(WebhookDelivery)) == 0
+    stored = await db.get(User, "u-1")
+    assert stored is not None
+    assert stored.deleted_at is None

@@ -27,6 +27,7 @@ from api.schemas.exchange import (
     read_form,
     token_pair_response,
 )
+from api.security_headers import CARRIES_SECRET
 from api.state import Services
 from api.transaction import commit
 from domain import exchange
@@ -124,7 +125,13 @@ async def _authenticate(
 # --- Frontegg routes -------------------------------------------------------------------------
 
 
-@post(EXCHANGE_V2, status_code=200, cache_control=NO_STORE, exception_handlers=TOKEN_ROUTE_ERRORS)
+@post(
+    EXCHANGE_V2,
+    status_code=200,
+    cache_control=NO_STORE,
+    exception_handlers=TOKEN_ROUTE_ERRORS,
+    opt=CARRIES_SECRET,
+)
 async def exchange_api_token(
     request: Request[Any, Any, Any], db_session: SessionDep, services: ServicesDep, now: NowDep
 ) -> TokenPairOut:
@@ -133,7 +140,13 @@ async def exchange_api_token(
     return token_pair_response(pair)
 
 
-@post(EXCHANGE_V1, status_code=200, cache_control=NO_STORE, exception_handlers=TOKEN_ROUTE_ERRORS)
+@post(
+    EXCHANGE_V1,
+    status_code=200,
+    cache_control=NO_STORE,
+    exception_handlers=TOKEN_ROUTE_ERRORS,
+    opt=CARRIES_SECRET,
+)
 async def exchange_api_token_v1(
     request: Request[Any, Any, Any], db_session: SessionDep, services: ServicesDep, now: NowDep
 ) -> LegacyTokenPairOut:
@@ -142,7 +155,13 @@ async def exchange_api_token_v1(
     return legacy_token_pair_response(pair)
 
 
-@post(REFRESH_V2, status_code=200, cache_control=NO_STORE, exception_handlers=TOKEN_ROUTE_ERRORS)
+@post(
+    REFRESH_V2,
+    status_code=200,
+    cache_control=NO_STORE,
+    exception_handlers=TOKEN_ROUTE_ERRORS,
+    opt=CARRIES_SECRET,
+)
 async def refresh_api_token(
     request: Request[Any, Any, Any], db_session: SessionDep, services: ServicesDep, now: NowDep
 ) -> TokenPairOut:
@@ -160,6 +179,7 @@ async def refresh_api_token(
     cache_control=NO_STORE,
     response_headers=PRAGMA_NO_CACHE,
     exception_handlers=OAUTH_ERRORS,
+    opt=CARRIES_SECRET,
 )
 async def oauth_token(
     request: Request[Any, Any, Any], db_session: SessionDep, services: ServicesDep, now: NowDep

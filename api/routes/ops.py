@@ -7,9 +7,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from litestar import MediaType, Response, get
+from litestar.di import NamedDependency
 
 from api.dependencies import CallerDep, NowDep, ServicesDep, SessionDep
-from api.guards import VENDOR_ONLY
+from api.guards import METRICS_READER, VENDOR_ONLY
 from api.metrics import exposition
 from api.schemas.common import iso
 from domain.job_runs import JobStatus, job_statuses, job_totals
@@ -47,8 +48,17 @@ async def list_jobs(
     return {"jobs": [_status_response(status) for status in statuses]}
 
 
-@get("/metrics", media_type="text/plain; version=0.0.4; charset=utf-8")
-async def metrics(db_session: SessionDep, services: ServicesDep, now: NowDep) -> bytes:
+@get(
+    "/metrics",
+    media_type="text/plain; version=0.0.4; charset=utf-8",
+    dependencies=METRICS_READER,
+)
+async def metrics(
+    metrics_reader: NamedDependency[bool],
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+) -> bytes:
     statuses = await job_statuses(db_session, now, services.started_at)
     totals = await job_totals(db_session)
     return exposition(totals, statuses)

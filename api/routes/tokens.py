@@ -33,6 +33,7 @@ from api.schemas.tokens import (
     user_access_token_response,
     user_api_token_response,
 )
+from api.security_headers import CARRIES_SECRET
 from api.transaction import commit
 from domain import tokens
 
@@ -50,7 +51,7 @@ DELETED = MediaType.TEXT
 # --- user client credentials -----------------------------------------------------------------
 
 
-@post(USER_API_TOKENS, dependencies=CALLER, status_code=201)
+@post(USER_API_TOKENS, dependencies=CALLER, status_code=201, opt=CARRIES_SECRET)
 async def create_user_api_token(
     request: Request[Any, Any, Any],
     caller: CallerDep,
@@ -98,7 +99,7 @@ async def delete_user_api_token(
 # --- user access tokens ----------------------------------------------------------------------
 
 
-@post(USER_ACCESS_TOKENS, dependencies=CALLER, status_code=201)
+@post(USER_ACCESS_TOKENS, dependencies=CALLER, status_code=201, opt=CARRIES_SECRET)
 async def create_user_access_token(
     request: Request[Any, Any, Any],
     caller: CallerDep,
@@ -146,7 +147,12 @@ async def delete_user_access_token(
 # --- tenant client credentials ---------------------------------------------------------------
 
 
-@post([TENANT_API_TOKENS_V2, TENANT_API_TOKENS], dependencies=CALLER, status_code=201)
+@post(
+    [TENANT_API_TOKENS_V2, TENANT_API_TOKENS],
+    dependencies=CALLER,
+    status_code=201,
+    opt=CARRIES_SECRET,
+)
 async def create_tenant_api_token(
     request: Request[Any, Any, Any],
     caller: CallerDep,
@@ -220,7 +226,7 @@ async def delete_tenant_api_token(
 # --- tenant access tokens --------------------------------------------------------------------
 
 
-@post(TENANT_ACCESS_TOKENS, dependencies=CALLER, status_code=201)
+@post(TENANT_ACCESS_TOKENS, dependencies=CALLER, status_code=201, opt=CARRIES_SECRET)
 async def create_tenant_access_token(
     request: Request[Any, Any, Any],
     caller: CallerDep,

@@ -9,9 +9,10 @@ from litestar import Request, post
 from api.dependencies import NowDep, ServicesDep
 from api.schemas.common import read_body
 from api.schemas.vendor import VendorAuthOut, VendorAuthRequest
+from api.security_headers import CARRIES_SECRET
 
 
-@post("/auth/vendor", status_code=200)
+@post("/auth/vendor", status_code=200, opt=CARRIES_SECRET)
 async def authenticate_vendor(
     request: Request[Any, Any, Any], services: ServicesDep, now: NowDep
 ) -> VendorAuthOut:

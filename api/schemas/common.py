@@ -1,4 +1,4 @@
-"""Shared shapes and limits for request bodies: no NUL bytes, bounded strings and metadata."""
+"""Shared shapes and limits for request bodies: no NUL bytes; bounded strings, metadata, nesting."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from litestar import Request
 from litestar.params import HeaderParameter, PathParameter
 
 from domain.errors import InvalidInput
+from domain.inputs import MAX_DEPTH, refusal
 
 T = TypeVar("T")
 
@@ -43,24 +44,16 @@ OptionalUserHeader = Annotated[
 ]
 
 
-def _contains_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_contains_nul(item) for item in value)
-    return False
-
-
 class Body(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
-    """Base of every request body: unknown fields are refused, strings carry no NUL."""
+    """Base of every request body: unknown fields are refused, strings carry no NUL, objects and
+    lists nest at most MAX_DEPTH levels."""
 
     def __post_init__(self) -> None:
         for field, name in zip(self.__struct_fields__, self.__struct_encode_fields__, strict=True):
             value = getattr(self, field)
-            if _contains_nul(value):
-                raise ValueError(f"`{name}` must not contain NUL characters")
+            refused = refusal(value)
+            if refused is not None:
+                raise ValueError(f"`{name}` {refused}")
             if isinstance(value, dict) and len(msgspec.json.encode(value)) > MAX_METADATA_BYTES:
                 raise ValueError(f"`{name}` must encode to at most {MAX_METADATA_BYTES} bytes")
 
@@ -92,3 +85,7 @@ async def read_body(request: Request[Any, Any, Any], model: type[T]) -> T:
         raise InvalidInput(str(error)) from None
     except msgspec.DecodeError as error:
         raise InvalidInput(f"Malformed JSON body: {error}") from None
+    except RecursionError:
+        # The decoder stops at the interpreter's recursion limit, cleanly: this is bad input.
+        message = f"Malformed JSON body: nested too deeply (at most {MAX_DEPTH} levels)"
+        raise InvalidInput(message) from None
