@@ -1,10 +1,14 @@
-"""Rate limits on client-secret checks, counted in Redis (or in-process memory in `m2m dev`)."""
+"""Rate limits on client-secret checks, counted in Redis (or in-process memory in `m2m dev`), and
+the client address they count by."""
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
 import math
 import time
+from collections.abc import Sequence
 from datetime import datetime
 
 from redis.asyncio import Redis
@@ -22,6 +26,73 @@ DEFAULT_PER_ADDRESS = 600
 REDIS_RETRY_SECONDS = 5.0
 KEY_SPACE = "ratelimit:"
 TOO_MANY = "Too many requests"
+UNKNOWN_ADDRESS = "unknown"
+# One host of IPv6 usually holds a whole /64: counting by single addresses would give it 2**64
+# budgets.
+IPV6_COUNTED_PREFIX = 64
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+# --- the client address --------------------------------------------------------------------------
+
+
+def client_address(
+    peer: str | None, forwarded_for: Sequence[str], trusted_proxies: tuple[str, ...]
+) -> str:
+    """The address the limits count a request by.
+
+    The socket's peer, unless it is inside one of `trusted_proxies` (CIDRs): then X-Forwarded-For
+    (`forwarded_for`, every such header in order) is walked from the right, past the hops that
+    are trusted proxies themselves, to the first that is not: each proxy appends the address it
+    saw, so only the hops right of that one were written by a proxy we trust, and anything left
+    of it is whatever the client chose to send. When every hop is a trusted proxy the left-most
+    counts; a hop that is not an IP address ends the walk at the trusted hop beside it. An IPv6
+    address counts by its /64.
+    """
+    address = _parse_ip(peer) if peer is not None else None
+    if address is None:
+        return peer or UNKNOWN_ADDRESS  # not an IP socket (a Unix socket, say)
+    proxies = _networks(trusted_proxies)
+    if _is_trusted(address, proxies):
+        hops = [hop.strip() for header in forwarded_for for hop in header.split(",")]
+        for hop in reversed([hop for hop in hops if hop]):
+            parsed = _parse_ip(hop)
+            if parsed is None:
+                break
+            address = parsed
+            if not _is_trusted(parsed, proxies):
+                break
+    if isinstance(address, ipaddress.IPv6Address):
+        network = ipaddress.IPv6Network((address, IPV6_COUNTED_PREFIX), strict=False)
+        return str(network)
+    return str(address)
+
+
+def _parse_ip(text: str) -> IPAddress | None:
+    """An address as a socket or a proxy writes it: bare, `[v6]:port`, or `v4:port`."""
+    if text.startswith("[") and "]" in text:
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+@functools.lru_cache(maxsize=16)
+def _networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    """Parsed once per setting, not once per request."""
+    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
+
+
+def _is_trusted(address: IPAddress, proxies: tuple[IPNetwork, ...]) -> bool:
+    return any(address in network for network in proxies)
 
 
 class _MemoryCounts:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -31,6 +32,8 @@ IGNORED_IN_DEV: Final = frozenset(
         "M2M_BROKER_URL",
         "M2M_REDIS_PREFIX",
         "M2M_MASTER_KEY",
+        # It binds 127.0.0.1 only: no proxy stands in front of it whose word could be trusted.
+        "M2M_TRUSTED_PROXIES",
     }
 )
 
@@ -66,6 +69,9 @@ class Settings:
     max_body_bytes: int
     job_batch_size: int = 2000
     broker_visibility_timeout: int = 300
+    # Proxies whose X-Forwarded-For names the client address the rate limits count by: CIDRs,
+    # each as ipaddress.ip_network reads it (kept as text: Litestar validates what DI provides).
+    trusted_proxies: tuple[str, ...] = ()
     # `m2m dev`: one process, SQLite, no Redis or broker; cache, limits and jobs in memory.
     embedded: bool = False
 
@@ -140,6 +146,7 @@ def load_settings(
         broker_visibility_timeout=reader.integer(
             "M2M_BROKER_VISIBILITY_TIMEOUT", 300, low=1, high=86_400
         ),
+        trusted_proxies=reader.networks("M2M_TRUSTED_PROXIES"),
         embedded=mode == "dev",
     )
     if settings.user_jwt_public_key and settings.user_jwt_jwks_url:
@@ -228,6 +235,21 @@ class _Reader:
         if value and len(value) < MIN_VENDOR_SECRET_LENGTH:
             raise ConfigError(name, f"must be at least {MIN_VENDOR_SECRET_LENGTH} characters")
         return value
+
+    def networks(self, name: str) -> tuple[str, ...]:
+        """Comma-separated IP addresses and CIDRs, each as a CIDR."""
+        value = self.optional(name)
+        if value is None:
+            return ()
+        networks = []
+        for item in (part.strip() for part in value.split(",") if part.strip()):
+            try:
+                networks.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ConfigError(
+                    name, f"must be comma-separated IP addresses or CIDRs, got {item!r}"
+                ) from None
+        return tuple(networks)
 
     def master_key(self, *, required: bool) -> bytes:
         name = "M2M_MASTER_KEY"

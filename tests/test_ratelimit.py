@@ -1,9 +1,12 @@
-"""Brute force and overload: per-client and per-address limits, and the bounded argon2 queue."""
+"""Brute force and overload: the client address limits count by, per-client and per-address
+limits, and the bounded argon2 queue."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -12,13 +15,15 @@ import httpx
 import pytest
 from freezegun import freeze_time
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.state import Services
 from domain.errors import RateLimited
-from domain.ratelimit import RateLimiter
+from domain.ratelimit import RateLimiter, client_address
 from domain.secrets import Argon2Parameters, Overloaded, SecretHasher
-from domain.settings import ConfigError, load_settings
+from domain.settings import ConfigError, Settings, load_settings
 from tests.factories import Factory
+from tests.processes import running_server
 from tests.steps import (
     EXCHANGE,
     OAUTH_TOKEN,
@@ -48,6 +53,118 @@ async def limits(
     with replaced(services, "limiter", limiter):
         yield limiter
     await limiter.reset()
+
+
+# --- the client address ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "trusted", "counted"),
+    [
+        # No proxy trusted: the socket's peer, whatever the header says.
+        ("203.0.113.7", ["192.0.2.1"], (), "203.0.113.7"),
+        ("127.0.0.1", ["192.0.2.1"], (), "127.0.0.1"),
+        # A trusted proxy: the hop it appended.
+        ("10.0.0.2", ["203.0.113.7"], ("10.0.0.0/8",), "203.0.113.7"),
+        # ... not a hop the client wrote before it, whatever it is.
+        ("10.0.0.2", ["192.0.2.1, 203.0.113.7"], ("10.0.0.0/8",), "203.0.113.7"),
+        ("10.0.0.2", ["10.9.9.9, 203.0.113.7"], ("10.0.0.0/8",), "203.0.113.7"),
+        # Past trusted proxies in a chain, to the right-most hop that is not one.
+        ("10.0.0.2", ["192.0.2.1, 203.0.113.7, 10.0.0.3"], ("10.0.0.0/8",), "203.0.113.7"),
+        # Several headers are one list, in order.
+        ("10.0.0.2", ["192.0.2.1", "203.0.113.7"], ("10.0.0.0/8",), "203.0.113.7"),
+        # Every hop trusted: the left-most.
+        ("10.0.0.2", ["10.0.0.5, 10.0.0.3"], ("10.0.0.0/8",), "10.0.0.5"),
+        # No header, or an empty one: the proxy itself.
+        ("10.0.0.2", [], ("10.0.0.0/8",), "10.0.0.2"),
+        ("10.0.0.2", [" , "], ("10.0.0.0/8",), "10.0.0.2"),
+        # A hop that is not an address names nobody: the trusted hop beside it counts.
+        ("10.0.0.2", ["203.0.113.7, bogus"], ("10.0.0.0/8",), "10.0.0.2"),
+        ("10.0.0.2", ["203.0.113.7, bogus, 10.0.0.3"], ("10.0.0.0/8",), "10.0.0.3"),
+        # Ports, brackets, IPv4-mapped IPv6.
+        ("10.0.0.2", ["203.0.113.7:5555"], ("10.0.0.0/8",), "203.0.113.7"),
+        ("::ffff:10.0.0.2", ["[2001:db8::1]:443"], ("10.0.0.0/8",), "2001:db8::/64"),
+        # IPv6 counts by its /64: one host holds a whole one.
+        ("2001:db8:1:2::5", [], (), "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff::9", [], (), "2001:db8:1:2::/64"),
+        ("fd00::1", ["2001:db8:5::1"], ("fd00::/8",), "2001:db8:5::/64"),
+        (None, ["203.0.113.7"], ("10.0.0.0/8",), "unknown"),
+    ],
+)
+def test_the_address_limits_count_by(
+    peer: str | None, forwarded_for: list[str], trusted: tuple[str, ...], counted: str
+) -> None:
+    assert client_address(peer, forwarded_for, trusted) == counted
+
+
+@pytest.mark.processes
+async def test_a_changing_x_forwarded_for_does_not_escape_the_per_address_limit_of_serve(
+    settings: Settings, services: Services, engine: AsyncEngine
+) -> None:
+    """`m2m serve` trusts no proxy unless told: a client on the same host (as a co-located proxy
+    would be) cannot pick its own address per request."""
+    await services.limiter.reset()
+    with running_server(settings, M2M_EXCHANGE_LIMIT_PER_ADDRESS="3") as base:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as served:
+            for _ in range(3):  # a minute may turn in the middle: the whole round again, then
+                window = int(time.time()) // 60
+                answers = [
+                    await served.post(
+                        EXCHANGE,
+                        json={"clientId": f"guess-{number}", "secret": "guess"},
+                        headers={"X-Forwarded-For": f"192.0.2.{number}"},
+                    )
+                    for number in range(4)
+                ]
+                if int(time.time()) // 60 == window:
+                    break
+                await services.limiter.reset()
+    assert [answer.status_code for answer in answers] == [401, 401, 401, 429]
+    assert int(answers[-1].headers["retry-after"]) >= 1
+
+
+async def test_behind_a_trusted_proxy_the_right_most_untrusted_hop_is_limited(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    proxied = dataclasses.replace(services.settings, trusted_proxies=("127.0.0.1/32",))
+    guess = {"clientId": "guess", "secret": "guess"}
+
+    def via_proxy(forwarded_for: str) -> dict[str, str]:
+        return {"X-Forwarded-For": forwarded_for}
+
+    with freeze_time(START, real_asyncio=True), replaced(services, "settings", proxied):
+        async with limits(services, per_address=2):
+            for forged in ("192.0.2.1", "192.0.2.2"):
+                response = await client.post(
+                    EXCHANGE, json=guess, headers=via_proxy(f"{forged}, 203.0.113.7")
+                )
+                assert response.status_code == 401
+            # A new forged left-most hop is still 203.0.113.7's request.
+            refused = await client.post(
+                EXCHANGE, json=guess, headers=via_proxy("192.0.2.3, 203.0.113.7")
+            )
+            # Another client behind the same proxy has a budget of its own.
+            neighbour = await client.post(EXCHANGE, json=guess, headers=via_proxy("203.0.113.8"))
+    assert (refused.status_code, refused.json()) == (429, TOO_MANY)
+    assert refused.headers["retry-after"] == "45"
+    assert neighbour.status_code == 401
+
+
+async def test_with_no_proxy_trusted_the_forwarded_header_is_ignored(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    assert services.settings.trusted_proxies == ()
+    with freeze_time(START, real_asyncio=True):
+        async with limits(services, per_address=2):
+            answers = [
+                await client.post(
+                    EXCHANGE,
+                    json={"clientId": "guess", "secret": "guess"},
+                    headers={"X-Forwarded-For": f"192.0.2.{number}"},
+                )
+                for number in range(3)
+            ]
+    assert [answer.status_code for answer in answers] == [401, 401, 429]
 
 
 # --- limits ----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from domain.secrets import Argon2Parameters, SecretHasher
-from domain.settings import ConfigError, load_settings
+from domain.settings import ConfigError, DevDefaults, load_settings
 from tests.suite import VALID
 
 
@@ -56,6 +56,8 @@ def test_broker_defaults_to_redis_url_and_can_differ() -> None:
         ({"M2M_VENDOR_CLIENT_ID": ""}, "M2M_VENDOR_CLIENT_ID"),
         ({"M2M_VENDOR_SECRET": ""}, "M2M_VENDOR_SECRET"),
         ({"M2M_VENDOR_SECRET": "short"}, "M2M_VENDOR_SECRET"),
+        ({"M2M_TRUSTED_PROXIES": "10.0.0.0/8, proxy.internal"}, "M2M_TRUSTED_PROXIES"),
+        ({"M2M_TRUSTED_PROXIES": "10.0.0.0/33"}, "M2M_TRUSTED_PROXIES"),
         ({"M2M_MASTER_KEY": ""}, "M2M_MASTER_KEY"),
         ({"M2M_MASTER_KEY": "not base64!"}, "M2M_MASTER_KEY"),
         ({"M2M_MASTER_KEY": "c2hvcnQ"}, "M2M_MASTER_KEY"),
@@ -121,3 +123,20 @@ def test_keys_master_prints_a_usable_master_key() -> None:
     assert result.returncode == 0
     key = result.stdout.strip()
     assert load_settings({**VALID, "M2M_MASTER_KEY": key}).master_key.__len__() == 32
+
+
+def test_trusted_proxies_are_none_unless_set() -> None:
+    assert load_settings(VALID).trusted_proxies == ()
+    listed = load_settings({**VALID, "M2M_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.5 ,2001:db8::/32"})
+    assert listed.trusted_proxies == ("10.0.0.0/8", "192.0.2.5/32", "2001:db8::/32")
+
+
+def test_dev_trusts_no_proxy_whatever_the_setting() -> None:
+    defaults = DevDefaults(
+        database_url="sqlite+aiosqlite:///m2m.db",
+        vendor_client_id="v",
+        vendor_secret="s" * 16,
+        master_key="q" * 43,
+    )
+    dev = load_settings({"M2M_TRUSTED_PROXIES": "0.0.0.0/0"}, mode="dev", dev=defaults)
+    assert dev.trusted_proxies == ()
