@@ -1,5 +1,5 @@
-"""Brute-force limits on secret checks (client credentials), counted in Redis (or in-process
-memory in `m2m dev`), and the client address they count by."""
+"""Brute-force limits on secret checks (client credentials, the vendor credentials), counted in
+Redis (or in-process memory in `m2m dev`), and the client address they count by."""
 
 from __future__ import annotations
 
@@ -24,6 +24,10 @@ logger = logging.getLogger("m2m.ratelimit")
 WINDOW_SECONDS = 60
 DEFAULT_PER_CLIENT = 60
 DEFAULT_PER_ADDRESS = 600
+# The vendor credentials are one secret for the whole environment: every failure counts against
+# one overall budget, and against the address it came from.
+VENDOR_FAILURES_OVERALL = 60
+VENDOR_FAILURES_PER_ADDRESS = 10
 # An address that presented a subject's right secret stays known to that subject this long after
 # its last success: it is let through while the subject's failure budget is spent by others.
 KNOWN_ADDRESS_SECONDS = 24 * 3600
@@ -108,8 +112,8 @@ def _is_trusted(address: IPAddress, proxies: tuple[IPNetwork, ...]) -> bool:
 
 @dataclass(frozen=True)
 class Budget:
-    """Failed secret checks allowed per window: about one subject (a clientId) from anywhere,
-    and from one address whatever the subject."""
+    """Failed secret checks allowed per window: about one subject (a clientId; the vendor
+    credentials) from anywhere, and from one address whatever the subject."""
 
     scope: str
     per_subject: int
@@ -211,11 +215,14 @@ class RateLimiter:
         prefix: str,
         per_client: int = DEFAULT_PER_CLIENT,
         per_address: int = DEFAULT_PER_ADDRESS,
+        vendor_overall: int = VENDOR_FAILURES_OVERALL,
+        vendor_per_address: int = VENDOR_FAILURES_PER_ADDRESS,
         window_seconds: int = WINDOW_SECONDS,
     ) -> None:
         self._redis = redis
         self._prefix = f"{prefix}{KEY_SPACE}"
         self.clients = Budget("client", per_client, per_address)
+        self.vendor = Budget("vendor", vendor_overall, vendor_per_address)
         self._window_seconds = window_seconds
         self._memory = _MemoryCounts()
         self._redis_retry_at = 0.0

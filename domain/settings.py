@@ -18,7 +18,9 @@ DEFAULT_DATABASE_URL = "postgresql+asyncpg://localhost/m2m"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_REDIS_PREFIX = "m2m:"
 DEFAULT_ISSUER = "http://localhost:8000"
-MIN_VENDOR_SECRET_LENGTH = 16
+MIN_VENDOR_SECRET_LENGTH = 32
+# The vendor secret earlier versions of the README showed: a copy of it is no secret.
+EXAMPLE_VENDOR_SECRETS: Final = frozenset({"change-me-vendor-secret"})
 MIN_MASTER_KEY_BYTES = 32
 MIN_WEBHOOK_KEY_BYTES = 24
 
@@ -232,6 +234,8 @@ class _Reader:
     def vendor_secret(self, *, required: bool) -> str:
         name = "M2M_VENDOR_SECRET"
         value = self.text(name, required=required)
+        if value in EXAMPLE_VENDOR_SECRETS:
+            raise ConfigError(name, "is the README's example; choose a secret of your own")
         if value and len(value) < MIN_VENDOR_SECRET_LENGTH:
             raise ConfigError(name, f"must be at least {MIN_VENDOR_SECRET_LENGTH} characters")
         return value

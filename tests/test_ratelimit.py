@@ -1,5 +1,5 @@
-"""Brute force and overload: the client address limits count by, failures per client and per
-address, and the bounded argon2 queue."""
+"""Brute force and overload: the client address limits count by, failures per client, per address
+and for the vendor credentials, and the bounded argon2 queue."""
 
 from __future__ import annotations
 
@@ -39,11 +39,14 @@ from tests.steps import (
     simple_credential,
 )
 from tests.suite import VALID as VALID_SETTINGS
+from tests.suite import VENDOR_CLIENT_ID, VENDOR_SECRET
 
 # 15 seconds into a minute: the window frees 45 seconds later.
 START = datetime(2033, 1, 10, 9, 30, 15, tzinfo=UTC)
 TOO_MANY = {"errors": ["Too many requests"]}
 INVALID_CLIENT = {"errors": ["Invalid client credentials"]}
+VENDOR_AUTH = "/auth/vendor"
+VENDOR_BODY = {"clientId": VENDOR_CLIENT_ID, "secret": VENDOR_SECRET}
 ATTACKER = "198.51.100.66"
 
 
@@ -53,12 +56,16 @@ async def limits(
     *,
     per_client: int = 1000,
     per_address: int = 1000,
+    vendor_overall: int = 1000,
+    vendor_per_address: int = 1000,
 ) -> AsyncIterator[RateLimiter]:
     limiter = RateLimiter(
         redis=services.redis,
         prefix=services.settings.redis_prefix,
         per_client=per_client,
         per_address=per_address,
+        vendor_overall=vendor_overall,
+        vendor_per_address=vendor_per_address,
     )
     with replaced(services, "limiter", limiter):
         yield limiter
@@ -67,6 +74,11 @@ async def limits(
 
 def wrong(credential: Credential) -> dict[str, str]:
     return {**credential.body, "secret": "wrong-secret"}
+
+
+def same_headers(response: httpx.Response) -> list[tuple[str, str]]:
+    """The headers two answers to different requests may share: all but the request id."""
+    return sorted(item for item in response.headers.items() if item[0] != "x-request-id")
 
 
 def statuses(responses: list[httpx.Response]) -> dict[int, int]:
@@ -477,6 +489,66 @@ async def test_limits_default_to_60_and_600_failures_per_minute_and_are_settings
     assert (raised.exchange_limit_per_client, raised.exchange_limit_per_address) == (5000, 90000)
     with pytest.raises(ConfigError, match="M2M_EXCHANGE_LIMIT_PER_CLIENT"):
         load_settings({**VALID_SETTINGS, "M2M_EXCHANGE_LIMIT_PER_CLIENT": "lots"})
+
+
+# --- the vendor credentials ------------------------------------------------------------------
+
+
+async def test_vendor_failures_from_one_address_are_refused_with_retry_after(
+    client: httpx.AsyncClient, services: Services, app: Litestar
+) -> None:
+    with freeze_time(START, real_asyncio=True):
+        async with limits(services, vendor_per_address=3), client_at(app, ATTACKER) as attacker:
+            for body in (
+                {**VENDOR_BODY, "secret": "wrong"},
+                {**VENDOR_BODY, "clientId": "not-the-vendor"},
+                {"clientId": "not-the-vendor", "secret": "wrong"},
+            ):
+                assert (await attacker.post(VENDOR_AUTH, json=body)).status_code == 401
+            refused = await attacker.post(VENDOR_AUTH, json=VENDOR_BODY)
+            elsewhere = await client.post(VENDOR_AUTH, json=VENDOR_BODY)
+    assert (refused.status_code, refused.json()) == (429, TOO_MANY)
+    assert refused.headers["retry-after"] == "45"
+    assert elsewhere.status_code == 200
+
+
+async def test_vendor_failures_overall_keep_new_addresses_out_but_not_the_vendors_own(
+    client: httpx.AsyncClient, vendor: dict[str, str], services: Services, app: Litestar
+) -> None:
+    with freeze_time(START, real_asyncio=True) as frozen:
+        async with limits(services, vendor_overall=5, vendor_per_address=100):
+            assert (await client.post(VENDOR_AUTH, json=VENDOR_BODY)).status_code == 200
+            for number in range(6):
+                async with client_at(app, f"198.51.100.{number}") as attacker:
+                    answer = await attacker.post(VENDOR_AUTH, json={**VENDOR_BODY, "secret": "x"})
+                assert answer.status_code == (401 if number < 5 else 429)
+            async with client_at(app, "192.0.2.10") as new_machine:
+                refused = await new_machine.post(VENDOR_AUTH, json=VENDOR_BODY)
+                assert (refused.status_code, refused.json()) == (429, TOO_MANY)
+                assert refused.headers["retry-after"] == "45"
+                # The vendor's own machine, which authenticated before, is let in.
+                assert (await client.post(VENDOR_AUTH, json=VENDOR_BODY)).status_code == 200
+                frozen.move_to(START + timedelta(seconds=45))
+                assert (await new_machine.post(VENDOR_AUTH, json=VENDOR_BODY)).status_code == 200
+
+
+async def test_an_unknown_vendor_client_id_and_a_wrong_secret_are_one_failure_alike(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    with freeze_time(START, real_asyncio=True):
+        async with limits(services, vendor_per_address=2):
+            wrong_secret = await client.post(VENDOR_AUTH, json={**VENDOR_BODY, "secret": "x" * 40})
+            unknown_id = await client.post(VENDOR_AUTH, json={**VENDOR_BODY, "clientId": "other"})
+            refused = await client.post(VENDOR_AUTH, json=VENDOR_BODY)
+    assert wrong_secret.status_code == unknown_id.status_code == 401
+    assert wrong_secret.json() == unknown_id.json() == {"errors": ["Invalid vendor credentials"]}
+    assert same_headers(wrong_secret) == same_headers(unknown_id)
+    assert refused.status_code == 429
+
+
+async def test_vendor_limits_default_to_60_overall_and_10_per_address() -> None:
+    limiter = RateLimiter(redis=None, prefix="unused:")
+    assert (limiter.vendor.per_subject, limiter.vendor.per_address) == (60, 10)
 
 
 # --- overload --------------------------------------------------------------------------------
