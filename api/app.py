@@ -15,7 +15,12 @@ from litestar.di import Provide
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.dependencies import provide_db_session, provide_now, provide_services
+from api.dependencies import (
+    provide_client_address,
+    provide_db_session,
+    provide_now,
+    provide_services,
+)
 from api.errors import EXCEPTION_HANDLERS
 from api.metrics import count_requests
 from api.request_ids import with_request_ids
@@ -166,6 +171,7 @@ def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Lites
             "services": Provide(provide_services, sync_to_thread=False),
             "db_session": Provide(provide_db_session),
             "now": Provide(provide_now, sync_to_thread=False),
+            "client_address": Provide(provide_client_address, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[count_requests],

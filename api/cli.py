@@ -84,7 +84,9 @@ def run_uvicorn(
         host=host,
         port=port,
         workers=workers,
-        proxy_headers=True,
+        # The app reads X-Forwarded-For itself, from the proxies M2M_TRUSTED_PROXIES names only:
+        # uvicorn's own handling would let any client behind a trusted address pick its address.
+        proxy_headers=False,
         server_header=False,
         log_level="info",
         log_config=log_config(readable=readable_logs),

@@ -1,12 +1,13 @@
-"""DI providers (services, database session, clock, the acting principal) and the markers routes
-declare them with."""
+"""DI providers (services, database session, clock, the acting principal, the client address) and
+the markers routes declare them with."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from datetime import datetime
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
+from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import SkipValidation
@@ -16,6 +17,7 @@ from api.schemas.common import OptionalTenantHeader, OptionalUserHeader
 from api.state import Services
 from domain.auth import Caller
 from domain.clock import utcnow
+from domain.ratelimit import client_address
 from domain.tokens import Acting
 
 ServicesDep: TypeAlias = NamedDependency[Services]
@@ -24,6 +26,7 @@ SessionDep: TypeAlias = NamedDependency[AsyncSession]
 NowDep: TypeAlias = NamedDependency[SkipValidation[datetime]]
 CallerDep: TypeAlias = NamedDependency[Caller]
 ActingDep: TypeAlias = NamedDependency[Acting]
+ClientAddressDep: TypeAlias = NamedDependency[str]
 
 
 def provide_services(state: State) -> Services:
@@ -51,3 +54,13 @@ def provide_acting(
     credentials is answered 401 whatever its headers hold.
     """
     return Acting(tenant_id, user_id)
+
+
+def provide_client_address(request: Request[Any, Any, Any], services: ServicesDep) -> str:
+    """The address the rate limits count this request by: the socket's peer, or what the
+    trusted proxies (M2M_TRUSTED_PROXIES) say in X-Forwarded-For (domain/ratelimit.py)."""
+    return client_address(
+        request.client.host if request.client else None,
+        request.headers.getall("x-forwarded-for", []),
+        services.settings.trusted_proxies,
+    )

@@ -12,11 +12,14 @@ import jwt
 
 from domain.errors import Forbidden, Unauthenticated
 from domain.keys import MasterKey
+from domain.ratelimit import RateLimiter
 from domain.secrets import equal
 from domain.settings import Settings
 
 VENDOR_TOKEN_SECONDS = 3600
 VENDOR_TOKEN_TYPE = "vendor"
+# Every failed vendor authentication counts against one budget, whatever clientId it names.
+VENDOR_LIMIT_SUBJECT = "environment"
 END_USER_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"]
 # Clock skew allowed between the IdP and this service on `exp`, `nbf` and `iat`.
 END_USER_LEEWAY_SECONDS = 30
@@ -61,13 +64,21 @@ class VendorAuthenticator:
         credentials = hashlib.sha256(f"{client_id}\0{secret}".encode()).digest()
         self._key = master.derive(b"m2m vendor token " + credentials)
 
-    def authenticate(self, client_id: str, secret: str, now: datetime) -> tuple[str, int]:
-        """A vendor token and its lifetime in seconds, for the right credentials only."""
-        # Both comparisons always run: a wrong id costs what a wrong secret costs.
-        id_ok = equal(client_id, self._client_id)
-        secret_ok = equal(secret, self._secret)
-        if not (id_ok and secret_ok):
-            raise Unauthenticated("Invalid vendor credentials")
+    async def authenticate(
+        self, limiter: RateLimiter, client_id: str, secret: str, *, address: str, now: datetime
+    ) -> tuple[str, int]:
+        """A vendor token and its lifetime in seconds, for the right credentials only.
+
+        Failures are limited overall and per address (the vendor's budget in
+        domain/ratelimit.py); a wrong clientId and a wrong secret are one failure alike.
+        """
+        vendor = limiter.vendor
+        async with limiter.checking(vendor, VENDOR_LIMIT_SUBJECT, address=address, now=now):
+            # Both comparisons always run: a wrong id costs what a wrong secret costs.
+            id_ok = equal(client_id, self._client_id)
+            secret_ok = equal(secret, self._secret)
+            if not (id_ok and secret_ok):
+                raise Unauthenticated("Invalid vendor credentials")
         claims = {
             "type": VENDOR_TOKEN_TYPE,
             "sub": self._client_id,

@@ -367,19 +367,22 @@ async def authenticate_client(
     for an unknown clientId, a wrong secret, an expired credential or one whose tenant or user
     is deleted, at the same cost.
 
-    Every attempt is counted by the limiter first. The read runs outside a transaction and
-    gives its connection back (so this must be the session's first work) before the argon2
-    work, so no pooled connection waits on argon2. Round trips: 1 to Redis, 1 to PostgreSQL.
+    The limiter admits the check first, and counts it as a failure when it fails (the rule is
+    in domain/ratelimit.py). The read runs outside a transaction and gives its connection back
+    (so this must be the session's first work) before the argon2 work, so no pooled connection
+    waits on argon2. Round trips: 2 to Redis (1 on a failure), 1 to PostgreSQL.
     """
-    await limiter.count_attempt(client_id=presented.client_id, address=address, now=now)
-    connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    row = (await connection.execute(_READ_SECRET, {"credential_id": presented.client_id})).first()
-    await session.rollback()  # nothing was begun: this only hands the connection back
-    # Unknown clients verify against the dummy hash: they cost what a wrong secret costs.
-    matched = await hasher.verify(row.secret_hash if row is not None else None, presented.secret)
-    if row is None or not matched or (row.expires_at is not None and row.expires_at <= now):
-        raise InvalidClient()
-    return presented.client_id
+    client_id = presented.client_id
+    async with limiter.checking(limiter.clients, client_id, address=address, now=now):
+        connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        row = (await connection.execute(_READ_SECRET, {"credential_id": client_id})).first()
+        await session.rollback()  # nothing was begun: this only hands the connection back
+        # Unknown clients verify against the dummy hash: they cost what a wrong secret costs.
+        stored = row.secret_hash if row is not None else None
+        matched = await hasher.verify(stored, presented.secret)
+        if row is None or not matched or (row.expires_at is not None and row.expires_at <= now):
+            raise InvalidClient()
+    return client_id
 
 
 # --- exchange and refresh --------------------------------------------------------------------
@@ -399,7 +402,7 @@ async def exchange_client_credentials(
 ) -> TokenPair:
     """A JWT and the first refresh token of a new family, for a clientId and its secret.
 
-    Round trips: authenticate_client's (1 Redis, 1 PostgreSQL), then BEGIN, lock and read the
+    Round trips: authenticate_client's (2 Redis, 1 PostgreSQL), then BEGIN, lock and read the
     credential, the cap with the insert and the grants (2 statements), and the caller's
     COMMIT: 5 to PostgreSQL in all.
     """

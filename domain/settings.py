@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ DEFAULT_DATABASE_URL = "postgresql+asyncpg://localhost/m2m"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_REDIS_PREFIX = "m2m:"
 DEFAULT_ISSUER = "http://localhost:8000"
-MIN_VENDOR_SECRET_LENGTH = 16
+MIN_VENDOR_SECRET_LENGTH = 32
+# The vendor secret earlier versions of the README showed: a copy of it is no secret.
+EXAMPLE_VENDOR_SECRETS: Final = frozenset({"change-me-vendor-secret"})
 MIN_MASTER_KEY_BYTES = 32
 MIN_WEBHOOK_KEY_BYTES = 24
 DEFAULT_PORTS: Final = {"http": ":80", "https": ":443"}
@@ -36,6 +39,8 @@ IGNORED_IN_DEV: Final = frozenset(
         "M2M_BROKER_URL",
         "M2M_REDIS_PREFIX",
         "M2M_MASTER_KEY",
+        # It binds 127.0.0.1 only: no proxy stands in front of it whose word could be trusted.
+        "M2M_TRUSTED_PROXIES",
     }
 )
 
@@ -71,6 +76,9 @@ class Settings:
     max_body_bytes: int
     job_batch_size: int = 2000
     broker_visibility_timeout: int = 300
+    # Proxies whose X-Forwarded-For names the client address the rate limits count by: CIDRs,
+    # each as ipaddress.ip_network reads it (kept as text: Litestar validates what DI provides).
+    trusted_proxies: tuple[str, ...] = ()
     # `m2m dev`: one process, SQLite, no Redis or broker; cache, limits and jobs in memory.
     embedded: bool = False
     user_jwt_audience: str | None = None
@@ -150,6 +158,7 @@ def load_settings(
         broker_visibility_timeout=reader.integer(
             "M2M_BROKER_VISIBILITY_TIMEOUT", 300, low=1, high=86_400
         ),
+        trusted_proxies=reader.networks("M2M_TRUSTED_PROXIES"),
         embedded=mode == "dev",
         user_jwt_audience=reader.optional("M2M_USER_JWT_AUDIENCE"),
         metrics_public=reader.boolean("M2M_METRICS_PUBLIC", default=False),
@@ -275,9 +284,26 @@ class _Reader:
     def vendor_secret(self, *, required: bool) -> str:
         name = "M2M_VENDOR_SECRET"
         value = self.text(name, required=required)
+        if value in EXAMPLE_VENDOR_SECRETS:
+            raise ConfigError(name, "is the README's example; choose a secret of your own")
         if value and len(value) < MIN_VENDOR_SECRET_LENGTH:
             raise ConfigError(name, f"must be at least {MIN_VENDOR_SECRET_LENGTH} characters")
         return value
+
+    def networks(self, name: str) -> tuple[str, ...]:
+        """Comma-separated IP addresses and CIDRs, each as a CIDR."""
+        value = self.optional(name)
+        if value is None:
+            return ()
+        networks = []
+        for item in (part.strip() for part in value.split(",") if part.strip()):
+            try:
+                networks.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ConfigError(
+                    name, f"must be comma-separated IP addresses or CIDRs, got {item!r}"
+                ) from None
+        return tuple(networks)
 
     def master_key(self, *, required: bool) -> bytes:
         name = "M2M_MASTER_KEY"

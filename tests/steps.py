@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from urllib.parse import quote
 import httpx
 import jwt
 from argon2 import PasswordHasher
+from litestar import Litestar
 
 from api.state import Services
 from domain.clock import utcnow
@@ -377,15 +379,36 @@ def replaced(services: Services, name: str, value: Any) -> Iterator[Any]:
 
 class CountingHasher(SecretHasher):
     """The real argon2 hasher (with the suite's parameters), noting whether each verification
-    had a stored hash."""
+    had a stored hash, and counting the argon2 verifications it really ran (a dummy hash's
+    included)."""
 
-    def __init__(self) -> None:
-        super().__init__(ARGON2_PARAMETERS)
+    def __init__(self, max_pending: int | None = None) -> None:
+        super().__init__(ARGON2_PARAMETERS, max_pending=max_pending)
         self.verified_stored_hash: list[bool] = []
+        self._argon2_runs = 0
+        self._argon2_runs_lock = threading.Lock()
+
+    @property
+    def argon2_verifications(self) -> int:
+        return self._argon2_runs
 
     async def verify(self, encoded: str | None, secret: str) -> bool:
         self.verified_stored_hash.append(encoded is not None)
         return await super().verify(encoded, secret)
+
+    def _verify(self, encoded: str, secret: str) -> bool:
+        # The argon2 work itself, on the pool's threads.
+        with self._argon2_runs_lock:
+            self._argon2_runs += 1
+        return super()._verify(encoded, secret)
+
+
+@asynccontextmanager
+async def client_at(app: Litestar, address: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the app under test whose requests come from `address` (the socket's peer)."""
+    transport = httpx.ASGITransport(app=app, client=(address, 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://m2m.test") as client:
+        yield client
 
 
 async def finish_jobs(services: Services) -> None:

@@ -13,7 +13,7 @@ PG_SERVER = os.environ.get("M2M_TEST_PG", "postgresql+asyncpg://postgres@127.0.0
 REDIS_URL = os.environ.get("M2M_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 VENDOR_CLIENT_ID = "test-vendor"
-VENDOR_SECRET = "test-vendor-secret-0123456789"
+VENDOR_SECRET = "test-vendor-secret-0123456789abcdefghij"
 MASTER_KEY = "q" * 43
 ISSUER = "http://m2m.test"
 IDP_ISSUER = "https://idp.example.test"
@@ -33,7 +33,7 @@ ARGON2_ENVIRONMENT = {
 # The least that `load_settings` accepts in serve mode.
 VALID = {
     "M2M_VENDOR_CLIENT_ID": "vendor",
-    "M2M_VENDOR_SECRET": "a-vendor-secret-long-enough",
+    "M2M_VENDOR_SECRET": "a-vendor-secret-long-enough-for-serve",
     "M2M_MASTER_KEY": "q" * 43,
 }
 

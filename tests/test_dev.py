@@ -380,7 +380,7 @@ def test_the_data_directory_is_made_private_and_reused(tmp_path: Path) -> None:
     assert first.created
     assert not again.created
     assert again.credentials == first.credentials
-    assert len(first.credentials.vendor_secret) >= 16
+    assert len(first.credentials.vendor_secret) >= 32
     assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
     for path in (tmp_path / "data").iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
@@ -446,7 +446,7 @@ def test_dev_mode_needs_its_data_directory() -> None:
     defaults = DevDefaults(
         database_url="sqlite+aiosqlite:///m2m.db",
         vendor_client_id="v",
-        vendor_secret="s" * 16,
+        vendor_secret="s" * 32,
         master_key="q" * 43,
     )
     assert load_settings({}, mode="dev", dev=defaults).embedded

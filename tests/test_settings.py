@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from domain.secrets import Argon2Parameters, SecretHasher
-from domain.settings import ConfigError, load_settings
+from domain.settings import EXAMPLE_VENDOR_SECRETS, ConfigError, DevDefaults, load_settings
 from tests.suite import VALID
 
 
@@ -56,6 +57,9 @@ def test_broker_defaults_to_redis_url_and_can_differ() -> None:
         ({"M2M_VENDOR_CLIENT_ID": ""}, "M2M_VENDOR_CLIENT_ID"),
         ({"M2M_VENDOR_SECRET": ""}, "M2M_VENDOR_SECRET"),
         ({"M2M_VENDOR_SECRET": "short"}, "M2M_VENDOR_SECRET"),
+        ({"M2M_VENDOR_SECRET": "s" * 31}, "M2M_VENDOR_SECRET"),
+        ({"M2M_TRUSTED_PROXIES": "10.0.0.0/8, proxy.internal"}, "M2M_TRUSTED_PROXIES"),
+        ({"M2M_TRUSTED_PROXIES": "10.0.0.0/33"}, "M2M_TRUSTED_PROXIES"),
         ({"M2M_MASTER_KEY": ""}, "M2M_MASTER_KEY"),
         ({"M2M_MASTER_KEY": "not base64!"}, "M2M_MASTER_KEY"),
         ({"M2M_MASTER_KEY": "c2hvcnQ"}, "M2M_MASTER_KEY"),
@@ -168,3 +172,48 @@ def test_metrics_are_private_unless_m2m_metrics_public_says_true() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings({**VALID, "M2M_METRICS_PUBLIC": "sometimes"})
     assert str(caught.value) == "M2M_METRICS_PUBLIC: must be true or false, got 'sometimes'"
+
+
+def test_the_vendor_secret_needs_32_characters() -> None:
+    assert load_settings({**VALID, "M2M_VENDOR_SECRET": "s" * 32}).vendor_secret == "s" * 32
+    with pytest.raises(ConfigError) as refused:
+        load_settings({**VALID, "M2M_VENDOR_SECRET": "s" * 31})
+    assert str(refused.value) == "M2M_VENDOR_SECRET: must be at least 32 characters"
+
+
+def test_the_readme_s_example_vendor_secret_is_refused() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert EXAMPLE_VENDOR_SECRETS
+    for example in EXAMPLE_VENDOR_SECRETS:
+        assert f"`{example}`" in readme  # the README names what it refuses
+        with pytest.raises(ConfigError) as refused:
+            load_settings({**VALID, "M2M_VENDOR_SECRET": example})
+        assert str(refused.value).startswith("M2M_VENDOR_SECRET: is the README's example")
+
+
+@pytest.mark.processes
+def test_serve_with_the_readme_s_example_vendor_secret_refuses_to_start_in_one_line() -> None:
+    for example in EXAMPLE_VENDOR_SECRETS:
+        result = _run_cli(["serve"], {**VALID, "M2M_VENDOR_SECRET": example})
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            "m2m: configuration error: M2M_VENDOR_SECRET: is the README's example;"
+            " choose a secret of your own"
+        ]
+
+
+def test_trusted_proxies_are_none_unless_set() -> None:
+    assert load_settings(VALID).trusted_proxies == ()
+    listed = load_settings({**VALID, "M2M_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.5 ,2001:db8::/32"})
+    assert listed.trusted_proxies == ("10.0.0.0/8", "192.0.2.5/32", "2001:db8::/32")
+
+
+def test_dev_trusts_no_proxy_whatever_the_setting() -> None:
+    defaults = DevDefaults(
+        database_url="sqlite+aiosqlite:///m2m.db",
+        vendor_client_id="v",
+        vendor_secret="s" * 32,
+        master_key="q" * 43,
+    )
+    dev = load_settings({"M2M_TRUSTED_PROXIES": "0.0.0.0/0"}, mode="dev", dev=defaults)
+    assert dev.trusted_proxies == ()

@@ -11,7 +11,7 @@ from litestar import MediaType, Request, post
 from litestar.datastructures import CacheControlHeader, ResponseHeader
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.dependencies import NowDep, ServicesDep, SessionDep
+from api.dependencies import ClientAddressDep, NowDep, ServicesDep, SessionDep
 from api.errors import OAUTH_ERRORS, TOKEN_ROUTE_ERRORS
 from api.metrics import count_as
 from api.schemas.common import read_body
@@ -53,15 +53,11 @@ PRAGMA_NO_CACHE = [ResponseHeader(name="Pragma", value="no-cache")]
 # --- the steps every route shares --------------------------------------------------------------
 
 
-def client_address(request: Request[Any, Any, Any]) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 async def _exchange(
-    request: Request[Any, Any, Any],
     db_session: AsyncSession,
     services: Services,
     presented: ClientSecret,
+    address: str,
     now: datetime,
 ) -> TokenPair:
     pair = await exchange.exchange_client_credentials(
@@ -71,7 +67,7 @@ async def _exchange(
         services.signer,
         services.settings.issuer,
         presented,
-        address=client_address(request),
+        address=address,
         now=now,
     )
     await commit(db_session, services)
@@ -106,19 +102,14 @@ async def _rotate(
 
 
 async def _authenticate(
-    request: Request[Any, Any, Any],
     db_session: AsyncSession,
     services: Services,
     presented: ClientSecret,
+    address: str,
     now: datetime,
 ) -> str:
     return await exchange.authenticate_client(
-        db_session,
-        services.hasher,
-        services.limiter,
-        presented,
-        address=client_address(request),
-        now=now,
+        db_session, services.hasher, services.limiter, presented, address=address, now=now
     )
 
 
@@ -133,10 +124,14 @@ async def _authenticate(
     opt=CARRIES_SECRET,
 )
 async def exchange_api_token(
-    request: Request[Any, Any, Any], db_session: SessionDep, services: ServicesDep, now: NowDep
+    request: Request[Any, Any, Any],
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+    client_address: ClientAddressDep,
 ) -> TokenPairOut:
     data = await read_body(request, ExchangeRequest)
-    pair = await _exchange(request, db_session, services, data.presented, now)
+    pair = await _exchange(db_session, services, data.presented, client_address, now)
     return token_pair_response(pair)
 
 
@@ -148,10 +143,14 @@ async def exchange_api_token(
     opt=CARRIES_SECRET,
 )
 async def exchange_api_token_v1(
-    request: Request[Any, Any, Any], db_session: SessionDep, services: ServicesDep, now: NowDep
+    request: Request[Any, Any, Any],
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+    client_address: ClientAddressDep,
 ) -> LegacyTokenPairOut:
     data = await read_body(request, ExchangeRequest)
-    pair = await _exchange(request, db_session, services, data.presented, now)
+    pair = await _exchange(db_session, services, data.presented, client_address, now)
     return legacy_token_pair_response(pair)
 
 
@@ -182,7 +181,11 @@ async def refresh_api_token(
     opt=CARRIES_SECRET,
 )
 async def oauth_token(
-    request: Request[Any, Any, Any], db_session: SessionDep, services: ServicesDep, now: NowDep
+    request: Request[Any, Any, Any],
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+    client_address: ClientAddressDep,
 ) -> OAuthTokenOut:
     """client_credentials (client authentication required) and refresh_token (optional; when
     given, the refresh token must be that client's)."""
@@ -194,11 +197,11 @@ async def oauth_token(
     if grant_type == CLIENT_CREDENTIALS:
         if presented is None:
             raise InvalidClient("Client authentication is required")
-        pair = await _exchange(request, db_session, services, presented, now)
+        pair = await _exchange(db_session, services, presented, client_address, now)
     else:
         refresh_token = form.require("refresh_token")
         client_id = (
-            await _authenticate(request, db_session, services, presented, now)
+            await _authenticate(db_session, services, presented, client_address, now)
             if presented is not None
             else None
         )
@@ -215,7 +218,11 @@ async def oauth_token(
     exception_handlers=OAUTH_ERRORS,
 )
 async def oauth_revoke(
-    request: Request[Any, Any, Any], db_session: SessionDep, services: ServicesDep, now: NowDep
+    request: Request[Any, Any, Any],
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+    client_address: ClientAddressDep,
 ) -> None:
     """RFC 7009: 200 whether or not the token was known, so nothing leaks about it."""
     form = await read_form(request)
@@ -225,7 +232,7 @@ async def oauth_revoke(
     presented = client_secret_of(request, form)
     if presented is None:
         raise InvalidClient("Client authentication is required")
-    client_id = await _authenticate(request, db_session, services, presented, now)
+    client_id = await _authenticate(db_session, services, presented, client_address, now)
     await exchange.revoke_token(db_session, client_id, token, now)
     await commit(db_session, services)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Request, post
 
-from api.dependencies import NowDep, ServicesDep
+from api.dependencies import ClientAddressDep, NowDep, ServicesDep
 from api.schemas.common import read_body
 from api.schemas.vendor import VendorAuthOut, VendorAuthRequest
 from api.security_headers import CARRIES_SECRET
@@ -14,10 +14,15 @@ from api.security_headers import CARRIES_SECRET
 
 @post("/auth/vendor", status_code=200, opt=CARRIES_SECRET)
 async def authenticate_vendor(
-    request: Request[Any, Any, Any], services: ServicesDep, now: NowDep
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    now: NowDep,
+    client_address: ClientAddressDep,
 ) -> VendorAuthOut:
     data = await read_body(request, VendorAuthRequest)
-    token, expires_in = services.vendor.authenticate(data.client_id, data.secret, now)
+    token, expires_in = await services.vendor.authenticate(
+        services.limiter, data.client_id, data.secret, address=client_address, now=now
+    )
     return VendorAuthOut(token=token, expires_in=expires_in)
 
 
