@@ -241,7 +241,11 @@ async def test_a_worker_killed_mid_cascade_leaves_the_task_to_be_redelivered_and
     assert await count(db, owned) == 0
     assert await db.get(User, user.id) is None
     outcomes = [run.outcome for run in await runs_of(db, jobs.CASCADE_DELETIONS)]
-    assert outcomes == ["running", "success"]  # the killed run never finished
+    # The killed run never finished; the redelivered one succeeded. With a visibility timeout of
+    # 1 s a slow machine may deliver the task once more: at least once, and idempotent.
+    assert outcomes[0] == "running"
+    assert len(outcomes) >= 2
+    assert set(outcomes[1:]) == {"success"}
     assert await db.get(ClientCredential, kept) is not None
 
 
