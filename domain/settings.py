@@ -20,6 +20,11 @@ DEFAULT_ISSUER = "http://localhost:8000"
 MIN_VENDOR_SECRET_LENGTH = 16
 MIN_MASTER_KEY_BYTES = 32
 MIN_WEBHOOK_KEY_BYTES = 24
+# OWASP's minimum for argon2id (Password Storage Cheat Sheet): 19 MiB of memory, 2 passes, 1 lane.
+# Less would make each guess at a stolen hash cheaper.
+ARGON2_MIN_MEMORY_KIB = 19456
+ARGON2_MIN_TIME_COST = 2
+ARGON2_MIN_PARALLELISM = 1
 
 # `m2m dev` keeps its database and master key in its data directory and runs without Redis or a
 # broker: these variables never point it anywhere else (a shell set up for `m2m serve` must not
@@ -125,9 +130,11 @@ def load_settings(
         user_jwt_public_key=reader.public_key("M2M_USER_JWT_PUBLIC_KEY"),
         user_jwt_jwks_url=reader.optional_url("M2M_USER_JWT_JWKS_URL"),
         user_jwt_issuer=reader.optional("M2M_USER_JWT_ISSUER"),
-        argon2_time_cost=reader.integer("M2M_ARGON2_TIME_COST", 2, low=1, high=20),
-        argon2_memory_kib=reader.integer("M2M_ARGON2_MEMORY_KIB", 19456, low=8, high=4_194_304),
-        argon2_parallelism=reader.integer("M2M_ARGON2_PARALLELISM", 1, low=1, high=64),
+        argon2_time_cost=reader.argon2("M2M_ARGON2_TIME_COST", ARGON2_MIN_TIME_COST, high=20),
+        argon2_memory_kib=reader.argon2(
+            "M2M_ARGON2_MEMORY_KIB", ARGON2_MIN_MEMORY_KIB, high=4_194_304
+        ),
+        argon2_parallelism=reader.argon2("M2M_ARGON2_PARALLELISM", ARGON2_MIN_PARALLELISM, high=64),
         argon2_max_pending=reader.optional_integer("M2M_ARGON2_MAX_PENDING", low=1, high=1_000_000),
         exchange_limit_per_client=reader.integer(
             "M2M_EXCHANGE_LIMIT_PER_CLIENT", 60, low=1, high=1_000_000_000
@@ -176,6 +183,13 @@ class _Reader:
         if not low <= value <= high:
             raise ConfigError(name, f"must be between {low} and {high}, got {value}")
         return value
+
+    def argon2(self, name: str, minimum: int, *, high: int) -> int:
+        """An argon2id parameter: the OWASP minimum by default, and never less."""
+        raw = self.optional(name)
+        if raw is not None and raw.lstrip("-").isdigit() and int(raw) < minimum:
+            raise ConfigError(name, f"must be at least {minimum} (the OWASP minimum), got {raw}")
+        return self.integer(name, minimum, low=minimum, high=high)
 
     def optional_integer(self, name: str, *, low: int, high: int) -> int | None:
         if self.optional(name) is None:

@@ -26,7 +26,6 @@ from api.dev import DataDirectoryError, open_data_directory
 from domain.settings import DevDefaults, load_settings
 from tests.factories import Factory
 from tests.processes import free_port
-from tests.suite import ARGON2_ENVIRONMENT
 
 VALIDATE = "/identity/resources/auth/v1/validate"
 TENANTS = "/tenants/resources/tenants/v1"
@@ -97,11 +96,10 @@ class DevProcess:
 
 def dev_environment(trap: Trap) -> dict[str, str]:
     """The caller's environment without M2M_*, and PostgreSQL, Redis and a broker that, were
-    they contacted, would be the trap; argon2id as cheap as in every app of the suite."""
+    they contacted, would be the trap."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("M2M_")}
     return {
         **clean,
-        **ARGON2_ENVIRONMENT,
         "M2M_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:{trap.port}/m2m",
         "M2M_REDIS_URL": f"redis://127.0.0.1:{trap.port}/0",
         "M2M_BROKER_URL": f"redis://127.0.0.1:{trap.port}/1",
