@@ -29,12 +29,16 @@ def _settings(mode: Mode) -> Settings:
 
 
 def _migrate(settings: Settings) -> None:
+    from sqlalchemy.engine import make_url
+
     from domain.schema import upgrade_to_head
 
     try:
-        upgrade_to_head(settings.database_url)
+        created = upgrade_to_head(settings.database_url)
     except (OSError, ConnectionError) as error:
         _fail(f"cannot reach the database named by M2M_DATABASE_URL: {error}")
+    if created:
+        click.echo(f"m2m: created the database {make_url(settings.database_url).database}")
 
 
 def _preflight(settings: Settings) -> None:
@@ -206,11 +210,13 @@ def rotate_keys() -> None:
     """A new signing key signs from now on; old keys stay published while their tokens live."""
     import asyncio
 
+    from sqlalchemy.exc import DBAPIError
+
     from domain.clock import utcnow
     from domain.db import create_engine, create_session_factory
-    from domain.keys import MasterKey, rotate_signing_key
+    from domain.keys import MasterKey, MasterKeyMismatch, rotate_signing_key
 
-    settings = _settings("serve")
+    settings = _settings("keys")
 
     async def rotate() -> str:
         engine = create_engine(settings.database_url, pooled=False)
@@ -222,7 +228,16 @@ def rotate_keys() -> None:
         finally:
             await engine.dispose()
 
-    kid = asyncio.run(rotate())
+    try:
+        kid = asyncio.run(rotate())
+    except MasterKeyMismatch as error:
+        _fail(f"{error}; no key was rotated")
+    except (OSError, ConnectionError) as error:
+        _fail(f"cannot reach the database named by M2M_DATABASE_URL: {error}")
+    except DBAPIError as error:
+        if "does not exist" in str(error.orig):
+            _fail("the database has no schema yet: run `m2m migrate` first")
+        _fail(f"the database named by M2M_DATABASE_URL refused: {error.orig}")
     click.echo(f"m2m: key {kid} signs new tokens; running API processes switch within 30 s")
 
 

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-Mode = Literal["serve", "migrate", "worker", "dev"]
+Mode = Literal["serve", "migrate", "worker", "dev", "keys"]
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://localhost/m2m"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -25,6 +25,10 @@ MIN_WEBHOOK_KEY_BYTES = 24
 ARGON2_MIN_MEMORY_KIB = 19456
 ARGON2_MIN_TIME_COST = 2
 ARGON2_MIN_PARALLELISM = 1
+
+# `m2m worker` and `m2m beat` never fall back to localhost for these: a worker that did would run
+# the jobs on, and evict the cache entries of, another environment than its API's.
+REQUIRED_BY_WORKERS: Final = ("M2M_DATABASE_URL", "M2M_REDIS_URL")
 
 # `m2m dev` keeps its database and master key in its data directory and runs without Redis or a
 # broker: these variables never point it anywhere else (a shell set up for `m2m serve` must not
@@ -114,6 +118,9 @@ def load_settings(
         }
     reader = _Reader(env)
     needs_credentials = mode in ("serve", "dev")
+    if mode == "worker":
+        for name in REQUIRED_BY_WORKERS:
+            reader.text(name, required=True)
     redis_url = reader.url("M2M_REDIS_URL", DEFAULT_REDIS_URL, schemes={"redis", "rediss", "unix"})
     settings = Settings(
         database_url=reader.database_url(),
@@ -124,7 +131,7 @@ def load_settings(
         ),
         vendor_client_id=reader.text("M2M_VENDOR_CLIENT_ID", required=needs_credentials),
         vendor_secret=reader.vendor_secret(required=needs_credentials),
-        master_key=reader.master_key(required=needs_credentials),
+        master_key=reader.master_key(required=needs_credentials or mode == "keys"),
         webhook_secret=reader.webhook_secret(),
         issuer=reader.url("M2M_ISSUER", DEFAULT_ISSUER, schemes={"http", "https"}),
         user_jwt_public_key=reader.public_key("M2M_USER_JWT_PUBLIC_KEY"),
