@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import errno
 import os
 import secrets
+import socket
 import sys
 import tempfile
 from collections.abc import Callable
@@ -73,9 +75,11 @@ def run_uvicorn(
     port: int,
     workers: int,
     readable_logs: bool = False,
+    sockets: list[socket.socket] | None = None,
 ) -> None:
     """uvicorn.run with the service's options, keeping TCP_NODELAY with several workers; its
-    own lines (startup, access, errors) in the service's log format."""
+    own lines (startup, access, errors) in the service's log format. One worker may serve
+    `sockets` bound beforehand instead of binding `host` and `port` itself."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
@@ -95,7 +99,7 @@ def run_uvicorn(
     )
     if workers == 1:
         server = uvicorn.Server(config)
-        server.run()
+        server.run(sockets=sockets)
         if not server.started:
             sys.exit(3)
         return
@@ -148,13 +152,16 @@ def dev(port: int, data_dir: Path) -> None:
     from functools import partial
 
     from api.app import create_app
-    from api.dev import DataDirectoryError, banner, open_data_directory
+    from api.dev import DataDirectoryError, banner, first_start_settings, open_data_directory
     from domain.logs import configure_logging
 
+    # Before anything is made or printed: a start that cannot serve leaves no trace.
+    listener = _listen("127.0.0.1", port)
     try:
-        environment = open_data_directory(data_dir)
+        issuer = first_start_settings(os.environ, port=port).issuer
+        environment = open_data_directory(data_dir, issuer=issuer)
         lock = environment.lock()
-        settings = environment.settings(os.environ)
+        settings = environment.settings(os.environ, port=port)
     except DataDirectoryError as error:
         _fail(str(error))
     except ConfigError as error:
@@ -171,8 +178,25 @@ def dev(port: int, data_dir: Path) -> None:
         port=port,
         workers=1,
         readable_logs=readable,
+        sockets=[listener],
     )
     os.close(lock)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port, or one line saying why there is none."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # As uvicorn does: a port left in TIME_WAIT by the previous start is free to take again.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+        listener.listen(2048)
+    except OSError as error:
+        listener.close()
+        if error.errno == errno.EADDRINUSE:
+            _fail(f"port {port} on {host} is in use: stop what listens there, or choose --port")
+        _fail(f"cannot listen on {host}:{port}: {error.strerror}")
+    return listener
 
 
 def _migrate_dev(settings: Settings) -> None:

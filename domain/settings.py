@@ -77,6 +77,9 @@ class Settings:
     broker_visibility_timeout: int = 300
     # `m2m dev`: one process, SQLite, no Redis or broker; cache, limits and jobs in memory.
     embedded: bool = False
+    # Where this process serves its routes, when known better than the issuer (`m2m dev`, on
+    # the port it listens on now); None: the issuer, the address the deployment declares public.
+    served_url: str | None = None
 
     @property
     def self_service_enabled(self) -> bool:
@@ -91,6 +94,8 @@ class DevDefaults:
     vendor_client_id: str
     vendor_secret: str
     master_key: str
+    issuer: str = DEFAULT_ISSUER
+    served_url: str | None = None
 
     def environment(self) -> dict[str, str]:
         return {
@@ -98,6 +103,7 @@ class DevDefaults:
             "M2M_VENDOR_CLIENT_ID": self.vendor_client_id,
             "M2M_VENDOR_SECRET": self.vendor_secret,
             "M2M_MASTER_KEY": self.master_key,
+            "M2M_ISSUER": self.issuer,
         }
 
 
@@ -106,8 +112,8 @@ def load_settings(
 ) -> Settings:
     """Read and validate every setting; raise ConfigError naming the first bad one.
 
-    In "dev" mode `dev` supplies the database, master key and vendor credentials; the
-    environment may override the credentials, never IGNORED_IN_DEV.
+    In "dev" mode `dev` supplies the database, master key, vendor credentials and issuer; the
+    environment may override the credentials and the issuer, never IGNORED_IN_DEV.
     """
     if mode == "dev":
         if dev is None:
@@ -155,6 +161,7 @@ def load_settings(
             "M2M_BROKER_VISIBILITY_TIMEOUT", 300, low=1, high=86_400
         ),
         embedded=mode == "dev",
+        served_url=dev.served_url if dev is not None else None,
     )
     if settings.user_jwt_public_key and settings.user_jwt_jwks_url:
         raise ConfigError(
