@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import errno
 import os
 import secrets
+import socket
 import sys
 import tempfile
 from collections.abc import Callable
@@ -29,12 +31,16 @@ def _settings(mode: Mode) -> Settings:
 
 
 def _migrate(settings: Settings) -> None:
+    from sqlalchemy.engine import make_url
+
     from domain.schema import upgrade_to_head
 
     try:
-        upgrade_to_head(settings.database_url)
+        created = upgrade_to_head(settings.database_url)
     except (OSError, ConnectionError) as error:
         _fail(f"cannot reach the database named by M2M_DATABASE_URL: {error}")
+    if created:
+        click.echo(f"m2m: created the database {make_url(settings.database_url).database}")
 
 
 def _preflight(settings: Settings) -> None:
@@ -69,9 +75,11 @@ def run_uvicorn(
     port: int,
     workers: int,
     readable_logs: bool = False,
+    sockets: list[socket.socket] | None = None,
 ) -> None:
     """uvicorn.run with the service's options, keeping TCP_NODELAY with several workers; its
-    own lines (startup, access, errors) in the service's log format."""
+    own lines (startup, access, errors) in the service's log format. One worker may serve
+    `sockets` bound beforehand instead of binding `host` and `port` itself."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
@@ -93,7 +101,7 @@ def run_uvicorn(
     )
     if workers == 1:
         server = uvicorn.Server(config)
-        server.run()
+        server.run(sockets=sockets)
         if not server.started:
             sys.exit(3)
         return
@@ -146,13 +154,16 @@ def dev(port: int, data_dir: Path) -> None:
     from functools import partial
 
     from api.app import create_app
-    from api.dev import DataDirectoryError, banner, open_data_directory
+    from api.dev import DataDirectoryError, banner, first_start_settings, open_data_directory
     from domain.logs import configure_logging
 
+    # Before anything is made or printed: a start that cannot serve leaves no trace.
+    listener = _listen("127.0.0.1", port)
     try:
-        environment = open_data_directory(data_dir)
+        issuer = first_start_settings(os.environ, port=port).issuer
+        environment = open_data_directory(data_dir, issuer=issuer)
         lock = environment.lock()
-        settings = environment.settings(os.environ)
+        settings = environment.settings(os.environ, port=port)
     except DataDirectoryError as error:
         _fail(str(error))
     except ConfigError as error:
@@ -169,8 +180,25 @@ def dev(port: int, data_dir: Path) -> None:
         port=port,
         workers=1,
         readable_logs=readable,
+        sockets=[listener],
     )
     os.close(lock)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port, or one line saying why there is none."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # As uvicorn does: a port left in TIME_WAIT by the previous start is free to take again.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+        listener.listen(2048)
+    except OSError as error:
+        listener.close()
+        if error.errno == errno.EADDRINUSE:
+            _fail(f"port {port} on {host} is in use: stop what listens there, or choose --port")
+        _fail(f"cannot listen on {host}:{port}: {error.strerror}")
+    return listener
 
 
 def _migrate_dev(settings: Settings) -> None:
@@ -208,11 +236,13 @@ def rotate_keys() -> None:
     """A new signing key signs from now on; old keys stay published while their tokens live."""
     import asyncio
 
+    from sqlalchemy.exc import DBAPIError
+
     from domain.clock import utcnow
     from domain.db import create_engine, create_session_factory
-    from domain.keys import MasterKey, rotate_signing_key
+    from domain.keys import MasterKey, MasterKeyMismatch, rotate_signing_key
 
-    settings = _settings("serve")
+    settings = _settings("keys")
 
     async def rotate() -> str:
         engine = create_engine(settings.database_url, pooled=False)
@@ -224,7 +254,16 @@ def rotate_keys() -> None:
         finally:
             await engine.dispose()
 
-    kid = asyncio.run(rotate())
+    try:
+        kid = asyncio.run(rotate())
+    except MasterKeyMismatch as error:
+        _fail(f"{error}; no key was rotated")
+    except (OSError, ConnectionError) as error:
+        _fail(f"cannot reach the database named by M2M_DATABASE_URL: {error}")
+    except DBAPIError as error:
+        if "does not exist" in str(error.orig):
+            _fail("the database has no schema yet: run `m2m migrate` first")
+        _fail(f"the database named by M2M_DATABASE_URL refused: {error.orig}")
     click.echo(f"m2m: key {kid} signs new tokens; running API processes switch within 30 s")
 
 

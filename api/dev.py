@@ -18,7 +18,7 @@ from typing import Final
 
 from sqlalchemy.engine import URL
 
-from domain.settings import DevDefaults, Settings, load_settings
+from domain.settings import DEFAULT_ISSUER, DevDefaults, Settings, load_settings
 
 DEFAULT_DATA_DIR: Final = ".m2m"
 DATABASE_FILE: Final = "m2m.db"
@@ -37,18 +37,21 @@ class DataDirectoryError(Exception):
 @dataclass(frozen=True)
 class DevCredentials:
     """What a dev environment keeps from its first start: without the master key, the signing
-    keys in its database cannot be read."""
+    keys in its database cannot be read; without the issuer, the tokens it issued would not
+    validate after a restart on another port."""
 
     vendor_client_id: str
     vendor_secret: str
     master_key: str
+    issuer: str
 
     @classmethod
-    def generate(cls) -> DevCredentials:
+    def generate(cls, *, issuer: str) -> DevCredentials:
         return cls(
             vendor_client_id=str(uuid.uuid4()),
             vendor_secret=secrets.token_urlsafe(32),
             master_key=base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("="),
+            issuer=issuer,
         )
 
     def to_json(self) -> str:
@@ -57,6 +60,7 @@ class DevCredentials:
                 "vendorClientId": self.vendor_client_id,
                 "vendorSecret": self.vendor_secret,
                 "masterKey": self.master_key,
+                "issuer": self.issuer,
             },
             indent=2,
         )
@@ -68,6 +72,8 @@ class DevCredentials:
             vendor_client_id=str(data["vendorClientId"]),
             vendor_secret=str(data["vendorSecret"]),
             master_key=str(data["masterKey"]),
+            # Environments made before the issuer was kept signed with the default one.
+            issuer=str(data.get("issuer") or DEFAULT_ISSUER),
         )
 
 
@@ -102,22 +108,41 @@ class DevEnvironment:
             raise DataDirectoryError(f"another m2m dev is running on {self.path}") from None
         return descriptor
 
-    def settings(self, env: Mapping[str, str]) -> Settings:
-        """Dev settings: this directory's database and keys; M2M_* override what they may."""
-        return load_settings(
-            env,
-            mode="dev",
-            dev=DevDefaults(
-                database_url=self.database_url,
-                vendor_client_id=self.credentials.vendor_client_id,
-                vendor_secret=self.credentials.vendor_secret,
-                master_key=self.credentials.master_key,
-            ),
-        )
+    def settings(self, env: Mapping[str, str], *, port: int) -> Settings:
+        """Dev settings: this directory's database, keys and issuer, served on `port`; M2M_*
+        override what they may."""
+        return _dev_settings(env, self.credentials, self.database_url, port=port)
 
 
-def open_data_directory(path: Path) -> DevEnvironment:
-    """Open the data directory, making it (mode 0700) and its credentials (0600) on first use.
+def first_start_settings(env: Mapping[str, str], *, port: int) -> Settings:
+    """The settings a new environment started on `port` would have, read before anything is
+    made, so that a bad variable stops `m2m dev` with nothing written. Their issuer is the one a
+    new environment keeps: M2M_ISSUER when set, else http://localhost:PORT."""
+    throwaway = DevCredentials.generate(issuer=f"http://localhost:{port}")
+    return _dev_settings(env, throwaway, "sqlite+aiosqlite://", port=port)
+
+
+def _dev_settings(
+    env: Mapping[str, str], credentials: DevCredentials, database_url: str, *, port: int
+) -> Settings:
+    return load_settings(
+        env,
+        mode="dev",
+        dev=DevDefaults(
+            database_url=database_url,
+            vendor_client_id=credentials.vendor_client_id,
+            vendor_secret=credentials.vendor_secret,
+            master_key=credentials.master_key,
+            issuer=credentials.issuer,
+            # `m2m dev` binds 127.0.0.1 only.
+            served_url=f"http://127.0.0.1:{port}",
+        ),
+    )
+
+
+def open_data_directory(path: Path, *, issuer: str = DEFAULT_ISSUER) -> DevEnvironment:
+    """Open the data directory, making it (mode 0700) and its credentials (0600) on first use;
+    `issuer` is what a new environment keeps as its issuer.
 
     The database file is created empty with mode 0600 before SQLite opens it, so that SQLite
     gives its WAL and shared-memory files the same mode.
@@ -144,7 +169,7 @@ def open_data_directory(path: Path) -> DevEnvironment:
                 " or remove the whole directory to start afresh"
             )
         if created:
-            credentials = DevCredentials.generate()
+            credentials = DevCredentials.generate(issuer=issuer)
             created = _write_private(credentials_path, credentials.to_json() + "\n")
         if not created:
             credentials = _read_credentials(credentials_path)
@@ -187,7 +212,10 @@ def _write_private(path: Path, text: str) -> bool:
 def banner(environment: DevEnvironment, settings: Settings, *, port: int) -> str:
     """What `m2m dev` prints on start: the vendor secret only on the start that made it."""
     base = f"http://127.0.0.1:{port}"
-    lines = [f"m2m dev: data in {environment.path} (SQLite; no PostgreSQL or Redis needed)"]
+    lines = [
+        f"m2m dev: listening on {base}; tokens name the issuer {settings.issuer}",
+        f"m2m dev: data in {environment.path} (SQLite; no PostgreSQL or Redis needed)",
+    ]
     client_id = settings.vendor_client_id
     if not environment.created:
         lines += [

@@ -154,10 +154,22 @@ def public_jwk(row: SigningKey) -> dict[str, Any]:
 
 
 async def rotate_signing_key(session: AsyncSession, master: MasterKey, now: datetime) -> str:
-    """A new key signs from now on; the old one retires but stays published (see _published)."""
+    """A new key signs from now on; the old one retires but stays published (see _published).
+
+    Raises MasterKeyMismatch, and changes nothing, when `master` cannot read the active key: a
+    key sealed with it could not be read by the API processes either.
+    """
     await session.execute(
         sa.select(Environment.id).where(Environment.id == ENVIRONMENT_ROW_ID).with_for_update()
     )
+    active = await session.scalar(
+        sa.select(SigningKey)
+        .where(SigningKey.activated_at.is_not(None), SigningKey.retired_at.is_(None))
+        .order_by(SigningKey.activated_at.desc())
+        .limit(1)
+    )
+    if active is not None:
+        master.decrypt(active.private_key_encrypted, active.kid.encode())
     await session.execute(
         sa.update(SigningKey)
         .where(SigningKey.activated_at.is_not(None), SigningKey.retired_at.is_(None))

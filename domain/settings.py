@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-Mode = Literal["serve", "migrate", "worker", "dev"]
+Mode = Literal["serve", "migrate", "worker", "dev", "keys"]
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://localhost/m2m"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -28,6 +28,15 @@ DEFAULT_PORTS: Final = {"http": ":80", "https": ":443"}
 BOOLEANS: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 # An origin's host and port: letters, digits, dots and dashes, or an IPv6 address in brackets.
 _ORIGIN_HOST: Final = re.compile(r"(?:[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
+# OWASP's minimum for argon2id (Password Storage Cheat Sheet): 19 MiB of memory, 2 passes, 1 lane.
+# Less would make each guess at a stolen hash cheaper.
+ARGON2_MIN_MEMORY_KIB = 19456
+ARGON2_MIN_TIME_COST = 2
+ARGON2_MIN_PARALLELISM = 1
+
+# `m2m worker` and `m2m beat` never fall back to localhost for these: a worker that did would run
+# the jobs on, and evict the cache entries of, another environment than its API's.
+REQUIRED_BY_WORKERS: Final = ("M2M_DATABASE_URL", "M2M_REDIS_URL")
 
 # `m2m dev` keeps its database and master key in its data directory and runs without Redis or a
 # broker: these variables never point it anywhere else (a shell set up for `m2m serve` must not
@@ -86,6 +95,9 @@ class Settings:
     metrics_public: bool = False
     # Origins (scheme://host[:port], lower case) of the vendor's pages that may embed ours.
     embed_origins: tuple[str, ...] = ()
+    # Where this process serves its routes, when known better than the issuer (`m2m dev`, on
+    # the port it listens on now); None: the issuer, the address the deployment declares public.
+    served_url: str | None = None
 
     @property
     def self_service_enabled(self) -> bool:
@@ -100,6 +112,8 @@ class DevDefaults:
     vendor_client_id: str
     vendor_secret: str
     master_key: str
+    issuer: str = DEFAULT_ISSUER
+    served_url: str | None = None
 
     def environment(self) -> dict[str, str]:
         return {
@@ -107,6 +121,7 @@ class DevDefaults:
             "M2M_VENDOR_CLIENT_ID": self.vendor_client_id,
             "M2M_VENDOR_SECRET": self.vendor_secret,
             "M2M_MASTER_KEY": self.master_key,
+            "M2M_ISSUER": self.issuer,
         }
 
 
@@ -115,8 +130,8 @@ def load_settings(
 ) -> Settings:
     """Read and validate every setting; raise ConfigError naming the first bad one.
 
-    In "dev" mode `dev` supplies the database, master key and vendor credentials; the
-    environment may override the credentials, never IGNORED_IN_DEV.
+    In "dev" mode `dev` supplies the database, master key, vendor credentials and issuer; the
+    environment may override the credentials and the issuer, never IGNORED_IN_DEV.
     """
     if mode == "dev":
         if dev is None:
@@ -127,6 +142,9 @@ def load_settings(
         }
     reader = _Reader(env)
     needs_credentials = mode in ("serve", "dev")
+    if mode == "worker":
+        for name in REQUIRED_BY_WORKERS:
+            reader.text(name, required=True)
     redis_url = reader.url("M2M_REDIS_URL", DEFAULT_REDIS_URL, schemes={"redis", "rediss", "unix"})
     settings = Settings(
         database_url=reader.database_url(),
@@ -137,15 +155,17 @@ def load_settings(
         ),
         vendor_client_id=reader.text("M2M_VENDOR_CLIENT_ID", required=needs_credentials),
         vendor_secret=reader.vendor_secret(required=needs_credentials),
-        master_key=reader.master_key(required=needs_credentials),
+        master_key=reader.master_key(required=needs_credentials or mode == "keys"),
         webhook_secret=reader.webhook_secret(),
         issuer=reader.url("M2M_ISSUER", DEFAULT_ISSUER, schemes={"http", "https"}),
         user_jwt_public_key=reader.public_key("M2M_USER_JWT_PUBLIC_KEY"),
         user_jwt_jwks_url=reader.optional_url("M2M_USER_JWT_JWKS_URL"),
         user_jwt_issuer=reader.optional("M2M_USER_JWT_ISSUER"),
-        argon2_time_cost=reader.integer("M2M_ARGON2_TIME_COST", 2, low=1, high=20),
-        argon2_memory_kib=reader.integer("M2M_ARGON2_MEMORY_KIB", 19456, low=8, high=4_194_304),
-        argon2_parallelism=reader.integer("M2M_ARGON2_PARALLELISM", 1, low=1, high=64),
+        argon2_time_cost=reader.argon2("M2M_ARGON2_TIME_COST", ARGON2_MIN_TIME_COST, high=20),
+        argon2_memory_kib=reader.argon2(
+            "M2M_ARGON2_MEMORY_KIB", ARGON2_MIN_MEMORY_KIB, high=4_194_304
+        ),
+        argon2_parallelism=reader.argon2("M2M_ARGON2_PARALLELISM", ARGON2_MIN_PARALLELISM, high=64),
         argon2_max_pending=reader.optional_integer("M2M_ARGON2_MAX_PENDING", low=1, high=1_000_000),
         exchange_limit_per_client=reader.integer(
             "M2M_EXCHANGE_LIMIT_PER_CLIENT", 60, low=1, high=1_000_000_000
@@ -163,6 +183,7 @@ def load_settings(
         user_jwt_audience=reader.optional("M2M_USER_JWT_AUDIENCE"),
         metrics_public=reader.boolean("M2M_METRICS_PUBLIC", default=False),
         embed_origins=reader.origins("M2M_EMBED_ORIGINS"),
+        served_url=dev.served_url if dev is not None else None,
     )
     if settings.user_jwt_public_key and settings.user_jwt_jwks_url:
         raise ConfigError(
@@ -198,6 +219,13 @@ class _Reader:
         if not low <= value <= high:
             raise ConfigError(name, f"must be between {low} and {high}, got {value}")
         return value
+
+    def argon2(self, name: str, minimum: int, *, high: int) -> int:
+        """An argon2id parameter: the OWASP minimum by default, and never less."""
+        raw = self.optional(name)
+        if raw is not None and raw.lstrip("-").isdigit() and int(raw) < minimum:
+            raise ConfigError(name, f"must be at least {minimum} (the OWASP minimum), got {raw}")
+        return self.integer(name, minimum, low=minimum, high=high)
 
     def optional_integer(self, name: str, *, low: int, high: int) -> int | None:
         if self.optional(name) is None:

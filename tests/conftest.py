@@ -43,7 +43,6 @@ from tests.factories import Factory
 from tests.processes import PrivateRedis, Stack, running_server
 from tests.steps import finish_jobs, replaced, until
 from tests.suite import (
-    ARGON2_ENVIRONMENT,
     ARGON2_PARAMETERS,
     IDP_ISSUER,
     ISSUER,
@@ -54,6 +53,7 @@ from tests.suite import (
     VENDOR_SECRET,
     WEBHOOK_SECRET,
     _plain_dsn,
+    with_cheap_argon2,
 )
 from workers.inprocess import InProcessJobs
 
@@ -179,21 +179,22 @@ def _common_environment(idp_key: rsa.RSAPrivateKey) -> dict[str, str]:
         "M2M_USER_JWT_PUBLIC_KEY": public_pem,
         "M2M_USER_JWT_ISSUER": IDP_ISSUER,
         "M2M_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        **ARGON2_ENVIRONMENT,
     }
 
 
 @pytest.fixture(scope="session")
 def serve_settings(database_url: str, idp_key: rsa.RSAPrivateKey, redis_prefix: str) -> Settings:
     """`m2m serve`: this run's PostgreSQL database and Redis prefix."""
-    return load_settings(
-        {
-            **_common_environment(idp_key),
-            "M2M_DATABASE_URL": database_url,
-            "M2M_REDIS_URL": REDIS_URL,
-            "M2M_REDIS_PREFIX": redis_prefix,
-            "M2M_MASTER_KEY": MASTER_KEY,
-        }
+    return with_cheap_argon2(
+        load_settings(
+            {
+                **_common_environment(idp_key),
+                "M2M_DATABASE_URL": database_url,
+                "M2M_REDIS_URL": REDIS_URL,
+                "M2M_REDIS_PREFIX": redis_prefix,
+                "M2M_MASTER_KEY": MASTER_KEY,
+            }
+        )
     )
 
 
@@ -203,15 +204,17 @@ def dev_settings(tmp_path_factory: pytest.TempPathFactory, idp_key: rsa.RSAPriva
     path = tmp_path_factory.mktemp("m2m-dev") / "m2m.db"
     url = f"sqlite+aiosqlite:///{path}"
     upgrade_to_head(url)
-    return load_settings(
-        {**_common_environment(idp_key), "M2M_REDIS_URL": "redis://127.0.0.1:1/0"},
-        mode="dev",
-        dev=DevDefaults(
-            database_url=url,
-            vendor_client_id="unused",
-            vendor_secret="unused-unused-unused",
-            master_key=MASTER_KEY,
-        ),
+    return with_cheap_argon2(
+        load_settings(
+            {**_common_environment(idp_key), "M2M_REDIS_URL": "redis://127.0.0.1:1/0"},
+            mode="dev",
+            dev=DevDefaults(
+                database_url=url,
+                vendor_client_id="unused",
+                vendor_secret="unused-unused-unused",
+                master_key=MASTER_KEY,
+            ),
+        )
     )
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 
 import pytest
 
 from domain.secrets import Argon2Parameters
+from domain.settings import Settings
 
 PG_SERVER = os.environ.get("M2M_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("M2M_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -20,15 +22,23 @@ IDP_ISSUER = "https://idp.example.test"
 # Standard Webhooks form: whsec_ and the base64 of the key.
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"test-webhook-key-0123456789abcdef").decode()
 
-# The cheapest argon2id parameters the settings accept: every app and every process the suite
-# starts hashes client secrets with them. One test (tests/test_settings.py) pins the production
-# defaults; the overload tests (tests/test_ratelimit.py) give their hashers parameters of their own.
+# The cheapest argon2id parameters argon2 allows: every app the suite builds in its own process
+# hashes client secrets with them, set after the settings are read (`with_cheap_argon2`), since
+# the settings refuse less than the OWASP minimum. The processes the suite starts (`m2m serve`,
+# `m2m dev`, `m2m worker`) run the production defaults. One test (tests/test_settings.py) pins
+# those; the overload tests (tests/test_ratelimit.py) give their hashers parameters of their own.
 ARGON2_PARAMETERS = Argon2Parameters(time_cost=1, memory_kib=8, parallelism=1)
-ARGON2_ENVIRONMENT = {
-    "M2M_ARGON2_MEMORY_KIB": str(ARGON2_PARAMETERS.memory_kib),
-    "M2M_ARGON2_TIME_COST": str(ARGON2_PARAMETERS.time_cost),
-    "M2M_ARGON2_PARALLELISM": str(ARGON2_PARAMETERS.parallelism),
-}
+
+
+def with_cheap_argon2(settings: Settings) -> Settings:
+    """`settings`, hashing with ARGON2_PARAMETERS."""
+    return dataclasses.replace(
+        settings,
+        argon2_time_cost=ARGON2_PARAMETERS.time_cost,
+        argon2_memory_kib=ARGON2_PARAMETERS.memory_kib,
+        argon2_parallelism=ARGON2_PARAMETERS.parallelism,
+    )
+
 
 # The least that `load_settings` accepts in serve mode.
 VALID = {

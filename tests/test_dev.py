@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import queue
 import re
@@ -20,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
-from api.dev import DataDirectoryError, open_data_directory
+from api.dev import DataDirectoryError, first_start_settings, open_data_directory
 from domain.settings import DevDefaults, load_settings
 from tests.factories import Factory
-from tests.processes import free_port
-from tests.suite import ARGON2_ENVIRONMENT
+from tests.processes import free_port, run_m2m
 
 VALIDATE = "/identity/resources/auth/v1/validate"
 TENANTS = "/tenants/resources/tenants/v1"
@@ -97,11 +98,10 @@ class DevProcess:
 
 def dev_environment(trap: Trap) -> dict[str, str]:
     """The caller's environment without M2M_*, and PostgreSQL, Redis and a broker that, were
-    they contacted, would be the trap; argon2id as cheap as in every app of the suite."""
+    they contacted, would be the trap."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("M2M_")}
     return {
         **clean,
-        **ARGON2_ENVIRONMENT,
         "M2M_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:{trap.port}/m2m",
         "M2M_REDIS_URL": f"redis://127.0.0.1:{trap.port}/0",
         "M2M_BROKER_URL": f"redis://127.0.0.1:{trap.port}/1",
@@ -109,9 +109,12 @@ def dev_environment(trap: Trap) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_dev(directory: Path, env: dict[str, str]) -> Iterator[DevProcess]:
-    """`m2m dev --port P` started in `directory`; stopped (SIGTERM) at the end."""
-    port = free_port()
+def running_dev(
+    directory: Path, env: dict[str, str], port: int | None = None
+) -> Iterator[DevProcess]:
+    """`m2m dev --port P` started in `directory` (on a free port unless told); stopped
+    (SIGTERM) at the end."""
+    port = port or free_port()
     process = subprocess.Popen(
         [sys.executable, "-c", "from api.cli import main; main()", "dev", "--port", str(port)],
         cwd=directory,
@@ -370,6 +373,149 @@ def walk_the_readme(base: str, client_id: str, secret: str) -> dict[str, str]:
     return {"tenant_access": tenant_access["secret"], "deleted": user_access["secret"]}
 
 
+# --- its port and its issuer -----------------------------------------------------------------
+
+
+@pytest.mark.processes
+def test_m2m_dev_on_a_taken_port_stops_before_it_makes_a_directory_or_prints_a_secret(
+    tmp_path: Path, trap: Trap
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_m2m(["dev", "--port", str(port)], dev_environment(trap), cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"m2m: port {port} on 127.0.0.1 is in use: stop what listens there, or choose --port"
+    ]
+    assert result.stdout == ""  # no banner, no secret
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.processes
+def test_m2m_dev_with_a_bad_setting_makes_nothing(tmp_path: Path, trap: Trap) -> None:
+    env = {**dev_environment(trap), "M2M_ISSUER": "tokens.example.test"}
+    result = run_m2m(["dev", "--port", str(free_port())], env, cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "m2m: configuration error: M2M_ISSUER: must be a URL with scheme http, https,"
+        " got 'tokens.example.test'"
+    ]
+    assert result.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.processes
+def test_m2m_dev_keeps_the_issuer_of_its_first_port_and_names_the_port_it_serves_now(
+    tmp_path: Path, trap: Trap
+) -> None:
+    first_port, second_port = free_port(), free_port()
+    first_issuer = f"http://localhost:{first_port}"
+    env = dev_environment(trap)
+    with running_dev(tmp_path, env, port=first_port) as dev:
+        client_id = printed(dev.text(), "clientId")
+        secret = printed(dev.text(), "secret")
+        with httpx.Client(base_url=dev.base) as http:
+            made_before = make_tenant_access_token(http, vendor_headers(http, client_id, secret))
+            metadata = ok(http.get("/.well-known/oauth-authorization-server"))
+        assert jwt.decode(made_before, options={"verify_signature": False})["iss"] == first_issuer
+        assert metadata["issuer"] == first_issuer
+        assert metadata["token_endpoint"] == f"{dev.base}/oauth/token"
+
+    with running_dev(tmp_path, env, port=second_port) as again:
+        assert again.base == f"http://127.0.0.1:{second_port}"
+        with httpx.Client(base_url=again.base) as http:
+            vendor = vendor_headers(http, client_id, secret)
+            # The token made on the first port still validates; new ones carry the same issuer.
+            assert ok(http.post(VALIDATE, headers={"X-API-KEY": made_before}))
+            made_after = make_tenant_access_token(http, vendor)
+            assert jwt.decode(made_after, options={"verify_signature": False})["iss"] == (
+                first_issuer
+            )
+            metadata = ok(http.get("/.well-known/oauth-authorization-server"))
+            assert metadata["issuer"] == first_issuer
+            assert metadata["token_endpoint"] == f"{again.base}/oauth/token"
+            assert metadata["introspection_endpoint"] == f"{again.base}/oauth/introspect"
+            assert metadata["revocation_endpoint"] == f"{again.base}/oauth/revoke"
+            assert metadata["jwks_uri"] == f"{again.base}/.well-known/jwks.json"
+            # The endpoints named answer: an OAuth client reads them and gets a token there.
+            permission = next(
+                p["id"]
+                for p in ok(http.get(PERMISSIONS, headers=vendor))
+                if p["key"] == "fe.secure.read.tenantApiTokens"
+            )
+            strategy = {"machineToMachineAuthStrategy": "ClientCredentials"}
+            ok(http.post(CONFIG, headers=vendor, json=strategy), 201)
+            credential = ok(
+                http.post(
+                    TENANT_API_V2,
+                    headers={**vendor, "frontegg-tenant-id": "acme"},
+                    json={"description": "oauth client", "permissionIds": [permission]},
+                ),
+                201,
+            )
+            issued = ok(
+                httpx.post(
+                    metadata["token_endpoint"],
+                    data={"grant_type": "client_credentials"},
+                    auth=(credential["clientId"], credential["secret"]),
+                )
+            )
+            claims = jwt.decode(issued["access_token"], options={"verify_signature": False})
+            assert claims["iss"] == first_issuer
+    assert trap.connections == 0
+
+
+def make_tenant_access_token(http: httpx.Client, vendor: dict[str, str]) -> str:
+    """A tenant access token of tenant acme (made, with the AccessToken strategy, if need be)."""
+    if http.get(f"{TENANTS}/acme", headers=vendor).status_code == 404:
+        ok(http.post(TENANTS, headers=vendor, json={"tenantId": "acme", "name": "Acme"}), 201)
+    ok(
+        http.post(CONFIG, headers=vendor, json={"machineToMachineAuthStrategy": "AccessToken"}),
+        201,
+    )
+    created = ok(
+        http.post(
+            TENANT_ACCESS,
+            headers={**vendor, "frontegg-tenant-id": "acme"},
+            json={"description": "made on this port"},
+        ),
+        201,
+    )
+    return str(created["secret"])
+
+
+def test_a_new_environment_keeps_m2m_issuer_when_set_else_the_address_of_its_first_port(
+    tmp_path: Path,
+) -> None:
+    assert first_start_settings({}, port=9123).issuer == "http://localhost:9123"
+    given = {"M2M_ISSUER": "https://tokens.example.test"}
+    assert first_start_settings(given, port=9123).issuer == "https://tokens.example.test"
+
+    made = open_data_directory(tmp_path, issuer=first_start_settings(given, port=9123).issuer)
+    # Kept in the data directory: later starts, on any port, without M2M_ISSUER, sign with it.
+    settings = open_data_directory(tmp_path).settings({}, port=9555)
+    assert made.created
+    assert settings.issuer == "https://tokens.example.test"
+    assert settings.served_url == "http://127.0.0.1:9555"
+    assert stat.S_IMODE((tmp_path / "credentials.json").stat().st_mode) == 0o600
+
+
+def test_an_environment_made_before_its_issuer_was_kept_keeps_the_default_one(
+    tmp_path: Path,
+) -> None:
+    environment = open_data_directory(tmp_path, issuer="http://localhost:9123")
+    stored = json.loads((tmp_path / "credentials.json").read_text())
+    del stored["issuer"]
+    (tmp_path / "credentials.json").write_text(json.dumps(stored))
+
+    assert open_data_directory(tmp_path).settings({}, port=9123).issuer == "http://localhost:8000"
+    assert open_data_directory(tmp_path).credentials.master_key == (
+        environment.credentials.master_key
+    )
+
+
 # --- the data directory -----------------------------------------------------------------------
 
 
@@ -429,6 +575,7 @@ def test_dev_settings_ignore_stores_and_master_key_but_take_issuer_and_credentia
             "M2M_ISSUER": "https://tokens.example.test",
             "M2M_VENDOR_CLIENT_ID": "my-vendor",
         },
+        port=8000,
     )
 
     assert settings.embedded
@@ -436,8 +583,8 @@ def test_dev_settings_ignore_stores_and_master_key_but_take_issuer_and_credentia
     assert settings.issuer == "https://tokens.example.test"
     assert settings.vendor_client_id == "my-vendor"
     assert settings.vendor_secret == environment.credentials.vendor_secret
-    # As under `m2m serve`, whatever the port: tokens keep validating across restarts.
-    assert environment.settings({}).issuer == "http://localhost:8000"
+    # Without M2M_ISSUER, the issuer the environment kept, whatever the port now.
+    assert environment.settings({}, port=9000).issuer == "http://localhost:8000"
 
 
 def test_dev_mode_needs_its_data_directory() -> None:

@@ -85,6 +85,45 @@ def test_bad_setting_names_the_variable(changes: dict[str, str], variable: str) 
     assert str(caught.value).startswith(f"{variable}: ")
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "minimum"),
+    [
+        ("M2M_ARGON2_MEMORY_KIB", "19455", 19456),
+        ("M2M_ARGON2_MEMORY_KIB", "8", 19456),
+        ("M2M_ARGON2_TIME_COST", "1", 2),
+        ("M2M_ARGON2_PARALLELISM", "0", 1),
+    ],
+)
+def test_argon2_parameters_below_the_owasp_minimum_are_refused(
+    variable: str, value: str, minimum: int
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**VALID, variable: value})
+    assert (
+        str(caught.value)
+        == f"{variable}: must be at least {minimum} (the OWASP minimum), got {value}"
+    )
+    for mode in ("migrate", "worker"):
+        with pytest.raises(ConfigError):
+            load_settings({**VALID, variable: value}, mode=mode)
+
+
+def test_argon2_parameters_at_or_above_the_owasp_minimum_are_taken() -> None:
+    settings = load_settings(
+        {
+            **VALID,
+            "M2M_ARGON2_MEMORY_KIB": "65536",
+            "M2M_ARGON2_TIME_COST": "3",
+            "M2M_ARGON2_PARALLELISM": "1",
+        }
+    )
+    assert (
+        settings.argon2_memory_kib,
+        settings.argon2_time_cost,
+        settings.argon2_parallelism,
+    ) == (65536, 3, 1)
+
+
 def test_migrate_needs_no_vendor_credentials() -> None:
     settings = load_settings({}, mode="migrate")
     assert settings.vendor_client_id == ""
@@ -217,3 +256,17 @@ def test_dev_trusts_no_proxy_whatever_the_setting() -> None:
     )
     dev = load_settings({"M2M_TRUSTED_PROXIES": "0.0.0.0/0"}, mode="dev", dev=defaults)
     assert dev.trusted_proxies == ()
+
+
+@pytest.mark.processes
+def test_serve_with_argon2_below_the_owasp_minimum_stops_with_one_line() -> None:
+    unreachable = "postgresql+asyncpg://postgres@127.0.0.1:1/m2m"
+    result = _run_cli(
+        ["serve"], {**VALID, "M2M_DATABASE_URL": unreachable, "M2M_ARGON2_TIME_COST": "1"}
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "m2m: configuration error: M2M_ARGON2_TIME_COST: must be at least 2 (the OWASP minimum),"
+        " got 1"
+    ]
+    assert result.stdout == ""

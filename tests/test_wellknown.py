@@ -90,6 +90,20 @@ async def test_authorization_server_metadata_follows_rfc_8414(
     }
 
 
+async def test_metadata_names_its_endpoints_under_the_issuer_whatever_host_is_asked(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    """The issuer is the address the deployment declares; a Host header is the client's to
+    choose, and metadata that followed it could send another client's secret elsewhere."""
+    response = await client.get(
+        "/.well-known/oauth-authorization-server",
+        headers={"Host": "attacker.example", "X-Forwarded-Host": "attacker.example"},
+    )
+    assert response.status_code == 200
+    assert response.json()["token_endpoint"] == f"{settings.issuer}/oauth/token"
+    assert "attacker.example" not in response.text
+
+
 async def test_rotation_signs_with_a_new_key_and_keeps_the_old_one_verifying(
     ring: KeyRing, services: Services, settings: Settings, db: AsyncSession
 ) -> None:

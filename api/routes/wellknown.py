@@ -18,8 +18,10 @@ async def jwks(services: ServicesDep) -> dict[str, Any]:
 
 @get("/.well-known/oauth-authorization-server")
 async def authorization_server_metadata(services: ServicesDep) -> dict[str, Any]:
+    """The endpoints are named under the address served (`m2m dev`: its port now), else under
+    the issuer: never under the request's Host, which the client chooses."""
     issuer = services.settings.issuer
-    base = issuer.rstrip("/")
+    base = (services.settings.served_url or issuer).rstrip("/")
     return {
         "issuer": issuer,
         "token_endpoint": f"{base}/oauth/token",
