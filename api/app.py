@@ -21,6 +21,7 @@ from api.metrics import count_requests
 from api.request_ids import with_request_ids
 from api.routes import (
     configuration,
+    console,
     directory,
     exchange,
     ops,
@@ -165,6 +166,7 @@ def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Lites
         *wellknown.ROUTES,
         *webhooks.ROUTES,
         *ops.ROUTES,
+        *(console.ROUTES if settings.console_enabled else []),
     ]
     app = Litestar(
         route_handlers=route_handlers,

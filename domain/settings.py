@@ -20,6 +20,8 @@ DEFAULT_ISSUER = "http://localhost:8000"
 MIN_VENDOR_SECRET_LENGTH = 16
 MIN_MASTER_KEY_BYTES = 32
 MIN_WEBHOOK_KEY_BYTES = 24
+TRUE_WORDS: Final = frozenset({"true", "1", "yes", "on"})
+FALSE_WORDS: Final = frozenset({"false", "0", "no", "off"})
 
 # `m2m dev` keeps its database and master key in its data directory and runs without Redis or a
 # broker: these variables never point it anywhere else (a shell set up for `m2m serve` must not
@@ -68,6 +70,8 @@ class Settings:
     broker_visibility_timeout: int = 300
     # `m2m dev`: one process, SQLite, no Redis or broker; cache, limits and jobs in memory.
     embedded: bool = False
+    # The vendor's console at /console; off for deployments that manage everything by API.
+    console_enabled: bool = True
 
     @property
     def self_service_enabled(self) -> bool:
@@ -141,6 +145,7 @@ def load_settings(
             "M2M_BROKER_VISIBILITY_TIMEOUT", 300, low=1, high=86_400
         ),
         embedded=mode == "dev",
+        console_enabled=reader.boolean("M2M_CONSOLE_ENABLED", True),
     )
     if settings.user_jwt_public_key and settings.user_jwt_jwks_url:
         raise ConfigError(
@@ -176,6 +181,15 @@ class _Reader:
         if not low <= value <= high:
             raise ConfigError(name, f"must be between {low} and {high}, got {value}")
         return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        value = raw.lower()
+        if value not in TRUE_WORDS | FALSE_WORDS:
+            raise ConfigError(name, f"must be true or false, got {raw!r}")
+        return value in TRUE_WORDS
 
     def optional_integer(self, name: str, *, low: int, high: int) -> int | None:
         if self.optional(name) is None:
