@@ -45,7 +45,7 @@ export async function accountsView(ctx) {
       ? search
         ? `No account matches “${search}”.`
         : "No accounts yet. Accounts are created through the API (POST /tenants/resources/tenants/v1)."
-      : `Accounts ${first.toLocaleString("en")}–${last.toLocaleString("en")} of ${page.total.toLocaleString("en")}` +
+      : `Accounts ${first.toLocaleString("en")} to ${last.toLocaleString("en")} of ${page.total.toLocaleString("en")}` +
         (search ? ` matching “${search}”` : "");
   const rows = table(
     "Accounts",
@@ -139,7 +139,7 @@ export async function tenantView(ctx, tenantId) {
       ...token.roleIds.map((id) => roleNames.get(id) ?? id),
       ...token.permissionIds.map((id) => permissionKeys.get(id) ?? id),
     ];
-    return names.length ? names.join(", ") : h("span", { class: "muted", text: "None" });
+    return names.length ? h("span", { class: "given", text: names.join(", ") }) : h("span", { class: "muted", text: "None" });
   };
   const remove = (token) =>
     h("button", {
@@ -169,7 +169,7 @@ export async function tenantView(ctx, tenantId) {
   return h(
     "div",
     { class: "view" },
-    h("p", { class: "crumbs" }, h("a", { href: "#/accounts", text: "Accounts" })),
+    h("p", { class: "crumbs" }, h("a", { href: "#/accounts", text: "All accounts" })),
     h("div", { class: "title-row" }, h("div", {}, h("h1", { tabindex: "-1", text: tenant.name }), h("p", { class: "muted" }, "Account ID ", h("code", { text: tenant.tenantId }))), create),
     disabled
       ? h("p", { class: "notice warning", text: "API tokens are off (M2M settings): every token below fails validation, and no token can be created." })

@@ -55,11 +55,16 @@ class M2MConsole extends HTMLElement {
     sessionEvents.addEventListener("expired", () =>
       this.#signInPage("Your session has expired. Sign in again."),
     );
+    // An action cut short by the end of the session has nothing left to do: sign-in shows.
+    window.addEventListener("unhandledrejection", (event) => {
+      if (event.reason instanceof SessionExpired) event.preventDefault();
+    });
     this.#show({ focus: false });
   }
 
   /** Say something to screen readers without moving focus. */
   announce(text) {
+    if (!this.#live?.isConnected) return;
     this.#live.textContent = "";
     // A fresh text node is announced even when it repeats the last message.
     requestAnimationFrame(() => {
