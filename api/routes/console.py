@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from litestar import MediaType, get
+from litestar import MediaType, Response, get
 from litestar.datastructures import CacheControlHeader
 from litestar.params import QueryParameter
-from litestar.static_files import create_static_files_router
 
 from api.dependencies import CallerDep, SessionDep
 from api.guards import VENDOR_ONLY
@@ -24,9 +23,10 @@ from api.schemas.console import (
     tenant_tokens_response,
 )
 from domain import console, tokens
+from domain.errors import NotFound
 
 PAGE = "/console"
-ASSETS = "/console/assets"
+ASSET = "/console/assets/{name:str}"
 TENANTS = "/console/v1/tenants"
 TENANT_TOKENS = TENANTS + "/{tenant_id:str}/tokens"
 LIMITS = "/console/v1/limits"
@@ -34,6 +34,13 @@ LIMITS = "/console/v1/limits"
 WEB = Path(__file__).resolve().parent.parent / "web" / "console"
 # The page is the same for everyone: the data comes from the API, as the signed-in vendor's.
 PAGE_HTML = (WEB / "index.html").read_bytes()
+MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+# The assets, read once: a name is looked up here and never becomes a filesystem path.
+ASSETS = {
+    path.name: (path.read_bytes(), MEDIA_TYPES[path.suffix])
+    for path in sorted((WEB / "assets").iterdir())
+    if path.suffix in MEDIA_TYPES
+}
 # Revalidated on every load, so an upgrade of the service never meets a page cached before it.
 REVALIDATE = CacheControlHeader(no_cache=True)
 
@@ -43,12 +50,12 @@ async def console_page() -> bytes:
     return PAGE_HTML
 
 
-assets = create_static_files_router(
-    path=ASSETS,
-    directories=[WEB / "assets"],
-    name="console-assets",
-    cache_control=REVALIDATE,
-)
+@get(ASSET, cache_control=REVALIDATE, include_in_schema=False)
+async def console_asset(name: PathId) -> Response[bytes]:
+    if name not in ASSETS:
+        raise NotFound(f"No console asset {name}")
+    content, media_type = ASSETS[name]
+    return Response(content, media_type=media_type)
 
 
 @get(TENANTS, dependencies=VENDOR_ONLY)
@@ -81,4 +88,4 @@ async def limits(vendor: CallerDep) -> LimitsOut:
     return limits_response()
 
 
-ROUTES = [console_page, assets, find_tenants, tenant_tokens, limits]
+ROUTES = [console_page, console_asset, find_tenants, tenant_tokens, limits]
