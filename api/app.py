@@ -26,6 +26,7 @@ from api.metrics import count_requests
 from api.request_ids import with_request_ids
 from api.routes import (
     configuration,
+    console,
     directory,
     exchange,
     ops,
@@ -163,6 +164,7 @@ def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Lites
         *wellknown.ROUTES,
         *webhooks.ROUTES,
         *ops.ROUTES,
+        *(console.ROUTES if settings.console_enabled else []),
     ]
     app = Litestar(
         route_handlers=route_handlers,

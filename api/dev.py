@@ -217,10 +217,13 @@ def banner(environment: DevEnvironment, settings: Settings, *, port: int) -> str
         f"m2m dev: data in {environment.path} (SQLite; no PostgreSQL or Redis needed)",
     ]
     client_id = settings.vendor_client_id
+    # The vendor's console signs in with the same clientId and secret.
+    console = [f"  console:  {base}/console"] if settings.console_enabled else []
     if not environment.created:
         lines += [
             f"m2m dev: the vendor credentials (secret in {environment.credentials_path}):",
             f"  clientId: {client_id}",
+            *console,
         ]
         return "\n".join(lines)
     secret_from_env = settings.vendor_secret != environment.credentials.vendor_secret
@@ -236,6 +239,7 @@ def banner(environment: DevEnvironment, settings: Settings, *, port: int) -> str
         f"  clientId: {client_id}",
         f"  secret:   {shown}",
         f"  (kept with the master key in {environment.credentials_path}, mode 0600)",
+        *console,
         "Try it:",
         f"  curl -s -X POST {base}/auth/vendor -H 'content-type: application/json' -d {data}",
     ]

@@ -25,7 +25,10 @@ EXAMPLE_VENDOR_SECRETS: Final = frozenset({"change-me-vendor-secret"})
 MIN_MASTER_KEY_BYTES = 32
 MIN_WEBHOOK_KEY_BYTES = 24
 DEFAULT_PORTS: Final = {"http": ":80", "https": ":443"}
-BOOLEANS: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+BOOLEANS: Final = {
+    **dict.fromkeys(("true", "1", "yes", "on"), True),
+    **dict.fromkeys(("false", "0", "no", "off"), False),
+}
 # An origin's host and port: letters, digits, dots and dashes, or an IPv6 address in brackets.
 _ORIGIN_HOST: Final = re.compile(r"(?:[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
 # OWASP's minimum for argon2id (Password Storage Cheat Sheet): 19 MiB of memory, 2 passes, 1 lane.
@@ -98,6 +101,8 @@ class Settings:
     # Where this process serves its routes, when known better than the issuer (`m2m dev`, on
     # the port it listens on now); None: the issuer, the address the deployment declares public.
     served_url: str | None = None
+    # The vendor's console at /console; off for deployments that manage everything by API.
+    console_enabled: bool = True
 
     @property
     def self_service_enabled(self) -> bool:
@@ -184,6 +189,7 @@ def load_settings(
         metrics_public=reader.boolean("M2M_METRICS_PUBLIC", default=False),
         embed_origins=reader.origins("M2M_EMBED_ORIGINS"),
         served_url=dev.served_url if dev is not None else None,
+        console_enabled=reader.boolean("M2M_CONSOLE_ENABLED", default=True),
     )
     if settings.user_jwt_public_key and settings.user_jwt_jwks_url:
         raise ConfigError(

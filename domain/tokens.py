@@ -737,3 +737,52 @@ async def active_access_token_ids(
         statement = statement.where(AccessToken.tenant_id == tenant_id)
     ids: str | None = await session.scalar(statement)
     return ids or "[]"  # json_agg of no rows is NULL
+
+
+# --- every token of one tenant, as the vendor's console shows them ---------------------------
+
+KINDS: tuple[TokenKind[Any], ...] = (
+    TENANT_CLIENT_CREDENTIALS,
+    TENANT_ACCESS_TOKENS,
+    USER_CLIENT_CREDENTIALS,
+    USER_ACCESS_TOKENS,
+)
+
+
+@dataclass(frozen=True)
+class KindedToken:
+    """A token of any kind, with the kind that tells how to read and delete it."""
+
+    kind: TokenKind[Any]
+    view: TokenView[Any]
+
+    @property
+    def id(self) -> str:
+        return self.kind.rows.id_of(self.view.token)
+
+
+async def tokens_of_tenant(session: AsyncSession, tenant_id: str) -> list[KindedToken]:
+    """Every token of the tenant, the four kinds, oldest first: the account's own and its users'
+    personal tokens (not those of a user being deleted, which are already gone for validation),
+    each with what it was given."""
+    await get_tenant(session, tenant_id)
+    listed: list[KindedToken] = []
+    for kind in KINDS:
+        where = [kind.rows.tenant_column == tenant_id]
+        if kind.per_user:
+            live_users = sa.select(User.id).where(User.tenant_id == tenant_id, not_deleted(User))
+            where.append(kind.rows.user_column.in_(live_users))
+        else:
+            where.append(kind.rows.user_column.is_(None))
+        rows = list(await session.scalars(sa.select(kind.rows.model).where(*where)))
+        roles = await _linked_ids(session, kind, kind.roles, where)
+        permissions = await _linked_ids(session, kind, kind.permissions, where)
+        for row in rows:
+            token_id = kind.rows.id_of(row)
+            view = TokenView(
+                token=row,
+                role_ids=roles.get(token_id, []),
+                permission_ids=permissions.get(token_id, []),
+            )
+            listed.append(KindedToken(kind=kind, view=view))
+    return sorted(listed, key=lambda token: (token.view.token.created_at, token.id))

@@ -1,0 +1,397 @@
+// Accounts: the tenants (searched, a page at a time) and, for one tenant, every token in it:
+// its own tokens of both kinds and its users' personal tokens. The vendor creates account
+// tokens of the environment's kind here, and deletes any token.
+
+import { ApiError, call, paths } from "./api.js";
+import { confirmDialog, openDialog } from "./dialogs.js";
+import { expiresIn, h, table, uid, when } from "./dom.js";
+import { KIND_LABELS } from "./settings.js";
+
+const PAGE = 25;
+
+// --- the list of accounts ---------------------------------------------------------------------
+
+export async function accountsView(ctx) {
+  ctx.title("Accounts");
+  const search = ctx.query.get("search") ?? "";
+  const offset = Math.max(0, Number.parseInt(ctx.query.get("offset") ?? "0", 10) || 0);
+  const query = new URLSearchParams({ search, offset: String(offset), limit: String(PAGE) });
+  const page = await call("GET", `${paths.tenants}?${query}`);
+  const go = (changes) => {
+    const next = new URLSearchParams({ search, offset: String(offset), ...changes });
+    if (!next.get("search")) next.delete("search");
+    if (next.get("offset") === "0") next.delete("offset");
+    const rest = next.toString();
+    ctx.go(`#/accounts${rest ? `?${rest}` : ""}`);
+  };
+  const input = h("input", { id: "account-search", type: "search", name: "search", value: search, autocomplete: "off" });
+  const searchForm = h(
+    "form",
+    {
+      role: "search",
+      class: "search",
+      onsubmit: (event) => {
+        event.preventDefault();
+        go({ search: input.value.trim(), offset: "0" });
+      },
+    },
+    h("label", { for: "account-search", text: "Search accounts" }),
+    h("div", { class: "inline" }, input, h("button", { type: "submit", class: "secondary", text: "Search" })),
+  );
+  const first = page.total === 0 ? 0 : offset + 1;
+  const last = offset + page.items.length;
+  const summary =
+    page.total === 0
+      ? search
+        ? `No account matches “${search}”.`
+        : "No accounts yet. Accounts are created through the API (POST /tenants/resources/tenants/v1)."
+      : `Accounts ${first.toLocaleString("en")} to ${last.toLocaleString("en")} of ${page.total.toLocaleString("en")}` +
+        (search ? ` matching “${search}”` : "");
+  const rows = table(
+    "Accounts",
+    [
+      {
+        label: "Name",
+        cell: (tenant) => h("a", { href: `#/accounts/${encodeURIComponent(tenant.tenantId)}`, text: tenant.name }),
+      },
+      { label: "Account ID", cell: (tenant) => h("code", { text: tenant.tenantId }) },
+      { label: "Created", cell: (tenant) => when(tenant.createdAt) },
+    ],
+    page.items,
+    { empty: "" },
+  );
+  const pager = h(
+    "nav",
+    { class: "pager", "aria-label": "Pages of accounts" },
+    h("button", {
+      type: "button",
+      class: "secondary",
+      text: "Previous page",
+      disabled: offset === 0,
+      onclick: () => go({ offset: String(Math.max(0, offset - PAGE)) }),
+    }),
+    h("button", {
+      type: "button",
+      class: "secondary",
+      text: "Next page",
+      disabled: last >= page.total,
+      onclick: () => go({ offset: String(offset + PAGE) }),
+    }),
+  );
+  return h(
+    "div",
+    { class: "view" },
+    h("h1", { tabindex: "-1", text: "Accounts" }),
+    searchForm,
+    h("p", { class: "summary", role: "status", text: summary }),
+    page.items.length ? rows : null,
+    page.total > PAGE || offset > 0 ? pager : null,
+  );
+}
+
+// --- one account and its tokens ---------------------------------------------------------------
+
+const KIND_NAMES = {
+  tenantApiToken: "Client credentials",
+  tenantAccessToken: "Access token",
+  userApiToken: "Client credentials",
+  userAccessToken: "Access token",
+};
+
+// How the vendor deletes each kind (the owner of a personal token is named too).
+const DELETE_PATHS = {
+  tenantApiToken: "/identity/resources/tenants/api-tokens/v1/",
+  tenantAccessToken: "/identity/resources/tenants/access-tokens/v1/",
+  userApiToken: "/identity/resources/users/api-tokens/v1/",
+  userAccessToken: "/identity/resources/users/access-tokens/v1/",
+};
+
+const EXPIRATIONS = [
+  { label: "Never", minutes: null },
+  { label: "After 1 day", minutes: 1440 },
+  { label: "After 7 days", minutes: 7 * 1440 },
+  { label: "After 30 days", minutes: 30 * 1440 },
+  { label: "After 90 days", minutes: 90 * 1440 },
+  { label: "After 365 days", minutes: 365 * 1440 },
+];
+
+export async function tenantView(ctx, tenantId) {
+  const [tenant, listing, roles, permissions, config] = await Promise.all([
+    call("GET", paths.tenant(tenantId)),
+    call("GET", paths.tenantTokens(tenantId)),
+    call("GET", paths.roles, { tenantId }),
+    call("GET", paths.permissions),
+    call("GET", paths.configuration),
+  ]);
+  ctx.title(`${tenant.name} · Accounts`);
+  const roleNames = new Map(roles.map((role) => [role.id, role.name]));
+  const permissionKeys = new Map(permissions.map((permission) => [permission.id, permission.key]));
+  const person = (userId) => {
+    if (!userId) return null;
+    const user = listing.users[userId];
+    if (!user) return h("code", { text: userId });
+    return h("span", { class: "person" }, h("span", { text: user.name || user.email }), user.name ? h("span", { class: "muted", text: user.email }) : null);
+  };
+  const description = (token) =>
+    token.description ? h("span", { class: "description", text: token.description }) : h("span", { class: "muted", text: "No description" });
+  const given = (token) => {
+    const names = [
+      ...token.roleIds.map((id) => roleNames.get(id) ?? id),
+      ...token.permissionIds.map((id) => permissionKeys.get(id) ?? id),
+    ];
+    return names.length ? h("span", { class: "given", text: names.join(", ") }) : h("span", { class: "muted", text: "None" });
+  };
+  const remove = (token) =>
+    h("button", {
+      type: "button",
+      class: "danger small",
+      text: "Delete",
+      "aria-label": `Delete token ${token.description || token.id}`,
+      onclick: () => deleteToken(ctx, tenantId, token),
+    });
+  const kind = (token) => KIND_NAMES[token.kind];
+  const created = (token) => when(token.createdAt);
+  const expires = (token) => {
+    const left = expiresIn(token.expires);
+    return h("span", { class: left === "Expired" ? "expired" : null, text: left });
+  };
+  const accountTokens = listing.tokens.filter((token) => token.userId === null);
+  const personalTokens = listing.tokens.filter((token) => token.userId !== null);
+  const disabled = !config.apiTokensEnabled;
+  const create = h("button", {
+    type: "button",
+    class: "primary",
+    id: "create-token",
+    text: "Create token",
+    disabled,
+    onclick: () => createToken(ctx, tenant, roles, config.machineToMachineAuthStrategy),
+  });
+  return h(
+    "div",
+    { class: "view" },
+    h("p", { class: "crumbs" }, h("a", { href: "#/accounts", text: "All accounts" })),
+    h("div", { class: "title-row" }, h("div", {}, h("h1", { tabindex: "-1", text: tenant.name }), h("p", { class: "muted" }, "Account ID ", h("code", { text: tenant.tenantId }))), create),
+    disabled
+      ? h("p", { class: "notice warning", text: "API tokens are off (M2M settings): every token below fails validation, and no token can be created." })
+      : null,
+    h(
+      "section",
+      { "aria-labelledby": "account-tokens-title" },
+      h("h2", { id: "account-tokens-title", tabindex: "-1", text: `Account tokens (${accountTokens.length})` }),
+      table(
+        "Account tokens",
+        [
+          { label: "Kind", cell: kind },
+          { label: "Description", cell: description },
+          { label: "Created by", cell: (token) => person(token.createdByUserId) ?? h("span", { class: "muted", text: "Vendor" }) },
+          { label: "Created", cell: created },
+          { label: "Expires in", cell: expires },
+          { label: "Roles", cell: given },
+          { label: "Actions", cell: remove, class: "actions-cell" },
+        ],
+        accountTokens,
+        { empty: "This account has no account tokens." },
+      ),
+    ),
+    h(
+      "section",
+      { "aria-labelledby": "personal-tokens-title" },
+      h("h2", { id: "personal-tokens-title", tabindex: "-1", text: `Personal tokens (${personalTokens.length})` }),
+      table(
+        "Personal tokens",
+        [
+          { label: "Kind", cell: kind },
+          { label: "Description", cell: description },
+          { label: "Owner", cell: (token) => person(token.userId) },
+          { label: "Created by", cell: (token) => person(token.createdByUserId) ?? h("span", { class: "muted", text: "Vendor" }) },
+          { label: "Created", cell: created },
+          { label: "Expires in", cell: expires },
+          { label: "Roles", cell: () => h("span", { class: "muted", text: "Its owner's" }) },
+          { label: "Actions", cell: remove, class: "actions-cell" },
+        ],
+        personalTokens,
+        { empty: "No user of this account has a personal token." },
+      ),
+    ),
+  );
+}
+
+async function deleteToken(ctx, tenantId, token) {
+  const name = token.description ? `“${token.description}”` : `Token ${token.id}`;
+  const confirmed = await confirmDialog(ctx.root, {
+    title: "Delete this token?",
+    paragraphs: [
+      `${name} (${KIND_NAMES[token.kind].toLowerCase()}) stops working at once, and cannot be restored.`,
+      "Whatever uses it needs a new token.",
+    ],
+    confirm: "Delete token",
+  });
+  if (!confirmed) return;
+  try {
+    await call("DELETE", DELETE_PATHS[token.kind] + encodeURIComponent(token.id), {
+      tenantId,
+      userId: token.userId ?? undefined,
+    });
+  } catch (failure) {
+    if (!(failure instanceof ApiError)) throw failure;
+    ctx.announce(`The token was not deleted: ${failure.message}`);
+    await ctx.reload();
+    return;
+  }
+  ctx.announce(`${name} deleted.`);
+  await ctx.reload(token.userId ? "#personal-tokens-title" : "#account-tokens-title");
+}
+
+// --- creating an account token ------------------------------------------------------------------
+
+function createToken(ctx, tenant, roles, strategy) {
+  let created = false;
+  return openDialog(ctx.root, {
+    title: "Create an account token",
+    build: (dialog, close) => {
+      const content = h("div", {});
+      content.append(
+        creationForm({
+          tenant,
+          roles,
+          strategy,
+          cancel: () => close(false),
+          done: (secretPanel) => {
+            created = true;
+            content.replaceChildren(secretPanel(() => close(true)));
+            content.querySelector("button")?.focus();
+          },
+        }),
+      );
+      return content;
+    },
+  }).then(() => {
+    if (created) ctx.reload("#create-token");
+  });
+}
+
+function creationForm({ tenant, roles, strategy, cancel, done }) {
+  const error = h("p", { class: "field-error", role: "alert" });
+  const description = h("input", { id: "token-description", name: "description", maxlength: 1024, autocomplete: "off" });
+  const expiration = h(
+    "select",
+    { id: "token-expiration", name: "expiration" },
+    EXPIRATIONS.map((choice, index) => h("option", { value: String(index), text: choice.label })),
+  );
+  const roleChoices = roles.map((role) =>
+    h(
+      "label",
+      { class: "choice" },
+      h("input", { type: "checkbox", name: "role", value: role.id }),
+      h("span", {}, h("span", { text: role.name }), h("span", { class: "muted", text: role.tenantId ? " (this account)" : " (every account)" })),
+    ),
+  );
+  const submit = h("button", { type: "submit", class: "primary", text: "Create token" });
+  const form = h(
+    "form",
+    {
+      novalidate: true,
+      onsubmit: async (event) => {
+        event.preventDefault();
+        error.textContent = "";
+        const choice = EXPIRATIONS[Number(expiration.value)];
+        const body = {
+          description: description.value.trim() || null,
+          roleIds: [...form.querySelectorAll("input[name=role]:checked")].map((box) => box.value),
+        };
+        if (choice.minutes !== null) body.expiresInMinutes = choice.minutes;
+        if (strategy === "ClientCredentials" && body.roleIds.length === 0) {
+          error.textContent = "Choose at least one role: client credentials act with the roles they are given.";
+          form.querySelector("input[name=role]")?.focus();
+          return;
+        }
+        const path =
+          strategy === "AccessToken"
+            ? "/identity/resources/tenants/access-tokens/v1"
+            : "/identity/resources/tenants/api-tokens/v2";
+        submit.disabled = true;
+        let answer;
+        try {
+          answer = await call("POST", path, { body, tenantId: tenant.tenantId });
+        } catch (failure) {
+          submit.disabled = false;
+          if (!(failure instanceof ApiError)) throw failure;
+          error.textContent = `The token was not created: ${failure.message}`;
+          return;
+        }
+        done((finish) => secretPanel(answer, strategy, finish));
+      },
+    },
+    h("p", {}, "Kind: ", h("strong", { text: KIND_LABELS[strategy] }), h("span", { class: "muted", text: " — the environment's token kind (M2M settings)." })),
+    h("div", { class: "field" }, h("label", { for: "token-description", text: "Description" }), description),
+    h(
+      "fieldset",
+      {},
+      h("legend", { text: "Roles" }),
+      roleChoices.length ? h("div", { class: "choices" }, roleChoices) : h("p", { class: "muted", text: "No role exists for this account yet (see Roles)." }),
+    ),
+    h("div", { class: "field" }, h("label", { for: "token-expiration", text: "Expiration" }), expiration),
+    error,
+    h(
+      "div",
+      { class: "actions" },
+      h("button", { type: "button", class: "secondary", text: "Cancel", onclick: cancel }),
+      submit,
+    ),
+  );
+  return form;
+}
+
+/** The secret, shown this once; the dialog that holds it leaves the DOM when it closes. */
+function secretPanel(answer, strategy, finish) {
+  const status = h("p", { class: "saved", role: "status" });
+  const fields =
+    strategy === "AccessToken"
+      ? [["Access token", answer.secret, 6]]
+      : [
+          ["Client ID", answer.clientId, 1],
+          ["Secret", answer.secret, 2],
+        ];
+  return h(
+    "div",
+    { class: "secret-panel" },
+    h(
+      "p",
+      { class: "notice warning" },
+      h("strong", { text: "Copy it now. " }),
+      "This is the only time the service shows it: it keeps no copy it could show again.",
+    ),
+    fields.map(([label, value, rows]) => {
+      const id = uid("secret");
+      const box = h("textarea", { id, readonly: true, rows, spellcheck: "false", class: "secret", value });
+      return h(
+        "div",
+        { class: "field" },
+        h("label", { for: id, text: label }),
+        box,
+        h("button", {
+          type: "button",
+          class: "secondary small",
+          text: `Copy ${label.charAt(0).toLowerCase()}${label.slice(1)}`,
+          onclick: async () => {
+            status.textContent = (await copy(box)) ? `${label} copied.` : `Select the ${label.toLowerCase()} and copy it.`;
+          },
+        }),
+      );
+    }),
+    status,
+    h("div", { class: "actions" }, h("button", { type: "button", class: "primary", text: "Done", onclick: finish })),
+  );
+}
+
+async function copy(box) {
+  try {
+    await navigator.clipboard.writeText(box.value);
+    return true;
+  } catch {
+    // No clipboard API (a page served over plain HTTP from another host): the selection's copy.
+    box.focus();
+    box.select();
+    return document.execCommand("copy");
+  }
+}
