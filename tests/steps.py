@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +16,7 @@ import httpx
 import jwt
 from argon2 import PasswordHasher
 
+from api.app import create_app, start_services
 from api.state import Services
 from domain.clock import utcnow
 from domain.secrets import SecretHasher
@@ -362,6 +363,21 @@ def assert_oauth_error(
 
 
 # --- the running app's collaborators and jobs -------------------------------------------------
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[Services, httpx.AsyncClient]]:
+    """Another API process: services of its own on `settings` (another database, other timeouts),
+    and a client over its app; closed at the end."""
+    services = await start_services(settings)
+    app = create_app(settings)
+    app.state.services = services
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://m2m.test") as client:
+            yield services, client
+    finally:
+        await services.close()
 
 
 @contextmanager
