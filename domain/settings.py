@@ -66,6 +66,9 @@ class Settings:
     max_body_bytes: int
     job_batch_size: int = 2000
     broker_visibility_timeout: int = 300
+    # PostgreSQL cancels an API statement running, or waiting for a lock, longer than these.
+    database_statement_timeout_ms: int = 5000
+    database_lock_timeout_ms: int = 2000
     # `m2m dev`: one process, SQLite, no Redis or broker; cache, limits and jobs in memory.
     embedded: bool = False
 
@@ -139,6 +142,12 @@ def load_settings(
         job_batch_size=reader.integer("M2M_JOB_BATCH_SIZE", 2000, low=1, high=100_000),
         broker_visibility_timeout=reader.integer(
             "M2M_BROKER_VISIBILITY_TIMEOUT", 300, low=1, high=86_400
+        ),
+        database_statement_timeout_ms=reader.integer(
+            "M2M_DATABASE_STATEMENT_TIMEOUT_MS", 5000, low=100, high=600_000
+        ),
+        database_lock_timeout_ms=reader.integer(
+            "M2M_DATABASE_LOCK_TIMEOUT_MS", 2000, low=100, high=600_000
         ),
         embedded=mode == "dev",
     )
