@@ -7,22 +7,29 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.state import Services
+from domain.clock import utcnow
+from domain.errors import Unauthenticated
 from domain.models import AccessToken
 from domain.settings import Settings
+from domain.validity import ACCESS_TOKEN_TYPES, ValidityCache
 from tests.factories import Factory, build_scene
-from tests.processes import PrivateRedis, Stack
+from tests.processes import PrivateRedis, Stack, redis_client
 from tests.steps import (
     EXCHANGE,
     REFRESH,
+    TENANT_ACCESS,
     VALIDATE,
+    configure,
     create_access_token,
+    delete_token,
     serving,
     tenant_credential,
     until,
@@ -45,6 +52,18 @@ async def timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, flo
 
 async def validate(stack: Stack, token: str) -> httpx.Response:
     return await stack.client.post(VALIDATE, headers={"X-API-KEY": token})
+
+
+@pytest.fixture
+async def bystander(stack: Stack, services: Services) -> AsyncIterator[ValidityCache]:
+    """Another API process's cache on the same private Redis, reading it on every validation."""
+    client = redis_client(stack.redis.url)
+    cache = ValidityCache(
+        redis=client, sessions=services.sessions, prefix=stack.settings.redis_prefix
+    )
+    yield cache
+    await cache.close()
+    await client.aclose()
 
 
 # --- slow: DEBUG SLEEP ------------------------------------------------------------------------
@@ -107,3 +126,73 @@ async def test_while_redis_sleeps_exchange_and_refresh_are_answered_within_their
     assert refreshed.status_code == 200, refreshed.text
     assert max(took_exchange, took_refresh) < BOUND_SECONDS, (took_exchange, took_refresh)
     assert after.status_code == 200
+
+
+# --- full: maxmemory under noeviction ---------------------------------------------------------
+
+
+async def test_with_redis_full_a_deleted_token_is_refused_by_every_process_at_once(
+    stack: Stack,
+    bystander: ValidityCache,
+    vendor: dict[str, str],
+    factory: Factory,
+    services: Services,
+) -> None:
+    scene = await build_scene(factory)
+    token = await create_access_token(stack.client, vendor, scene.tenant.id)
+    assert (await validate(stack, token["secret"])).status_code == 200  # "valid" in Redis now
+    await bystander.validate(services.keyring, token["secret"], ACCESS_TOKEN_TYPES, utcnow())
+
+    stack.redis.fill_up()
+    await delete_token(stack.client, vendor, TENANT_ACCESS, token["id"], scene.tenant.id)
+    here = await validate(stack, token["secret"])
+    with pytest.raises(Unauthenticated, match="Token is not valid"):
+        await bystander.validate(services.keyring, token["secret"], ACCESS_TOKEN_TYPES, utcnow())
+    stack.redis.make_room()
+
+    assert here.status_code == 401
+    await until(
+        lambda: stack.redis.get(stack.settings.redis_prefix, f"at:{token['id']}") == b"-",
+        "the delayed tombstone lands once Redis takes writes again",
+    )
+
+
+async def test_with_redis_full_switching_m2m_off_takes_effect_in_every_process_at_once(
+    stack: Stack,
+    bystander: ValidityCache,
+    vendor: dict[str, str],
+    factory: Factory,
+    services: Services,
+) -> None:
+    scene = await build_scene(factory)
+    token = await create_access_token(stack.client, vendor, scene.tenant.id)
+    assert (await validate(stack, token["secret"])).status_code == 200
+    await bystander.validate(services.keyring, token["secret"], ACCESS_TOKEN_TYPES, utcnow())
+
+    stack.redis.fill_up()
+    await configure(stack.client, vendor, apiTokensEnabled=False)
+    here = await validate(stack, token["secret"])
+    with pytest.raises(Unauthenticated, match="Api tokens are disabled"):
+        await bystander.validate(services.keyring, token["secret"], ACCESS_TOKEN_TYPES, utcnow())
+    stack.redis.make_room()
+
+    assert here.json() == {"errors": ["Api tokens are disabled"]}
+
+
+async def test_with_redis_full_tokens_are_created_exchanged_and_validated(
+    stack: Stack, vendor: dict[str, str], factory: Factory
+) -> None:
+    scene = await build_scene(factory)
+    stack.redis.fill_up()
+    token = await create_access_token(stack.client, vendor, scene.tenant.id)
+    validated, took = await timed(validate(stack, token["secret"]))
+    await configure(stack.client, vendor, machineToMachineAuthStrategy="ClientCredentials")
+    credential = await tenant_credential(
+        stack.client, vendor, scene.tenant.id, role_ids=[scene.reader.id]
+    )
+    exchanged = await stack.client.post(EXCHANGE, json=credential.body)
+    stack.redis.make_room()
+
+    assert validated.status_code == 200
+    assert took < BOUND_SECONDS
+    assert exchanged.status_code == 200, exchanged.text
