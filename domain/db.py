@@ -22,7 +22,8 @@ SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 CONNECT_TIMEOUT_SECONDS: Final = 5.0
 POOL_TIMEOUT_SECONDS: Final = 5.0
 # A statement whose server stopped answering altogether (frozen, or cut off by the network) is
-# given up this long after its statement_timeout would have ended it.
+# given up this long after its statement_timeout would have ended it (closing its connection
+# then takes up to 2 s more: SQLAlchemy tries a graceful close first).
 UNANSWERED_MARGIN_SECONDS: Final = 2.0
 
 # SQLSTATEs that mean "not now" rather than "never" (worth a later attempt, answered 503):

@@ -13,6 +13,7 @@ import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -256,6 +257,16 @@ class PrivatePostgres:
             if time.monotonic() > deadline:
                 raise RuntimeError("PostgreSQL kept accepting connections")
             await asyncio.sleep(0.01)  # waiting for a process's state, not for a behaviour
+
+    def freeze(self, pids: list[int]) -> None:
+        """Stop these server processes of this cluster where they stand (SIGSTOP): a server that
+        neither answers nor closes its connections, as behind a network cut."""
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self, pids: list[int]) -> None:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
 
     def remove(self) -> None:
         if (self.data / "postmaster.pid").exists():

@@ -707,6 +707,37 @@ async def test_requests_in_flight_when_postgresql_stops_answer_503_and_it_serves
     assert new_tenant not in {tenant["tenantId"] for tenant in listed.json()}
 
 
+async def test_a_request_whose_postgresql_stops_answering_altogether_answers_503_within_its_bound(
+    private_postgres: PrivatePostgres, settings: Settings
+) -> None:
+    """A frozen server (or one the network cut off) cancels nothing: the driver gives up."""
+    own = with_timeouts(
+        dataclasses.replace(settings, database_url=private_postgres.url),
+        statement_ms=300,
+        lock_ms=300,
+    )
+    async with serving(own) as (_, client):
+        vendor = await vendor_headers(client)
+        assert (await client.get(TENANTS, headers=vendor)).status_code == 200
+        async with administrator(private_postgres.dsn) as admin:
+            frozen = await admin.fetch(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            private_postgres.freeze([row["pid"] for row in frozen])
+            try:
+                response, took = await timed(client.get(TENANTS, headers=vendor))
+            finally:
+                private_postgres.thaw([row["pid"] for row in frozen])
+        after = await client.get(TENANTS, headers=vendor)
+
+    assert frozen, "the app's pooled connection"
+    assert_unavailable(response)
+    # 0.3 s of statement timeout, 2 s more before the driver gives up, 2 s to close it.
+    assert took < 6.0, f"answered after {took:.2f} s"
+    assert after.status_code == 200
+
+
 async def test_while_postgresql_shuts_down_requests_needing_a_new_connection_answer_503(
     private_postgres: PrivatePostgres, settings: Settings
 ) -> None:
