@@ -43,7 +43,7 @@ from domain.models import (
     access_token_roles,
     credential_roles,
 )
-from domain.settings import Settings
+from domain.settings import ConfigError, Settings, load_settings
 from domain.validity import ValidityCache
 from tests.factories import Factory, add_credential, add_refresh_tokens, build_scene
 from tests.processes import PrivatePostgres
@@ -64,7 +64,14 @@ from tests.steps import (
     serving,
     tenant_credential,
 )
-from tests.suite import REDIS_URL, VENDOR_CLIENT_ID, VENDOR_SECRET, WEBHOOK_SECRET, _plain_dsn
+from tests.suite import (
+    REDIS_URL,
+    VALID,
+    VENDOR_CLIENT_ID,
+    VENDOR_SECRET,
+    WEBHOOK_SECRET,
+    _plain_dsn,
+)
 from workers.inprocess import InProcessJobs
 
 TENANTS = "/tenants/resources/tenants/v1"
@@ -142,6 +149,32 @@ async def test_every_connection_of_the_api_bounds_its_statements_and_lock_waits(
         lock = await connection.scalar(sa.text("SHOW lock_timeout"))
 
     assert (statement, lock) == ("5s", "2s")
+
+
+@pytest.mark.parametrize(
+    "variable", ["M2M_DATABASE_STATEMENT_TIMEOUT_MS", "M2M_DATABASE_LOCK_TIMEOUT_MS"]
+)
+@pytest.mark.parametrize("value", ["0", "99", "600001", "2s"])
+def test_a_bound_out_of_range_is_refused_at_start_naming_its_variable(
+    variable: str, value: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings({**VALID, variable: value})
+
+    assert refused.value.variable == variable
+    assert value in str(refused.value)
+
+
+def test_the_bounds_are_read_from_the_environment() -> None:
+    read = load_settings(
+        {
+            **VALID,
+            "M2M_DATABASE_STATEMENT_TIMEOUT_MS": "15000",
+            "M2M_DATABASE_LOCK_TIMEOUT_MS": "500",
+        }
+    )
+
+    assert (read.database_statement_timeout_ms, read.database_lock_timeout_ms) == (15000, 500)
 
 
 # --- one statement held past its timeout ------------------------------------------------------
