@@ -21,7 +21,7 @@ logger = logging.getLogger("m2m.jobs")
 BROKER_DOWN_SECONDS = 5.0
 # An enqueue holds its request at most this long. A publish still going on then (a broker that
 # is slow rather than down) finishes, or fails and is logged, on its own.
-ENQUEUE_WAIT_SECONDS = 0.5
+ENQUEUE_WAIT_SECONDS = 0.25
 
 
 class CeleryJobQueue:
