@@ -40,7 +40,7 @@ from api.security_headers import with_security_headers
 from api.state import Services
 from domain.auth import EndUserVerifier, VendorAuthenticator
 from domain.clock import utcnow
-from domain.db import create_engine, create_session_factory
+from domain.db import StatementTimeouts, create_engine, create_session_factory
 from domain.jobs import JobContext, JobQueue
 from domain.keys import KeyRing, MasterKey
 from domain.ratelimit import RateLimiter
@@ -59,7 +59,11 @@ KEY_REFRESH_SECONDS = 30
 
 
 async def start_services(settings: Settings) -> Services:
-    engine = create_engine(settings.database_url)
+    timeouts = StatementTimeouts(
+        statement_ms=settings.database_statement_timeout_ms,
+        lock_ms=settings.database_lock_timeout_ms,
+    )
+    engine = create_engine(settings.database_url, timeouts=timeouts)
     sessions = create_session_factory(engine)
     master_key = MasterKey(settings.master_key)
     keyring = await KeyRing.load(sessions, master_key, settings.issuer, utcnow())

@@ -9,10 +9,11 @@ from typing import Any
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from api.schemas.exchange import uses_basic
+from domain.db import database_unreachable
 from domain.errors import (
     Conflict,
     DomainError,
@@ -101,12 +102,24 @@ def handle_http_exception(_: Request[Any, Any, Any], error: HTTPException) -> Re
 
 
 def handle_database_error(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    """PostgreSQL cannot answer now (unreachable, restarting, a statement or a lock wait past its
+    timeout): 503 with Retry-After, in the shape the route gives any Unavailable (the OAuth
+    routes' own, the token routes' uncached one)."""
     logger.error("dependency unavailable on %s %s: %r", request.method, request.url.path, error)
-    return error_response(HTTP_503_SERVICE_UNAVAILABLE, ["Service temporarily unavailable"])
+    unavailable = Unavailable()
+    handler: Any = handle_domain_error
+    route_handler = request.scope.get("route_handler")
+    if route_handler is not None:
+        handlers = route_handler.resolve_exception_handlers()
+        handler = next(
+            (handlers[cls] for cls in type(unavailable).__mro__ if cls in handlers), handler
+        )
+    response: Response[Any] = handler(request, unavailable)
+    return response
 
 
 def handle_unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
+    if database_unreachable(error):
         return handle_database_error(request, error)
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, ["Internal server error"])

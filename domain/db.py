@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import event
@@ -16,10 +17,39 @@ from sqlalchemy.pool import NullPool
 
 # How long a SQLite transaction waits for another one's write lock before "database is locked".
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+# The waits on PostgreSQL that no setting changes (the README's "When PostgreSQL or Redis fail"):
+# opening a connection, and waiting for a pooled one while all are in use.
+CONNECT_TIMEOUT_SECONDS: Final = 5.0
+POOL_TIMEOUT_SECONDS: Final = 5.0
+# A statement whose server stopped answering altogether (frozen, or cut off by the network) is
+# given up this long after its statement_timeout would have ended it (closing its connection
+# then takes up to 2 s more: SQLAlchemy tries a graceful close first).
+UNANSWERED_MARGIN_SECONDS: Final = 2.0
+
+# SQLSTATEs that mean "not now" rather than "never" (worth a later attempt, answered 503):
+# classes 08 (connection exception), 53 (insufficient resources: too many connections) and 57
+# (operator intervention: statement_timeout's query_canceled, admin shutdown, "the database
+# system is starting up / shutting down"); lock_not_available (lock_timeout); and the
+# serialization failures and deadlocks that PostgreSQL resolves by cancelling one party.
+TRANSIENT_SQLSTATE_CLASSES: Final = ("08", "53", "57")
+TRANSIENT_SQLSTATES: Final = frozenset({"55P03", "40001", "40P01"})
 
 
-def create_engine(database_url: str, *, pooled: bool = True) -> AsyncEngine:
+@dataclass(frozen=True)
+class StatementTimeouts:
+    """Bounds PostgreSQL enforces on every statement of an engine's connections."""
+
+    statement_ms: int
+    lock_ms: int
+
+
+def create_engine(
+    database_url: str, *, pooled: bool = True, timeouts: StatementTimeouts | None = None
+) -> AsyncEngine:
     """An engine for one event loop. `pooled=False` suits short-lived loops (Celery tasks).
+
+    With `timeouts`, PostgreSQL cancels a statement of its connections that runs, or waits for a
+    lock, longer than they allow; the driver gives up on one left unanswered a little after.
 
     Its errors and log lines never show the values bound to a statement (`hide_parameters`):
     they include hashes of tokens, and of what the caller presented as one.
@@ -27,15 +57,27 @@ def create_engine(database_url: str, *, pooled: bool = True) -> AsyncEngine:
     kwargs: dict[str, Any] = {}
     if database_url.startswith("sqlite"):
         return _create_sqlite_engine(database_url, pooled=pooled)
+    connect_args: dict[str, Any] = {"timeout": CONNECT_TIMEOUT_SECONDS}
+    if timeouts is not None:
+        # Sent with the connection's startup message: no round trip of its own.
+        connect_args["server_settings"] = {
+            "statement_timeout": str(timeouts.statement_ms),
+            "lock_timeout": str(timeouts.lock_ms),
+        }
+        connect_args["command_timeout"] = timeouts.statement_ms / 1000 + UNANSWERED_MARGIN_SECONDS
     if pooled:
         # No pre-ping: it costs a round trip on every checkout (about a quarter of a refresh).
         # A connection that died (PostgreSQL restarted) fails its request with a 503 and makes
         # SQLAlchemy invalidate the pool, so the next requests reconnect; recycling keeps
         # connections from outliving server-side idle timeouts.
-        kwargs.update(pool_size=10, max_overflow=10, pool_timeout=5, pool_recycle=1800)
+        kwargs.update(
+            pool_size=10, max_overflow=10, pool_timeout=POOL_TIMEOUT_SECONDS, pool_recycle=1800
+        )
     else:
         kwargs["poolclass"] = NullPool
-    return create_async_engine(database_url, hide_parameters=True, **kwargs)
+    return create_async_engine(
+        database_url, hide_parameters=True, connect_args=connect_args, **kwargs
+    )
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
@@ -82,14 +124,20 @@ def _create_sqlite_engine(database_url: str, *, pooled: bool) -> AsyncEngine:
 
 
 def database_unreachable(error: BaseException) -> bool:
-    """A database error that means "cannot reach it now" (worth a later attempt), not a bug."""
+    """A database error that means "cannot answer now" (worth a later attempt), not a bug:
+    unreachable, restarting, out of connections, or a statement or lock wait past its timeout."""
     from sqlalchemy import exc
 
     if isinstance(error, OSError | TimeoutError | exc.TimeoutError):
         return True
     if isinstance(error, exc.OperationalError | exc.InterfaceError):
         return True
-    return isinstance(error, exc.DBAPIError) and bool(error.connection_invalidated)
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
+    return sqlstate in TRANSIENT_SQLSTATES or sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
 
 
 def upsert_insert(session: AsyncSession, table: Any) -> Any:

@@ -46,5 +46,18 @@ class RateLimited(DomainError):
         self.retry_after = retry_after
 
 
+# When to come back after a dependency could not answer: PostgreSQL back from a restart, a lock
+# released, the validity cache reachable again are a matter of seconds.
+UNAVAILABLE_RETRY_AFTER_SECONDS = 1
+
+
 class Unavailable(DomainError):
-    """A dependency (database, cache) cannot answer now."""
+    """A dependency (database, cache) cannot answer now; retry after `retry_after` seconds."""
+
+    def __init__(
+        self,
+        message: str = "Service temporarily unavailable",
+        retry_after: int = UNAVAILABLE_RETRY_AFTER_SECONDS,
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -20,6 +20,7 @@ from sqlalchemy.orm import aliased
 
 from domain import audit
 from domain.after_commit import AfterCommit
+from domain.db import StatementTimeouts
 from domain.exchange import (
     refresh_tokens_beyond_cap,
     usable_refresh_token,
@@ -46,6 +47,10 @@ PRUNE_REFRESH_TOKENS: Final = "prune_refresh_tokens"
 CASCADE_DELETIONS: Final = "cascade_deletions"
 PROPAGATE_M2M_SWITCH: Final = "propagate_m2m_switch"
 RECONCILE_CACHE: Final = "reconcile_cache"
+
+# The jobs' statements work on batches, and may wait for a request's row locks (each request's
+# statements are bounded by the API's timeouts): bounds above any normal run's, below a hang.
+JOB_TIMEOUTS: Final = StatementTimeouts(statement_ms=300_000, lock_ms=30_000)
 
 # A webhook-id need be remembered only while its signature's timestamp is still accepted.
 WEBHOOK_ID_RETENTION: Final = timedelta(minutes=15)

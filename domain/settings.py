@@ -91,6 +91,9 @@ class Settings:
     # Proxies whose X-Forwarded-For names the client address the rate limits count by: CIDRs,
     # each as ipaddress.ip_network reads it (kept as text: Litestar validates what DI provides).
     trusted_proxies: tuple[str, ...] = ()
+    # PostgreSQL cancels an API statement running, or waiting for a lock, longer than these.
+    database_statement_timeout_ms: int = 5000
+    database_lock_timeout_ms: int = 2000
     # `m2m dev`: one process, SQLite, no Redis or broker; cache, limits and jobs in memory.
     embedded: bool = False
     user_jwt_audience: str | None = None
@@ -184,6 +187,12 @@ def load_settings(
             "M2M_BROKER_VISIBILITY_TIMEOUT", 300, low=1, high=86_400
         ),
         trusted_proxies=reader.networks("M2M_TRUSTED_PROXIES"),
+        database_statement_timeout_ms=reader.integer(
+            "M2M_DATABASE_STATEMENT_TIMEOUT_MS", 5000, low=100, high=600_000
+        ),
+        database_lock_timeout_ms=reader.integer(
+            "M2M_DATABASE_LOCK_TIMEOUT_MS", 2000, low=100, high=600_000
+        ),
         embedded=mode == "dev",
         user_jwt_audience=reader.optional("M2M_USER_JWT_AUDIENCE"),
         metrics_public=reader.boolean("M2M_METRICS_PUBLIC", default=False),

@@ -4,8 +4,9 @@ The API modules whose behaviour must not depend on the store (`pytestmark = both
 each test twice: on PostgreSQL and Redis as `m2m serve` runs, and on a SQLite file with the
 in-process cache as `m2m dev` runs. `@serve_only` keeps one of their tests to PostgreSQL.
 
-Tests that start a process (`m2m serve`, `m2m dev`, `m2m worker`, a redis-server of their own)
-are marked `processes`: `pytest -m "not processes"` runs the rest and starts none.
+Tests that start a process (`m2m serve`, `m2m dev`, `m2m worker`, a redis-server or a PostgreSQL
+cluster of their own) are marked `processes`: `pytest -m "not processes"` runs the rest and starts
+none.
 
 Fixtures live here; the plain helpers tests import live in factories.py (rows), steps.py (the
 API), processes.py (processes and ports) and suite.py (what the whole run shares).
@@ -40,7 +41,7 @@ from domain.schema import upgrade_to_head
 from domain.secrets import SecretHasher
 from domain.settings import DevDefaults, Settings, load_settings
 from tests.factories import Factory
-from tests.processes import PrivateRedis, Stack, running_server
+from tests.processes import PrivatePostgres, PrivateRedis, Stack, running_server
 from tests.steps import finish_jobs, replaced, until
 from tests.suite import (
     ARGON2_PARAMETERS,
@@ -63,7 +64,7 @@ BACKENDS = (POSTGRESQL, SQLITE)
 
 # Fixtures that start a process: every test using one, directly or through another fixture,
 # is marked `processes`.
-PROCESS_FIXTURES = frozenset({"live_server", "private_redis"})
+PROCESS_FIXTURES = frozenset({"live_server", "private_redis", "private_postgres"})
 
 # Tables whose seeded rows stay between tests (the environment row, the fe.secure permissions,
 # the signing keys); every other table is emptied after each test.
@@ -96,8 +97,8 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
-        "processes: starts a process (m2m serve, dev or worker, a redis-server);"
-        ' `pytest -m "not processes"` leaves these out',
+        "processes: starts a process (m2m serve, dev or worker, a redis-server, a PostgreSQL"
+        ' cluster); `pytest -m "not processes"` leaves these out',
     )
 
 
@@ -393,3 +394,19 @@ async def stack_fixture(
             yield Stack(services=services, client=client, redis=private_redis, settings=own)
     finally:
         await services.close()
+
+
+# --- a PostgreSQL cluster of the test's own, which it may stop and start (never the shared one) ---
+
+
+@pytest.fixture(name="private_postgres")
+def private_postgres_fixture() -> Iterator[PrivatePostgres]:
+    """Its database `m2m` is migrated to head, and the cluster is removed after the test."""
+    server = PrivatePostgres()
+    try:
+        server.init()
+        server.start()
+        upgrade_to_head(server.url)
+        yield server
+    finally:
+        server.remove()

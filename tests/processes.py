@@ -1,5 +1,5 @@
-"""Processes a test starts (`m2m serve`, a redis-server of its own), the ports they listen on and
-the environment they run under.
+"""Processes a test starts (`m2m serve`, a redis-server or a PostgreSQL cluster of its own), the
+ports they listen on and the environment they run under.
 
 A test that starts one is marked `processes` (conftest marks those using its fixtures), so
 `pytest -m "not processes"` starts none.
@@ -7,22 +7,30 @@ A test that starts one is marked `processes` (conftest marks those using its fix
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
+import glob
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import redis
 from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from api.app import REDIS_TIMEOUT_SECONDS
 from api.state import Services
@@ -133,6 +141,8 @@ class PrivateRedis:
             [
                 *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
                 *("--save", "", "--appendonly", "no"),
+                # DEBUG SLEEP makes it slow rather than down (Redis 7 refuses DEBUG by default).
+                *("--enable-debug-command", "local"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -153,6 +163,43 @@ class PrivateRedis:
             self._process.kill()
             self._process.wait()
 
+    def sleep(self, seconds: int) -> threading.Thread:
+        """Make the server slow rather than down: it accepts connections and answers nothing for
+        `seconds` (DEBUG SLEEP). Returns once it has stopped answering; join the thread to wait
+        for it to answer again."""
+
+        def block() -> None:
+            with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=seconds + 30) as c:
+                c.execute_command("DEBUG", "SLEEP", str(seconds))
+
+        thread = threading.Thread(target=block, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 5
+        while True:
+            # No retries: redis-py would otherwise retry the timed-out PING until the sleep ends.
+            probe = redis.Redis(
+                host="127.0.0.1", port=self.port, socket_timeout=0.05, retry=Retry(NoBackoff(), 0)
+            )
+            try:
+                probe.ping()
+            except redis.TimeoutError:
+                return thread
+            finally:
+                probe.close()
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server never went to sleep")
+            time.sleep(0.005)  # waiting for another process's state, not for a behaviour
+
+    def fill_up(self) -> None:
+        """Full under `noeviction`: every command that would add data is refused (OOM)."""
+        with self.client() as admin:
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", 1)
+
+    def make_room(self) -> None:
+        with self.client() as admin:
+            admin.config_set("maxmemory", 0)
+
     def calls(self, command: str) -> int:
         with self.client() as probe:
             stats: dict[str, Any] = probe.info("commandstats")
@@ -162,6 +209,116 @@ class PrivateRedis:
         with self.client() as probe:
             value: bytes | None = probe.get(f"{prefix}v:{key}")
         return value
+
+
+# --- private PostgreSQL -----------------------------------------------------------------------
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of this test's own (initdb into a temporary directory, its own port),
+    which it may stop, kill and start again: never the machine's server, which other runs share.
+
+    PostgreSQL refuses to run as root: then initdb and pg_ctl run as the `postgres` user, in a
+    directory it owns.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="m2m-pg-"))
+        self._bin = _postgresql_bin()
+        self._as_owner: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, user="postgres")
+            self._as_owner = ["runuser", "-u", "postgres", "--"]
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/m2m"
+
+    @property
+    def dsn(self) -> str:
+        """The same database, for asyncpg itself (an administrator's connection)."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/m2m"
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    @property
+    def data(self) -> Path:
+        return self.directory / "data"
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1"
+            " -c fsync=off -c max_connections=40 -c shared_buffers=16MB"
+        )
+        log = str(self.directory / "postgres.log")
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", log, "-w", "start")
+
+    def stop(self, mode: str = "fast", *, wait: bool = True) -> None:
+        """`fast` ends every session (in-flight statements fail), `immediate` is a crash, `smart`
+        waits for the sessions to end and refuses new ones meanwhile."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w" if wait else "-W", "stop")
+
+    def wait_stopped(self) -> None:
+        deadline = time.monotonic() + 30
+        while (self.data / "postmaster.pid").exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("PostgreSQL did not stop within 30 s")
+            time.sleep(0.01)  # waiting for a process to exit, not for a behaviour
+
+    async def refusing_connections(self) -> None:
+        """Once new connections are refused with "the database system is shutting down"."""
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                connection = await asyncpg.connect(self.dsn)
+            except asyncpg.CannotConnectNowError:
+                return
+            await connection.close()
+            if time.monotonic() > deadline:
+                raise RuntimeError("PostgreSQL kept accepting connections")
+            await asyncio.sleep(0.01)  # waiting for a process's state, not for a behaviour
+
+    def freeze(self, pids: list[int]) -> None:
+        """Stop these server processes of this cluster where they stand (SIGSTOP): a server that
+        neither answers nor closes its connections, as behind a network cut."""
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self, pids: list[int]) -> None:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+    def remove(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self.stop("immediate")
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _run(self, program: str, *arguments: str) -> None:
+        subprocess.run(
+            [*self._as_owner, str(self._bin / program), *arguments],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+
+
+def _version_of(bin_directory: str) -> tuple[int, ...]:
+    version = Path(bin_directory).parent.name
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+def _postgresql_bin() -> Path:
+    """The newest installed server's programs (Debian keeps them off the PATH)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_of)
+    if found:
+        return Path(found[-1])
+    initdb = shutil.which("initdb")
+    if initdb is None:
+        raise RuntimeError("no PostgreSQL server programs (initdb, pg_ctl) installed")
+    return Path(initdb).parent
 
 
 @dataclass

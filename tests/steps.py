@@ -18,6 +18,7 @@ import jwt
 from argon2 import PasswordHasher
 from litestar import Litestar
 
+from api.app import create_app, start_services
 from api.state import Services
 from domain.clock import utcnow
 from domain.secrets import SecretHasher
@@ -364,6 +365,21 @@ def assert_oauth_error(
 
 
 # --- the running app's collaborators and jobs -------------------------------------------------
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[Services, httpx.AsyncClient]]:
+    """Another API process: services of its own on `settings` (another database, other timeouts),
+    and a client over its app; closed at the end."""
+    services = await start_services(settings)
+    app = create_app(settings)
+    app.state.services = services
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://m2m.test") as client:
+            yield services, client
+    finally:
+        await services.close()
 
 
 @contextmanager

@@ -19,6 +19,9 @@ logger = logging.getLogger("m2m.jobs")
 # After a failed enqueue, enqueues are skipped this long: a broker that is down costs one slow
 # request per process per interval, not every request.
 BROKER_DOWN_SECONDS = 5.0
+# An enqueue holds its request at most this long. A publish still going on then (a broker that
+# is slow rather than down) finishes, or fails and is logged, on its own.
+ENQUEUE_WAIT_SECONDS = 0.25
 
 
 class CeleryJobQueue:
@@ -29,6 +32,7 @@ class CeleryJobQueue:
     def __init__(self, settings: Settings) -> None:
         self._celery = configure(Celery("m2m-api", set_as_current=False), settings)
         self._down_until = -math.inf
+        self._sending: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
         return None
@@ -37,11 +41,18 @@ class CeleryJobQueue:
         if time.monotonic() < self._down_until:
             logger.warning("broker down: %s not enqueued; its periodic run will do the work", job)
             return
+        # kombu's publish is blocking I/O: off the event loop.
+        sending = asyncio.ensure_future(asyncio.to_thread(self._send, job, arguments))
         try:
-            # kombu's publish is blocking I/O: off the event loop.
-            await asyncio.to_thread(
-                self._celery.send_task, task_name(job), kwargs=arguments, ignore_result=True
-            )
+            await asyncio.wait_for(asyncio.shield(sending), ENQUEUE_WAIT_SECONDS)
+        except TimeoutError:
+            self._sending.add(sending)
+            sending.add_done_callback(self._sending.discard)
+            logger.warning("the broker is slow: %s is still being sent", job)
+
+    def _send(self, job: str, arguments: dict[str, Any]) -> None:
+        try:
+            self._celery.send_task(task_name(job), kwargs=arguments, ignore_result=True)
         except Exception as error:
             self._down_until = time.monotonic() + BROKER_DOWN_SECONDS
             logger.error(
@@ -51,4 +62,5 @@ class CeleryJobQueue:
             )
 
     async def close(self) -> None:
+        await asyncio.gather(*self._sending, return_exceptions=True)
         await asyncio.to_thread(self._celery.close)

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from domain.clock import utcnow
 from domain.db import create_engine, create_session_factory
 from domain.job_runs import run_job
-from domain.jobs import Counts, JobContext
+from domain.jobs import JOB_TIMEOUTS, Counts, JobContext
 from domain.settings import Settings, load_settings
 from domain.validity import ValidityCache
 
@@ -34,7 +34,7 @@ def run(job: str, arguments: Mapping[str, Any]) -> Counts:
 
 
 async def _run(settings: Settings, job: str, arguments: Mapping[str, Any]) -> Counts:
-    engine = create_engine(settings.database_url, pooled=False)
+    engine = create_engine(settings.database_url, pooled=False, timeouts=JOB_TIMEOUTS)
     redis = Redis.from_url(
         settings.redis_url,
         socket_timeout=REDIS_TIMEOUT_SECONDS,

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.db import database_unreachable
@@ -522,14 +522,22 @@ class ValidityCache:
             pipe = redis.pipeline(transaction=True)
             pipe.delete(*[self._key_prefix + key for key in keys])
             pipe.publish(self._channel, json.dumps(list(keys)))
-            await pipe.execute()
+            try:
+                await pipe.execute()
+            except ResponseError:
+                await self._delete_and_announce(keys)
             return True
 
         if await self._redis_call(delete, always=True) is None:
             logger.warning("could not drop %s from the validity cache", ", ".join(keys))
 
     async def _write(self, entries: Mapping[str, tuple[Value, int]], announce: list[str]) -> bool:
-        """Plain SETs (they override any fill) and their announcement, as one transaction."""
+        """Plain SETs (they override any fill) and their announcement, as one transaction.
+
+        When Redis answers but refuses them (full under `noeviction`), the entries are deleted
+        and announced instead, so that no process answers from what they said before; the
+        write itself has failed all the same (False), for the caller to retry.
+        """
         redis: Any = self._redis
 
         async def write() -> bool:
@@ -537,10 +545,24 @@ class ValidityCache:
             for key, (value, ttl) in entries.items():
                 pipe.set(self._key_prefix + key, _encode(value), ex=ttl)
             pipe.publish(self._channel, json.dumps(announce))
-            await pipe.execute()
+            try:
+                await pipe.execute()
+            except ResponseError:
+                await self._delete_and_announce(list(entries))
+                raise
             return True
 
         return await self._redis_call(write, always=True) is True
+
+    async def _delete_and_announce(self, keys: Sequence[str]) -> None:
+        """What a Redis that refuses writes still accepts: deleting entries (a later read fills
+        them from PostgreSQL) and publishing. Not as a transaction: Redis refuses every command
+        queued in MULTI while it is out of memory."""
+        redis: Any = self._redis
+        pipe = redis.pipeline(transaction=False)
+        pipe.delete(*[self._key_prefix + key for key in keys])
+        pipe.publish(self._channel, json.dumps(list(keys)))
+        await pipe.execute()
 
     async def _retry_pending(self) -> None:
         if not self._pending:
