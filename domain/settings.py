@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -68,6 +69,8 @@ class Settings:
     broker_visibility_timeout: int = 300
     # `m2m dev`: one process, SQLite, no Redis or broker; cache, limits and jobs in memory.
     embedded: bool = False
+    # Origins (`https://app.example.com`) allowed to embed the pages and call the API from them.
+    embed_origins: tuple[str, ...] = ()
 
     @property
     def self_service_enabled(self) -> bool:
@@ -141,6 +144,7 @@ def load_settings(
             "M2M_BROKER_VISIBILITY_TIMEOUT", 300, low=1, high=86_400
         ),
         embedded=mode == "dev",
+        embed_origins=reader.origins("M2M_EMBED_ORIGINS"),
     )
     if settings.user_jwt_public_key and settings.user_jwt_jwks_url:
         raise ConfigError(
@@ -194,6 +198,25 @@ class _Reader:
         if self.optional(name) is None:
             return None
         return self.url(name, "", schemes={"http", "https"})
+
+    def origins(self, name: str) -> tuple[str, ...]:
+        """Comma-separated web origins, each scheme://host[:port] and nothing more (a browser's
+        Origin header has no path, so an origin with one would never match)."""
+        value = self.optional(name)
+        if value is None:
+            return ()
+        origins: list[str] = []
+        for item in (part.strip() for part in value.split(",")):
+            if not item:
+                continue
+            origin = _origin(item)
+            if origin is None:
+                raise ConfigError(
+                    name, f"must list origins like https://app.example.com (no path), got {item!r}"
+                )
+            if origin not in origins:
+                origins.append(origin)
+        return tuple(origins)
 
     def database_url(self) -> str:
         name = "M2M_DATABASE_URL"
@@ -254,3 +277,38 @@ class _Reader:
         except ValueError:
             raise ConfigError(name, "must be a PEM public key (BEGIN PUBLIC KEY)") from None
         return pem
+
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+
+
+def _origin(text: str) -> str | None:
+    """`text` as a browser writes an origin (lower-case scheme and host, the port only when not
+    the scheme's default), or None if it is not scheme://host[:port]."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname
+    if (
+        parts.scheme.lower() not in {"http", "https"}
+        or host is None
+        or port == 0
+        or parts.username is not None
+        or parts.password is not None
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or text.endswith(("?", "#"))
+    ):
+        return None
+    if ":" in host:
+        host = f"[{host}]"  # IPv6, as urlsplit leaves it bracketless
+    elif not _HOST.match(host):
+        return None
+    scheme = parts.scheme.lower()
+    default_port = {"http": 80, "https": 443}[scheme]
+    suffix = f":{port}" if port is not None and port != default_port else ""
+    return f"{scheme}://{host}{suffix}"
