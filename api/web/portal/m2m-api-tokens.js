@@ -232,6 +232,7 @@ button.quiet:hover { background: var(--_surface); }
 }
 [role="tab"][aria-selected="true"] { color: var(--_text); border-bottom-color: var(--_primary); }
 [role="tab"]:hover { color: var(--_text); }
+[role="tab"]:focus-visible { outline-offset: -3px; }
 
 .panel-head { display: flex; flex-wrap: wrap; gap: 0.75rem 1rem; align-items: center; justify-content: space-between; margin-bottom: 1rem; }
 .lead { margin: 0; color: var(--_muted); flex: 1 1 16rem; }
@@ -251,7 +252,10 @@ th { font-size: 0.85em; font-weight: 600; color: var(--_muted); white-space: now
 td.description { font-weight: 600; overflow-wrap: anywhere; min-width: 8rem; }
 td.description .none { font-weight: 400; color: var(--_muted); font-style: italic; }
 td.roles { overflow-wrap: anywhere; }
-td.actions { text-align: right; width: 1%; white-space: nowrap; }
+th:first-child, td:first-child { padding-left: 0; }
+td.nowrap { white-space: nowrap; }
+td.actions { text-align: right; width: 1%; white-space: nowrap; padding: 0.3rem 0 0.3rem 0.6rem; }
+[aria-busy="true"] table { opacity: 0.7; }
 .expired { color: var(--_danger); font-weight: 600; }
 
 @container (max-width: 720px) {
@@ -261,8 +265,10 @@ td.actions { text-align: right; width: 1%; white-space: nowrap; }
   td { display: grid; grid-template-columns: 7.5rem 1fr; gap: 0.75rem; border: 0; padding: 0.3rem 0; }
   td::before { content: attr(data-label) / ""; color: var(--_muted); font-size: 0.85em; font-weight: 600; }
   td.description { min-width: 0; }
-  td.actions { width: auto; text-align: left; display: block; padding-top: 0.5rem; }
+  td.nowrap { white-space: normal; }
+  td.actions { width: auto; text-align: left; display: block; padding: 0.5rem 0 0; }
   td.actions::before { content: none; }
+  td.actions button { margin-left: -0.6rem; }
 }
 
 dialog {
@@ -483,7 +489,11 @@ export class M2mApiTokens extends HTMLElement {
   async #loadTab(key) {
     const generation = this.#generation;
     const tab = this.#tabOf(key);
-    this.#lists[key] = { state: "loading", tokens: [] };
+    // A list already shown stays while it is read again (no flash of "Loading").
+    const shown = this.#lists[key];
+    this.#lists[key] = shown?.tokens.length
+      ? { state: "refreshing", tokens: shown.tokens }
+      : { state: "loading", tokens: [] };
     this.#renderPanel();
     try {
       // Both kinds: tokens made under the other strategy still work until they are deleted.
@@ -641,7 +651,7 @@ export class M2mApiTokens extends HTMLElement {
     const focusKey = this.#focusedKey();
     this.#render();
     this.#focus(focusKey);
-    if (!this.#lists[key] || this.#lists[key].state !== "ready") this.#loadTab(key);
+    this.#loadTab(key);
   }
 
   #panel() {
@@ -671,7 +681,12 @@ export class M2mApiTokens extends HTMLElement {
     }
     return h(
       "section",
-      { role: "tabpanel", id: `${this.#id}-panel`, "aria-labelledby": `${this.#id}-tab-${tab.key}` },
+      {
+        role: "tabpanel",
+        id: `${this.#id}-panel`,
+        "aria-labelledby": `${this.#id}-tab-${tab.key}`,
+        "aria-busy": list.state === "ready" ? "false" : "true",
+      },
       head,
       body,
     );
@@ -698,18 +713,18 @@ export class M2mApiTokens extends HTMLElement {
           { class: "description", "data-label": "Description" },
           token.description ? token.description : h("span", { class: "none", text: "No description" }),
         ),
-        h("td", { "data-label": "Kind", text: token.kind.label }),
+        h("td", { class: "nowrap", "data-label": "Kind", text: token.kind.label }),
         h("td", { "data-label": "Created by", text: this.#createdBy(token) }),
         h(
           "td",
-          { "data-label": "Created" },
+          { class: "nowrap", "data-label": "Created" },
           created
             ? h("time", { datetime: token.createdAt, title: DATE_TIME.format(created), text: DATE.format(created) })
             : "—",
         ),
         h(
           "td",
-          { "data-label": "Expires in" },
+          { class: "nowrap", "data-label": "Expires in" },
           token.expires
             ? h("time", {
                 datetime: token.expires,
@@ -907,10 +922,10 @@ export class M2mApiTokens extends HTMLElement {
     const fields =
       kind === KINDS.ClientCredentials
         ? [
-            ["Client ID", created.clientId],
-            ["Secret", created.secret],
+            ["Client ID", "client ID", created.clientId],
+            ["Secret", "secret", created.secret],
           ]
-        : [["Access token", created.secret]];
+        : [["Access token", "access token", created.secret]];
     const titleId = ids("created-title");
     const status = h("p", { class: "hint", role: "status" });
     const content = h(
@@ -921,7 +936,7 @@ export class M2mApiTokens extends HTMLElement {
         class: "warning",
         text: "Copy the secret now and keep it safe: it is shown only this once, and closing this dialog removes it.",
       }),
-      fields.map(([label, value], index) => {
+      fields.map(([label, noun, value], index) => {
         const id = ids(`secret-${index}`);
         const input = h("input", { type: "text", id, readonly: true, value, spellcheck: "false", autocomplete: "off" });
         return h(
@@ -934,8 +949,8 @@ export class M2mApiTokens extends HTMLElement {
             input,
             h("button", {
               type: "button",
-              text: `Copy ${label.toLowerCase()}`,
-              onclick: (event) => this.#copy(event.currentTarget, input, label, status),
+              text: `Copy ${noun}`,
+              onclick: (event) => this.#copy(event.currentTarget, input, label, noun, status),
             }),
           ),
         );
@@ -953,14 +968,14 @@ export class M2mApiTokens extends HTMLElement {
     this.#announce(`${tab.noun[0].toUpperCase()}${tab.noun.slice(1)} created.`);
   }
 
-  async #copy(button, input, label, status) {
+  async #copy(button, input, label, noun, status) {
     try {
       await navigator.clipboard.writeText(input.value);
       status.textContent = `${label} copied.`;
       button.textContent = "Copied";
     } catch {
       input.select();
-      status.textContent = `Copying is not allowed here: the ${label.toLowerCase()} is selected, press Ctrl+C (⌘C) to copy it.`;
+      status.textContent = `Copying is not allowed here: the ${noun} is selected, press Ctrl+C (⌘C) to copy it.`;
     }
   }
 
