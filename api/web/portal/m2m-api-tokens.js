@@ -447,7 +447,11 @@ export class M2mApiTokens extends HTMLElement {
         mode: "cors",
       });
     } catch {
-      // Offline, or refused by CORS: the browser does not say which.
+      // Offline, or refused by CORS: the browser does not say which, so tell the developer both.
+      console.warn(
+        `m2m-api-tokens: no answer from ${this.#base()} (offline, down, or this page's origin ` +
+          `${window.location.origin} is not in the service's M2M_EMBED_ORIGINS)`,
+      );
       throw new PortalError("unavailable");
     }
     if (!response.ok) throw await errorOf(response);
