@@ -1,24 +1,30 @@
-"""Helpers for the page tests: a live service trusting the test IdP, end users' session JWTs,
-the strict Content-Security-Policy the pages are served under, a watch for any script a test
-page did not mean to run, a vendor's site on another origin, and keyboard moves."""
+"""Helpers for the page tests: a live service trusting the test IdP (or `m2m dev` trusting its
+own issuer), end users' session JWTs, the strict Content-Security-Policy the pages are served
+under, a watch for any script a page did not mean to run, a vendor's site on another origin,
+and keyboard moves."""
 
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Locator, Page, Route
 
 from domain.settings import Settings
-from tests.processes import running_server
+from tests.processes import free_port, running_server
 from tests.suite import IDP_ISSUER
 
 # The policy the service's pages are served under (README, "Portals"). Until the service adds it
@@ -44,6 +50,44 @@ def portal_server(settings: Settings, *, embed_origins: tuple[str, ...] = ()) ->
     }
     with running_server(settings, **extra) as base:
         yield base
+
+
+@contextlib.contextmanager
+def running_dev(directory: Path, env: dict[str, str]) -> Iterator[str]:
+    """`m2m dev` on a free port, started in `directory` (data in `directory/.m2m`); yields its
+    base URL, stops it after. Its log lines go to `directory/dev.log`."""
+    port = free_port()
+    log = (directory / "dev.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from api.cli import main; main()", "dev", "--port", str(port)],
+        env=env,
+        cwd=directory,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError("m2m dev exited: " + (directory / "dev.log").read_text())
+            try:
+                httpx.get(f"{base}/.well-known/jwks.json", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("m2m dev did not answer within 60 s") from None
+                time.sleep(0.05)  # waiting for a process to boot, not for a behaviour
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
 
 
 def session_jwt(
