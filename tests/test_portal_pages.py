@@ -57,6 +57,13 @@ def shadow_html(page: Page) -> Any:
     )
 
 
+async def renew_session(page: Page, token: str) -> None:
+    """What the embedding app does when its IdP renews the session."""
+    await page.evaluate(
+        "token => { document.querySelector('m2m-api-tokens').sessionToken = token; }", token
+    )
+
+
 async def test_a_reader_sees_the_tokens_but_no_create_or_delete_button(
     settings: Settings,
     factory: Factory,
@@ -156,6 +163,9 @@ async def test_a_writer_creates_a_client_credential_for_7_days_sees_its_secret_o
             assert client_id
             assert secret
             await expect(shown.get_by_role("button", name="Copy secret")).to_be_visible()
+            # The app renewing the session meanwhile takes nothing off the page.
+            await renew_session(page, session_jwt(idp_key, user.id, tenant.id))
+            await expect(shown.get_by_label("Secret")).to_have_value(secret)
             await screenshot(page, "portal-secret")
             await shown.get_by_role("button", name="Done").click()
 
@@ -257,6 +267,10 @@ async def test_an_expired_session_shows_the_session_message(
             await screenshot(page, "portal-session-expired")
             # The browser reports the 401 itself; nothing else may be said.
             watch.assert_quiet(expected_console=("401",))
+
+            # A session handed over again starts the page afresh.
+            await renew_session(page, session_jwt(idp_key, user.id, tenant.id))
+            await expect(page.get_by_role("button", name="Create token")).to_be_visible()
 
 
 async def test_without_a_session_in_the_fragment_the_page_says_to_open_it_from_the_app(

@@ -6,6 +6,7 @@
 //   element.getSessionToken = async () => myIdp.currentJwt();   // called before each request
 //   // or: element.sessionToken = jwt;
 //
+// A renewed token (a new sessionToken) is used from the next request on; `reload()` starts over.
 // Attributes: `api-base` (the service's URL; by default where this file was loaded from) and
 // `theme` ("light" or "dark"; by default the user's prefers-color-scheme). Theming: the
 // --m2m-* custom properties listed in STYLE below, and ::part(identity). Events:
@@ -375,7 +376,7 @@ export class M2mApiTokens extends HTMLElement {
 
   set sessionToken(value) {
     this.#token = value ? String(value) : null;
-    if (this.isConnected) this.reload();
+    this.#started();
   }
 
   get getSessionToken() {
@@ -384,7 +385,14 @@ export class M2mApiTokens extends HTMLElement {
 
   set getSessionToken(callback) {
     this.#getToken = typeof callback === "function" ? callback : null;
-    if (this.isConnected) this.reload();
+    this.#started();
+  }
+
+  /** A session handed over starts the page, or starts it again after a failure; a renewed
+   * token on a page already shown changes nothing on it (an open dialog, a secret being
+   * copied, stay). `reload()` starts over on purpose. */
+  #started() {
+    if (this.isConnected && (this.#state === "idle" || this.#state === "error")) this.reload();
   }
 
   /** Load the session and the current tab again. */
