@@ -110,6 +110,9 @@ async def serve_with_strict_csp(page: Page, base: str) -> None:
     against it)."""
 
     async def add_policy(route: Route) -> None:
+        if route.request.resource_type != "document":
+            await route.fallback()  # to any other route the test set, or the network
+            return
         try:
             response = await route.fetch()
         except PlaywrightError:  # the page closed while the request was on its way

@@ -27,6 +27,8 @@ from tests.pages import (
 )
 from tests.steps import EXCHANGE, TENANT_API_V2, USER_API, configure
 
+ROLES = "/identity/resources/roles/v1"
+
 pytestmark = pytest.mark.processes
 
 READ = ["fe.secure.read.tenantApiTokens", "fe.secure.read.userApiTokens"]
@@ -475,3 +477,57 @@ async def test_the_portal_fits_a_phone(
             assert box["x"] >= 0
             assert box["x"] + box["width"] <= PHONE["width"]
             await screenshot(page, "portal-phone-dialog")
+
+
+async def test_a_permission_lost_meanwhile_is_said_as_such(
+    settings: Settings,
+    factory: Factory,
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    idp_key: rsa.RSAPrivateKey,
+) -> None:
+    tenant, role, user = await account(factory, TOKEN_PERMISSIONS)
+
+    with portal_server(settings) as base:
+        async with chromium() as browser:
+            page = await browser.new_page(viewport=VIEWPORT)
+            await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
+            await page.get_by_role("button", name="Create token").click()
+            dialog = page.get_by_role("dialog", name="Create API token")
+            await dialog.get_by_label("Description").fill("Too late")
+            await dialog.get_by_role("checkbox", name="Admin").check()
+            # An administrator takes the role's permissions away while the dialog is open.
+            taken = await client.put(
+                f"{ROLES}/{role.id}/permissions", headers=vendor, json={"permissionIds": []}
+            )
+            assert taken.status_code == 200, taken.text
+            await dialog.get_by_role("button", name="Create token").click()
+
+            alert = page.get_by_role("alert")
+            await expect(alert).to_contain_text("You no longer have access to API tokens")
+            await expect(page.get_by_role("dialog")).to_have_count(0)
+            await screenshot(page, "portal-permission-lost")
+
+
+async def test_an_unavailable_service_is_said_as_such_and_tried_again(
+    settings: Settings, factory: Factory, idp_key: rsa.RSAPrivateKey
+) -> None:
+    tenant, _, user = await account(factory, TOKEN_PERMISSIONS)
+
+    with portal_server(settings) as base:
+        async with chromium() as browser:
+            page = await browser.new_page(viewport=VIEWPORT)
+            # A load balancer's answer while every API process is down.
+            await page.route(
+                f"{base}/portal/v1/session",
+                lambda route: route.fulfill(status=503, json={"errors": ["unavailable"]}),
+            )
+            await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
+
+            await expect(page.get_by_role("alert")).to_contain_text(
+                "The token service is unavailable"
+            )
+            await screenshot(page, "portal-unavailable")
+            await page.unroute(f"{base}/portal/v1/session")
+            await page.get_by_role("button", name="Try again").click()
+            await expect(page.get_by_role("button", name="Create token")).to_be_visible()
