@@ -212,6 +212,7 @@ async def test_a_user_who_may_not_read_personal_tokens_sees_no_personal_tokens_t
             )
             await expect(page.get_by_role("button", name="Create token")).to_be_visible()
             await expect(page.get_by_role("tab", name="Personal Tokens")).to_have_count(0)
+            await expect(page.get_by_text("This account has no API tokens yet.")).to_be_visible()
             await screenshot(page, "portal-no-personal-tab")
 
 
