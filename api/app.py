@@ -15,6 +15,7 @@ from litestar.di import Provide
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.cors import cors_config, cors_only_where_embedded
 from api.dependencies import (
     provide_client_address,
     provide_db_session,
@@ -30,6 +31,7 @@ from api.routes import (
     directory,
     exchange,
     ops,
+    portal,
     tokens,
     validation,
     vendor,
@@ -169,6 +171,7 @@ def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Lites
         *webhooks.ROUTES,
         *ops.ROUTES,
         *(console.ROUTES if settings.console_enabled else []),
+        *portal.ROUTES,
     ]
     app = Litestar(
         route_handlers=route_handlers,
@@ -181,6 +184,7 @@ def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Lites
         },
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[count_requests],
+        cors_config=cors_config(settings),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,
         debug=False,
@@ -188,6 +192,7 @@ def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Lites
         # configuration would replace the root handler with one of a plain-text format.
         logging_config=None,
     )
+    app.asgi_handler = cors_only_where_embedded(app.asgi_handler)
     # Route middleware never sees the answers the router gives itself (404, 405).
     app.asgi_handler = with_request_ids(app.asgi_handler)
     app.asgi_handler = with_security_headers(app.asgi_handler, settings.embed_origins)

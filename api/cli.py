@@ -155,6 +155,7 @@ def dev(port: int, data_dir: Path) -> None:
 
     from api.app import create_app
     from api.dev import DataDirectoryError, banner, first_start_settings, open_data_directory
+    from api.dev_sessions import trusting_local_sessions
     from domain.logs import configure_logging
 
     # Before anything is made or printed: a start that cannot serve leaves no trace.
@@ -164,11 +165,13 @@ def dev(port: int, data_dir: Path) -> None:
         environment = open_data_directory(data_dir, issuer=issuer)
         lock = environment.lock()
         settings = environment.settings(os.environ, port=port)
+        settings = trusting_local_sessions(settings, environment.path)
     except DataDirectoryError as error:
         _fail(str(error))
     except ConfigError as error:
         _fail(f"configuration error: {error}")
     click.echo(banner(environment, settings, port=port))
+    click.echo(_portal_line(settings, data_dir, port))
     _migrate_dev(settings)
     # Readable lines for a person at a terminal; JSON when stderr goes to a file or a collector.
     readable = sys.stderr.isatty()
@@ -199,6 +202,70 @@ def _listen(host: str, port: int) -> socket.socket:
             _fail(f"port {port} on {host} is in use: stop what listens there, or choose --port")
         _fail(f"cannot listen on {host}:{port}: {error.strerror}")
     return listener
+
+
+def _portal_line(settings: Settings, data_dir: Path, port: int) -> str:
+    from api.dev_sessions import LOCAL_SESSION_ISSUER
+
+    if settings.user_jwt_issuer != LOCAL_SESSION_ISSUER:
+        return "m2m dev: end users sign in to /portal with your M2M_USER_JWT_* issuer's sessions"
+    options = "" if (port, str(data_dir)) == (8000, ".m2m") else f" --data {data_dir} --port {port}"
+    return (
+        "m2m dev: the end users' portal, signed in as anyone (tenant and user made if missing):\n"
+        f"  m2m portal-link --tenant acme --user ada@acme.test{options}"
+    )
+
+
+@main.command("portal-link")
+@click.option("--tenant", "tenant_id", required=True, help="Tenant id; created if missing.")
+@click.option(
+    "--user",
+    "email",
+    required=True,
+    help="The user's email; created if missing, holding the six token permissions.",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    default=".m2m",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="The data directory of `m2m dev`.",
+)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+def portal_link(tenant_id: str, email: str, data_dir: Path, port: int) -> None:
+    """Print a /portal link of `m2m dev`, signed in as an end user for an hour (dev only)."""
+    import asyncio
+
+    from api.dev import DataDirectoryError
+    from api.dev_sessions import existing_dev_directory, portal_link, trusts_its_own_issuer
+    from domain.clock import utcnow
+    from domain.errors import DomainError
+
+    try:
+        environment = existing_dev_directory(data_dir)
+        settings = environment.settings(os.environ, port=port)
+        if not trusts_its_own_issuer(settings):
+            _fail(
+                "M2M_USER_JWT_* is set, so m2m dev trusts that issuer only: unset it to use"
+                " portal-link"
+            )
+        link = asyncio.run(
+            portal_link(
+                environment, settings, tenant_id=tenant_id, email=email, port=port, now=utcnow()
+            )
+        )
+    except DataDirectoryError as error:
+        _fail(str(error))
+    except ConfigError as error:
+        _fail(f"configuration error: {error}")
+    except DomainError as error:
+        _fail(error.message)
+    click.echo(link)
+    click.echo(
+        f"m2m: signed in as {email} in {tenant_id} for an hour, while m2m dev runs on port {port}",
+        err=True,
+    )
 
 
 def _migrate_dev(settings: Settings) -> None:

@@ -373,3 +373,38 @@ class _Reader:
         except ValueError:
             raise ConfigError(name, "must be a PEM public key (BEGIN PUBLIC KEY)") from None
         return pem
+
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+
+
+def _origin(text: str) -> str | None:
+    """`text` as a browser writes an origin (lower-case scheme and host, the port only when not
+    the scheme's default), or None if it is not scheme://host[:port]."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname
+    if (
+        parts.scheme.lower() not in {"http", "https"}
+        or host is None
+        or port == 0
+        or parts.username is not None
+        or parts.password is not None
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or text.endswith(("?", "#"))
+    ):
+        return None
+    if ":" in host:
+        host = f"[{host}]"  # IPv6, as urlsplit leaves it bracketless
+    elif not _HOST.match(host):
+        return None
+    scheme = parts.scheme.lower()
+    default_port = {"http": 80, "https": 443}[scheme]
+    suffix = f":{port}" if port is not None and port != default_port else ""
+    return f"{scheme}://{host}{suffix}"

@@ -80,6 +80,7 @@ class Factory:
         *,
         tenant_id: str | None = None,
         permission_keys: Iterable[str] = (),
+        name: str | None = None,
     ) -> Role:
         now = utcnow()
         key = key or f"role-{uuid.uuid4().hex[:8]}"
@@ -87,7 +88,7 @@ class Factory:
             id=_id(),
             tenant_id=tenant_id,
             key=key,
-            name=key.title(),
+            name=name or key.title(),
             description=None,
             is_default=False,
             first_user_role=False,
@@ -119,6 +120,7 @@ class Factory:
         user_id: str | None = None,
         email: str | None = None,
         roles: Iterable[Role] = (),
+        name: str = "Test User",
     ) -> User:
         now = utcnow()
         user_id = user_id or _id()
@@ -126,7 +128,7 @@ class Factory:
             id=user_id,
             tenant_id=tenant_id,
             email=email or f"{user_id}@example.test",
-            name="Test User",
+            name=name,
             metadata_json="{}",
             created_at=now,
             updated_at=now,

@@ -1,18 +1,31 @@
-"""Helpers for the page tests: a browser page that holds the pages to the strict
-Content-Security-Policy and records what must never happen (a script error, a CSP violation, a
-`window.alert`), and signing in to the vendor's console."""
+"""Page-test helpers: the console's signed-in page with its watchers, the portal's servers,
+sessions and the vendor's site on another origin."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Browser, ConsoleMessage, Dialog, Page, Route, expect
+import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from playwright.async_api import Browser, ConsoleMessage, Dialog, Locator, Page, Route, expect
+from playwright.async_api import Error as PlaywrightError
 
+from domain.settings import Settings
 from tests.browser import SCREENSHOTS
-from tests.suite import VENDOR_CLIENT_ID, VENDOR_SECRET
+from tests.processes import free_port, running_server
+from tests.suite import IDP_ISSUER, VENDOR_CLIENT_ID, VENDOR_SECRET
 
 # The policy every HTML page of the service is served under: no inline script or style.
 STRICT_CSP = (
@@ -105,3 +118,209 @@ def contrast(foreground: str, background: str) -> float:
 
     lighter, darker = sorted((luminance(foreground), luminance(background)), reverse=True)
     return (lighter + 0.05) / (darker + 0.05)
+
+
+# The policy the service's pages are served under (README, "Portals"). Until the service adds it
+# itself, tests/pages.py puts it on the service's HTML answers, so a page that needs an inline
+# script or style fails here.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+VIEWPORT = {"width": 1000, "height": 700}
+
+
+@contextlib.contextmanager
+def portal_server(settings: Settings, *, embed_origins: tuple[str, ...] = ()) -> Iterator[str]:
+    """A real `m2m serve` that trusts the test IdP's session JWTs (and lets `embed_origins`
+    embed the portal); yields its base URL."""
+    assert settings.user_jwt_public_key is not None
+    extra = {
+        "M2M_USER_JWT_PUBLIC_KEY": settings.user_jwt_public_key,
+        "M2M_USER_JWT_ISSUER": settings.user_jwt_issuer or "",
+        "M2M_EMBED_ORIGINS": ",".join(embed_origins),
+    }
+    with running_server(settings, **extra) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def running_dev(directory: Path, env: dict[str, str]) -> Iterator[str]:
+    """`m2m dev` on a free port, started in `directory` (data in `directory/.m2m`); yields its
+    base URL, stops it after. Its log lines go to `directory/dev.log`."""
+    port = free_port()
+    log = (directory / "dev.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from api.cli import main; main()", "dev", "--port", str(port)],
+        env=env,
+        cwd=directory,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError("m2m dev exited: " + (directory / "dev.log").read_text())
+            try:
+                httpx.get(f"{base}/.well-known/jwks.json", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("m2m dev did not answer within 60 s") from None
+                time.sleep(0.05)  # waiting for a process to boot, not for a behaviour
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def session_jwt(
+    idp_key: rsa.RSAPrivateKey, user_id: str, tenant_id: str, *, minutes: int = 10
+) -> str:
+    """An end user's session JWT from the vendor's IdP; `minutes` < 0 is an expired one."""
+    now = datetime.now(UTC)
+    claims = {
+        "sub": user_id,
+        "tenantId": tenant_id,
+        "iss": IDP_ISSUER,
+        "iat": int((now - timedelta(minutes=max(0, -minutes) + 1)).timestamp()),
+        "exp": int((now + timedelta(minutes=minutes)).timestamp()),
+    }
+    return jwt.encode(claims, idp_key, algorithm="RS256")
+
+
+async def serve_with_strict_csp(page: Page, base: str) -> None:
+    """Put CSP on the service's HTML answers (the page's own scripts and styles are checked
+    against it)."""
+
+    async def add_policy(route: Route) -> None:
+        if route.request.resource_type != "document":
+            await route.fallback()  # to any other route the test set, or the network
+            return
+        try:
+            response = await route.fetch()
+        except PlaywrightError:  # the page closed while the request was on its way
+            return
+        headers = dict(response.headers)
+        if headers.get("content-type", "").startswith("text/html"):
+            headers["content-security-policy"] = CSP
+        await route.fulfill(response=response, headers=headers)
+
+    await page.route(f"{base}/**", add_policy)
+
+
+@dataclass
+class ScriptWatch:
+    """Everything a page did that a test page did not mean it to: an alert/confirm/prompt, an
+    uncaught error, a console error (a CSP violation among them)."""
+
+    dialogs: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+
+    def attach(self, page: Page) -> ScriptWatch:
+        async def on_dialog(dialog: Any) -> None:
+            self.dialogs.append(f"{dialog.type}: {dialog.message}")
+            await dialog.dismiss()
+
+        page.on("dialog", on_dialog)
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on(
+            "console",
+            lambda message: (
+                self.console_errors.append(message.text) if message.type == "error" else None
+            ),
+        )
+        return self
+
+    def assert_quiet(self, *, expected_console: tuple[str, ...] = ()) -> None:
+        unexpected = [
+            text
+            for text in self.console_errors
+            if not any(expected in text for expected in expected_console)
+        ]
+        assert (self.dialogs, self.errors, unexpected) == ([], [], [])
+
+
+async def open_portal(page: Page, base: str, token: str) -> None:
+    """The hosted page, signed in by the session JWT in the URL fragment."""
+    await serve_with_strict_csp(page, base)
+    await page.goto(f"{base}/portal#token={token}")
+
+
+async def tab_to(page: Page, target: Locator, *, limit: int = 30) -> None:
+    """Press Tab until `target` has the focus (the keyboard's way to reach it)."""
+    for _ in range(limit):
+        if await target.evaluate("element => element.matches(':focus')"):
+            return
+        await page.keyboard.press("Tab")
+    raise AssertionError(f"Tab never reached {target}")
+
+
+# --- the vendor's own site, on another origin -------------------------------------------------
+
+
+class VendorSite:
+    """A vendor's app on another origin (another port of 127.0.0.1) that embeds the component:
+    its page loads /m2m-api-tokens.js from `service` and hands the element a token callback that
+    fetches the session JWT from the site's own /session.
+
+    Its origin is known (the port bound) before the service starts, so the service can list it;
+    `service` and `session_token` are set once the service runs.
+    """
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.session_token = ""
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                files = site.files()
+                body, media_type = files.get(self.path, (b"not found", "text/plain"))
+                self.send_response(200 if self.path in files else 404)
+                self.send_header("content-type", f"{media_type}; charset=utf-8")
+                self.send_header("cache-control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def files(self) -> dict[str, tuple[bytes, str]]:
+        page = (
+            "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            "<link rel='icon' href='data:,'><title>Vendor app</title>"
+            f"<script type='module' src='{self.service}/m2m-api-tokens.js'></script>"
+            "<script type='module' src='/app.js'></script></head>"
+            "<body><h1>Vendor app: settings</h1><m2m-api-tokens></m2m-api-tokens></body></html>"
+        )
+        app = (
+            "const element = document.querySelector('m2m-api-tokens');\n"
+            "element.getSessionToken = async () => (await fetch('/session')).text();\n"
+        )
+        return {
+            "/": (page.encode(), "text/html"),
+            "/app.js": (app.encode(), "text/javascript"),
+            "/session": (self.session_token.encode(), "text/plain"),
+        }
+
+    def __enter__(self) -> VendorSite:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

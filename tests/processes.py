@@ -86,12 +86,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(settings: Settings, **extra_env: str) -> Iterator[str]:
-    """A real `m2m serve` subprocess on a free port; yields its base URL, stops it after."""
+def running_server(
+    settings: Settings, *, cwd: str | None = None, **extra_env: str
+) -> Iterator[str]:
+    """A real `m2m serve` subprocess on a free port (started in `cwd`); yields its base URL,
+    stops it after."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-c", "from api.cli import main; main()", "serve", "--port", str(port)],
         env={**serve_environment(settings), **extra_env},
+        cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,

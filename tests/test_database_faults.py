@@ -22,6 +22,7 @@ import asyncpg
 import httpx
 import pytest
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from redis.asyncio import Redis
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -46,6 +47,7 @@ from domain.models import (
 from domain.settings import ConfigError, Settings, load_settings
 from domain.validity import ValidityCache
 from tests.factories import Factory, add_credential, add_refresh_tokens, build_scene
+from tests.pages import session_jwt
 from tests.processes import PrivatePostgres
 from tests.steps import (
     CONFIG,
@@ -421,6 +423,8 @@ class World:
     client_id: str
     secret: str
     refresh_token: str
+    # An end user's session (the portal's routes), when the test signs one.
+    end_user: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 async def build_world(client: httpx.AsyncClient) -> World:
@@ -630,6 +634,14 @@ def routes() -> dict[tuple[str, str], tuple[str, Call]]:
         ("POST", "/webhooks/users/deleted"): (house, post_user_deleted),
         ("GET", "/ops/jobs"): (house, lambda c, w: c.get("/ops/jobs", headers=w.vendor)),
         ("GET", "/metrics"): (house, lambda c, w: c.get("/metrics", headers=w.vendor)),
+        ("GET", "/portal/v1/session"): (
+            house,
+            lambda c, w: c.get("/portal/v1/session", headers=w.end_user),
+        ),
+        ("GET", "/portal/v1/token-creators"): (
+            house,
+            lambda c, w: c.get("/portal/v1/token-creators", headers=w.end_user),
+        ),
         ("GET", "/console/v1/tenants"): (
             house,
             lambda c, w: c.get("/console/v1/tenants", headers=w.vendor),
@@ -671,11 +683,15 @@ WITHOUT_DATABASE = {
     ("GET", "/console"),
     ("GET", "/console/assets/{name:str}"),
     ("GET", "/console/v1/limits"),
+    # The portal's page, its assets and the component.
+    ("GET", "/portal"),
+    ("GET", "/portal/assets/{name:str}"),
+    ("GET", "/m2m-api-tokens.js"),
 }
 
 
 async def test_with_postgresql_stopped_every_route_answers_503_with_retry_after(
-    private_postgres: PrivatePostgres, settings: Settings
+    private_postgres: PrivatePostgres, settings: Settings, idp_key: rsa.RSAPrivateKey
 ) -> None:
     own = dataclasses.replace(settings, database_url=private_postgres.url)
     table = routes()
@@ -688,6 +704,8 @@ async def test_with_postgresql_stopped_every_route_answers_503_with_retry_after(
     }
     async with serving(own) as (_, client):
         world = await build_world(client)
+        session = session_jwt(idp_key, world.user_id, world.tenant_id)
+        world.end_user = {"Authorization": f"Bearer {session}"}
         await asyncio.to_thread(private_postgres.stop)
         answers = {}
         for (method, path), (shape, call) in table.items():
