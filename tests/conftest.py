@@ -14,6 +14,7 @@ API), processes.py (processes and ports) and suite.py (what the whole run shares
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -40,8 +41,9 @@ from domain.ratelimit import RateLimiter
 from domain.schema import upgrade_to_head
 from domain.secrets import SecretHasher
 from domain.settings import DevDefaults, Settings, load_settings
+from domain.validity import ValidityCache
 from tests.factories import Factory
-from tests.processes import PrivatePostgres, PrivateRedis, Stack, running_server
+from tests.processes import PrivatePostgres, PrivateRedis, Stack, redis_client, running_server
 from tests.steps import finish_jobs, replaced, until
 from tests.suite import (
     ARGON2_PARAMETERS,
@@ -410,3 +412,31 @@ def private_postgres_fixture() -> Iterator[PrivatePostgres]:
         yield server
     finally:
         server.remove()
+
+
+@pytest.fixture
+async def bystander(stack: Stack, services: Services) -> AsyncIterator[ValidityCache]:
+    """Another API process's cache on the same private Redis, with nothing in memory."""
+    client = redis_client(stack.redis.url)
+    cache = ValidityCache(
+        redis=client, sessions=services.sessions, prefix=stack.settings.redis_prefix
+    )
+    yield cache
+    await cache.close()
+    await client.aclose()
+
+
+@pytest.fixture
+def scratch_url() -> Iterator[str]:
+    """The URL of a database that does not exist yet; dropped afterwards if a test made it."""
+    name = f"m2m_scratch_{uuid.uuid4().hex[:10]}"
+    yield f"{PG_SERVER}/{name}"
+
+    async def drop() -> None:
+        connection = await asyncpg.connect(_plain_dsn(f"{PG_SERVER}/postgres"))
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await connection.close()
+
+    asyncio.run(drop())

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import uuid
-from collections.abc import Iterator
 
 import asyncpg
 import pytest
 
 from tests.processes import free_port, run_m2m
-from tests.suite import MASTER_KEY, PG_SERVER, _plain_dsn
+from tests.suite import MASTER_KEY, _plain_dsn
 
 pytestmark = pytest.mark.processes
 
@@ -24,22 +21,6 @@ OTHER_MASTER_KEY = "r" * 43
 def clean_environment(**variables: str) -> dict[str, str]:
     """The caller's environment without any M2M_* variable, and then `variables`."""
     return {k: v for k, v in os.environ.items() if not k.startswith("M2M_")} | variables
-
-
-@pytest.fixture
-def new_database() -> Iterator[str]:
-    """The URL of a database that does not exist yet; dropped at the end if a test made it."""
-    name = f"m2m_test_cmd_{uuid.uuid4().hex[:12]}"
-    yield f"{PG_SERVER}/{name}"
-
-    async def drop() -> None:
-        connection = await asyncpg.connect(_plain_dsn(f"{PG_SERVER}/postgres"))
-        try:
-            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await connection.close()
-
-    asyncio.run(drop())
 
 
 async def active_kids(database_url: str) -> list[str]:
@@ -100,9 +81,9 @@ def test_worker_and_beat_refuse_what_serve_refuses_with_the_same_line(command: s
 # --- migrate ----------------------------------------------------------------------------------
 
 
-def test_migrate_says_it_created_the_database_only_when_it_did(new_database: str) -> None:
-    env = clean_environment(M2M_DATABASE_URL=new_database)
-    name = new_database.rsplit("/", 1)[1]
+def test_migrate_says_it_created_the_database_only_when_it_did(scratch_url: str) -> None:
+    env = clean_environment(M2M_DATABASE_URL=scratch_url)
+    name = scratch_url.rsplit("/", 1)[1]
 
     first = run_m2m(["migrate"], env)
     again = run_m2m(["migrate"], env)
@@ -118,8 +99,8 @@ def test_migrate_says_it_created_the_database_only_when_it_did(new_database: str
 # --- keys rotate ------------------------------------------------------------------------------
 
 
-async def test_keys_rotate_needs_only_the_database_and_the_master_key(new_database: str) -> None:
-    env = clean_environment(M2M_DATABASE_URL=new_database, M2M_MASTER_KEY=MASTER_KEY)
+async def test_keys_rotate_needs_only_the_database_and_the_master_key(scratch_url: str) -> None:
+    env = clean_environment(M2M_DATABASE_URL=scratch_url, M2M_MASTER_KEY=MASTER_KEY)
     assert run_m2m(["migrate"], env).returncode == 0
 
     result = run_m2m(["keys", "rotate"], env)
@@ -128,14 +109,14 @@ async def test_keys_rotate_needs_only_the_database_and_the_master_key(new_databa
     [line] = result.stdout.splitlines()
     assert line.startswith("m2m: key ")
     kid = line.split()[2]
-    assert await active_kids(new_database) == [kid]
+    assert await active_kids(scratch_url) == [kid]
 
 
-async def test_keys_rotate_with_another_master_key_changes_nothing(new_database: str) -> None:
-    env = clean_environment(M2M_DATABASE_URL=new_database, M2M_MASTER_KEY=MASTER_KEY)
+async def test_keys_rotate_with_another_master_key_changes_nothing(scratch_url: str) -> None:
+    env = clean_environment(M2M_DATABASE_URL=scratch_url, M2M_MASTER_KEY=MASTER_KEY)
     assert run_m2m(["migrate"], env).returncode == 0
     assert run_m2m(["keys", "rotate"], env).returncode == 0
-    [kid] = await active_kids(new_database)
+    [kid] = await active_kids(scratch_url)
 
     result = run_m2m(["keys", "rotate"], {**env, "M2M_MASTER_KEY": OTHER_MASTER_KEY})
 
@@ -144,7 +125,7 @@ async def test_keys_rotate_with_another_master_key_changes_nothing(new_database:
         "m2m: M2M_MASTER_KEY cannot decrypt the stored signing keys; no key was rotated"
     ]
     # The API processes, which hold the right key, still find a key they can read.
-    assert await active_kids(new_database) == [kid]
+    assert await active_kids(scratch_url) == [kid]
 
 
 def test_keys_rotate_without_a_master_key_or_a_database_stops_with_one_line() -> None:

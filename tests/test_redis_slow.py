@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 
 import httpx
 import pytest
@@ -21,7 +21,7 @@ from domain.models import AccessToken
 from domain.settings import Settings
 from domain.validity import ACCESS_TOKEN_TYPES, ValidityCache
 from tests.factories import Factory, build_scene
-from tests.processes import PrivateRedis, Stack, redis_client
+from tests.processes import PrivateRedis, Stack
 from tests.steps import (
     EXCHANGE,
     REFRESH,
@@ -53,18 +53,6 @@ async def timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, flo
 
 async def validate(stack: Stack, token: str) -> httpx.Response:
     return await stack.client.post(VALIDATE, headers={"X-API-KEY": token})
-
-
-@pytest.fixture
-async def bystander(stack: Stack, services: Services) -> AsyncIterator[ValidityCache]:
-    """Another API process's cache on the same private Redis, reading it on every validation."""
-    client = redis_client(stack.redis.url)
-    cache = ValidityCache(
-        redis=client, sessions=services.sessions, prefix=stack.settings.redis_prefix
-    )
-    yield cache
-    await cache.close()
-    await client.aclose()
 
 
 # --- slow: DEBUG SLEEP ------------------------------------------------------------------------

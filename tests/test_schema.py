@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 
 import asyncpg
-import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -24,22 +21,6 @@ FE_SECURE = {
     for action in ("read", "write", "delete")
     for resource in ("userApiTokens", "tenantApiTokens")
 }
-
-
-@pytest.fixture
-def scratch_url() -> Iterator[str]:
-    """The URL of a database that does not exist yet; dropped afterwards."""
-    name = f"m2m_scratch_{uuid.uuid4().hex[:10]}"
-    yield f"{PG_SERVER}/{name}"
-
-    async def drop() -> None:
-        connection = await asyncpg.connect(_plain_dsn(f"{PG_SERVER}/postgres"))
-        try:
-            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await connection.close()
-
-    asyncio.run(drop())
 
 
 def _head() -> str:

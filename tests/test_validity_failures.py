@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -25,18 +24,6 @@ from tests.steps import TENANT_ACCESS, VALIDATE, configure, create_access_token,
 
 async def validate(stack: Stack, token: str) -> httpx.Response:
     return await stack.client.post(VALIDATE, headers={"X-API-KEY": token})
-
-
-@pytest.fixture
-async def bystander(stack: Stack, services: Services) -> AsyncIterator[ValidityCache]:
-    """Another process's cache on the same private Redis, with nothing in memory."""
-    client = redis_client(stack.redis.url)
-    cache = ValidityCache(
-        redis=client, sessions=services.sessions, prefix=stack.settings.redis_prefix
-    )
-    yield cache
-    await cache.close()
-    await client.aclose()
 
 
 def flushall(server: PrivateRedis) -> None:
