@@ -26,7 +26,8 @@ from domain.clock import utcnow
 from domain.models import AccessToken, ClientCredential, JobRun, User
 from domain.settings import Settings
 from tests.factories import Factory, add_access_token, add_credential, add_refresh_tokens
-from tests.processes import running_server, serve_environment
+from tests.processes import PrivatePostgres, running_server, serve_environment
+from workers import runtime, tasks
 from workers.queue import CeleryJobQueue
 
 WAIT_SECONDS = 90
@@ -301,3 +302,39 @@ async def test_a_broker_that_never_answers_does_not_hold_the_request(settings: S
     finally:
         silent.close()
         await sender.close()
+
+
+@pytest.mark.processes
+def test_a_celery_job_whose_database_is_away_is_retried_then_done_once_it_returns(
+    private_postgres: PrivatePostgres,
+    broker_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker's side of a PostgreSQL outage: the task reports a transient fault, which
+    Celery retries with backoff (never a failed run), and the same task succeeds once
+    PostgreSQL is back."""
+    environment = {
+        "M2M_DATABASE_URL": private_postgres.url,
+        "M2M_REDIS_URL": broker_settings.redis_url,
+        "M2M_REDIS_PREFIX": broker_settings.redis_prefix,
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    runtime.worker_settings.cache_clear()
+    try:
+        private_postgres.stop()
+        with pytest.raises(tasks.TransientFault):
+            tasks.cascade_deletions.run()  # the task's body, as the worker calls it
+        assert tasks.cascade_deletions.autoretry_for == (tasks.TransientFault,)
+
+        private_postgres.start()
+        counts = tasks.cascade_deletions.run()
+        assert counts == {
+            "users": 0,
+            "tenants": 0,
+            "access_tokens": 0,
+            "credentials": 0,
+            "refresh_tokens": 0,
+        }
+    finally:
+        runtime.worker_settings.cache_clear()

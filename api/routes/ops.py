@@ -10,9 +10,11 @@ from litestar import MediaType, Response, get
 from litestar.di import NamedDependency
 
 from api.dependencies import CallerDep, NowDep, ServicesDep, SessionDep
+from api.errors import retry_after_headers
 from api.guards import METRICS_READER, VENDOR_ONLY
 from api.metrics import exposition
 from api.schemas.common import iso
+from domain.errors import Unavailable
 from domain.job_runs import JobStatus, job_statuses, job_totals
 from domain.jobs import EXPIRE_TOKENS
 
@@ -99,7 +101,14 @@ async def ready(services: ServicesDep, now: NowDep) -> Response[dict[str, Any]]:
         status = "degraded"
     else:
         status = "ready"
-    return Response({"status": status, "checks": checks}, status_code=200 if serving else 503)
+    if serving:
+        return Response({"status": status, "checks": checks}, status_code=200)
+    # Like every other 503: the dependency may be back in a second.
+    return Response(
+        {"status": status, "checks": checks},
+        status_code=503,
+        headers=retry_after_headers(Unavailable("not ready")),
+    )
 
 
 ROUTES = [list_jobs, metrics, live, ready]
