@@ -72,4 +72,6 @@ CALLER = {
     "caller": Provide(provide_caller),
     "acting": Provide(provide_acting, sync_to_thread=False),
 }
+# The vendor, or any member of an account (an end user's session): reads meant for both.
+VENDOR_OR_MEMBER = {"caller": Provide(provide_caller)}
 METRICS_READER = {"metrics_reader": Provide(provide_metrics_reader)}

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain import audit
 from domain.after_commit import AfterCommit
 from domain.auth import Caller
-from domain.errors import Conflict, InvalidInput, NotFound
+from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from domain.jobs import CASCADE_DELETIONS
 from domain.models import Permission, Role, Tenant, User, role_permissions, user_roles
 
@@ -479,6 +479,113 @@ async def assign_roles(
     return await _roles_held(session, user_id, tenant_id)
 
 
+async def unassign_roles(
+    session: AsyncSession,
+    caller: Caller,
+    user_id: str,
+    tenant_id: str,
+    role_ids: Collection[str],
+    now: datetime,
+) -> list[Role]:
+    """Take these roles from the user in the tenant; a role not held is left as it is.
+
+    The user's tokens carry the roles it holds now: its access tokens stop presenting the
+    roles within the validity cache's bound on the staleness of roles (README, "Validity
+    cache") and its client credentials' next exchange leaves them out. Tenant tokens the user
+    created keep their own grants. Returns every role the user still holds there.
+    """
+    await get_tenant(session, tenant_id)
+    # Locked as in assign_roles, so that a concurrent assignment is not lost or duplicated.
+    user = await session.get(User, user_id, with_for_update=True)
+    if user is None or user.tenant_id != tenant_id or user.deleted_at is not None:
+        raise NotFound(f"User {user_id} not found")
+    roles = await assignable_roles(session, tenant_id, role_ids)
+    removed = list(
+        await session.scalars(
+            sa.delete(user_roles)
+            .where(
+                user_roles.c.user_id == user_id,
+                user_roles.c.tenant_id == tenant_id,
+                user_roles.c.role_id.in_([role.id for role in roles]),
+            )
+            .returning(user_roles.c.role_id)
+        )
+    )
+    if removed:
+        audit.record(
+            session,
+            caller,
+            "user.roles_unassigned",
+            target_type="user",
+            target_id=user_id,
+            tenant_id=tenant_id,
+            now=now,
+            details={"roleIds": sorted(removed)},
+        )
+        await session.flush()
+    return await _roles_held(session, user_id, tenant_id)
+
+
+@dataclass(frozen=True)
+class UserChange:
+    """Fields to change; None leaves a field as it is."""
+
+    name: str | None = None
+    metadata: str | None = None
+    email: str | None = None
+
+
+async def update_user(
+    session: AsyncSession,
+    caller: Caller,
+    user_id: str,
+    tenant_id: str | None,
+    change: UserChange,
+    now: datetime,
+) -> UserView:
+    """Change the user's name, metadata or email; an email stays unique across users."""
+    if change.metadata is not None:
+        _require_json_object(change.metadata)
+    user = await _find_user(session, user_id, tenant_id)
+    await session.refresh(user, with_for_update=True)
+    email = None if change.email is None else change.email.lower()
+    taken = "A user with this email already exists"
+    if email is not None and email != user.email:
+        clash = (
+            await session.execute(
+                sa.select(User.id, User.deleted_at).where(User.email == email).limit(1)
+            )
+        ).first()
+        if clash is not None:
+            if clash.deleted_at is not None:
+                raise Conflict("A user with this email is being deleted; try again in a minute")
+            raise Conflict(taken)
+    changed = []
+    for field, value in (
+        ("name", change.name),
+        ("metadata_json", change.metadata),
+        ("email", email),
+    ):
+        if value is not None and value != getattr(user, field):
+            setattr(user, field, value)
+            changed.append("metadata" if field == "metadata_json" else field)
+    if changed:
+        user.updated_at = now
+        await _flush_or_conflict(session, taken)
+        audit.record(
+            session,
+            caller,
+            "user.updated",
+            target_type="user",
+            target_id=user.id,
+            tenant_id=user.tenant_id,
+            now=now,
+            details={"changed": changed},
+        )
+        await session.flush()
+    return await _user_view(session, user)
+
+
 # --- roles ------------------------------------------------------------------------------------
 
 
@@ -781,3 +888,93 @@ async def create_permissions(
         )
     await session.flush()
     return [PermissionView(permission, []) for permission in permissions]
+
+
+@dataclass(frozen=True)
+class PermissionChange:
+    """Fields to change; None leaves a field as it is."""
+
+    key: str | None = None
+    name: str | None = None
+    description: str | None = None
+    category_id: str | None = None
+
+
+PERMISSION_FIELDS = ("key", "name", "description", "category_id")
+
+
+async def _permission_to_change(session: AsyncSession, permission_id: str) -> Permission:
+    """The permission, locked for the change. The six fe.secure.* permissions are refused:
+    the token routes and self-service decide by their keys, so they stay as the first
+    migration made them."""
+    permission = await session.get(Permission, permission_id, with_for_update=True)
+    if permission is None:
+        raise NotFound(f"Permission {permission_id} not found")
+    if permission.fe_permission:
+        raise Forbidden(
+            f"Permission {permission.key} is built in: the token routes and self-service rely"
+            " on it, so it cannot be changed or deleted"
+        )
+    return permission
+
+
+async def update_permission(
+    session: AsyncSession,
+    caller: Caller,
+    permission_id: str,
+    change: PermissionChange,
+    now: datetime,
+) -> PermissionView:
+    """Change the permission; which roles hold it is left as it is.
+
+    A new key reaches access-token validations within the validity cache's bound on the
+    staleness of roles and permissions (README, "Validity cache"), and the next exchange.
+    """
+    permission = await _permission_to_change(session, permission_id)
+    taken = f"Permission key {change.key} already exists"
+    if change.key is not None and change.key != permission.key:
+        clash = await session.scalar(sa.select(Permission.id).where(Permission.key == change.key))
+        if clash is not None:
+            raise Conflict(taken)
+    changed = []
+    for field in PERMISSION_FIELDS:
+        value = getattr(change, field)
+        if value is not None and value != getattr(permission, field):
+            setattr(permission, field, value)
+            changed.append(field)
+    if changed:
+        permission.updated_at = now
+        await _flush_or_conflict(session, taken)
+        audit.record(
+            session,
+            caller,
+            "permission.updated",
+            target_type="permission",
+            target_id=permission.id,
+            now=now,
+            details={"changed": changed},
+        )
+        await session.flush()
+    return (await _permission_views(session, [permission]))[0]
+
+
+async def delete_permission(
+    session: AsyncSession, caller: Caller, permission_id: str, now: datetime
+) -> None:
+    """Delete the permission; the foreign keys take it from every role and tenant credential.
+
+    Access tokens stop presenting it within the validity cache's bound on the staleness of
+    roles and permissions (README, "Validity cache"); the next exchange leaves it out.
+    """
+    permission = await _permission_to_change(session, permission_id)
+    await session.execute(sa.delete(Permission).where(Permission.id == permission.id))
+    audit.record(
+        session,
+        caller,
+        "permission.deleted",
+        target_type="permission",
+        target_id=permission.id,
+        now=now,
+        details={"key": permission.key},
+    )
+    await session.flush()

@@ -1,4 +1,4 @@
-"""GET/POST /identity/resources/configurations/v1: the environment settings."""
+"""GET/POST /identity/resources/configurations/v1 and GET .../v1/basic: environment settings."""
 
 from __future__ import annotations
 
@@ -7,13 +7,19 @@ from typing import Any
 from litestar import Request, get, post
 
 from api.dependencies import CallerDep, NowDep, ServicesDep, SessionDep
-from api.guards import VENDOR_ONLY
+from api.guards import VENDOR_ONLY, VENDOR_OR_MEMBER
 from api.schemas.common import read_body
-from api.schemas.configuration import ConfigurationRequest, configuration_response
+from api.schemas.configuration import (
+    ConfigurationBasicOut,
+    ConfigurationRequest,
+    configuration_basic_response,
+    configuration_response,
+)
 from api.transaction import commit
 from domain.configuration import ConfigurationChange, get_environment, update_configuration
 
 PATH = "/identity/resources/configurations/v1"
+BASIC = PATH + "/basic"
 
 
 @get(PATH, dependencies=VENDOR_ONLY)
@@ -45,4 +51,12 @@ async def update_configuration_route(
     return configuration_response(environment, services.signer.public_key_pem)
 
 
-ROUTES = [get_configuration, update_configuration_route]
+# Frontegg's pages read this with a member's session as well as the vendor's token.
+@get(BASIC, dependencies=VENDOR_OR_MEMBER)
+async def get_basic_configuration(
+    caller: CallerDep, db_session: SessionDep
+) -> ConfigurationBasicOut:
+    return configuration_basic_response(await get_environment(db_session))
+
+
+ROUTES = [get_configuration, update_configuration_route, get_basic_configuration]

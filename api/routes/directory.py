@@ -20,7 +20,10 @@ from api.schemas.directory import (
     RoleOut,
     SetRolePermissionsRequest,
     TenantOut,
+    UnassignRolesRequest,
+    UpdatePermissionRequest,
     UpdateRoleRequest,
+    UpdateUserRequest,
     UserCreatedOut,
     UserOut,
     permission_response,
@@ -42,6 +45,7 @@ ROLES = "/identity/resources/roles/v1"
 ROLE = ROLES + "/{role_id:str}"
 ROLE_PERMISSIONS = ROLE + "/permissions"
 PERMISSIONS = "/identity/resources/permissions/v1"
+PERMISSION = PERMISSIONS + "/{permission_id:str}"
 
 
 # --- tenants ----------------------------------------------------------------------------------
@@ -140,6 +144,45 @@ async def assign_roles_to_user(
 ) -> AssignedRolesOut:
     data = await read_body(request, AssignRolesRequest)
     roles = await directory.assign_roles(db_session, vendor, user_id, tenant_id, data.role_ids, now)
+    await commit(db_session, services)
+    return AssignedRolesOut(
+        tenant_id=tenant_id, user_id=user_id, roles=[role_summary(role) for role in roles]
+    )
+
+
+@put(USER, dependencies=VENDOR_ONLY)
+async def update_user(
+    request: Request[Any, Any, Any],
+    user_id: PathId,
+    tenant_id: OptionalTenantHeader,
+    vendor: CallerDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+) -> UserOut:
+    data = await read_body(request, UpdateUserRequest)
+    user = await directory.update_user(
+        db_session, vendor, user_id, tenant_id, data.to_change(), now
+    )
+    await commit(db_session, services)
+    return user_response(user)
+
+
+# Frontegg answers with 200 and the roles the user still holds there.
+@delete(USER_ROLES, dependencies=VENDOR_ONLY, status_code=200)
+async def unassign_roles_from_user(
+    request: Request[Any, Any, Any],
+    user_id: PathId,
+    tenant_id: TenantHeader,
+    vendor: CallerDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+) -> AssignedRolesOut:
+    data = await read_body(request, UnassignRolesRequest)
+    roles = await directory.unassign_roles(
+        db_session, vendor, user_id, tenant_id, data.role_ids, now
+    )
     await commit(db_session, services)
     return AssignedRolesOut(
         tenant_id=tenant_id, user_id=user_id, roles=[role_summary(role) for role in roles]
@@ -246,6 +289,35 @@ async def create_permissions(
     return [permission_response(p) for p in permissions]
 
 
+@patch(PERMISSION, dependencies=VENDOR_ONLY)
+async def update_permission(
+    request: Request[Any, Any, Any],
+    permission_id: PathId,
+    vendor: CallerDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+) -> PermissionOut:
+    data = await read_body(request, UpdatePermissionRequest)
+    permission = await directory.update_permission(
+        db_session, vendor, permission_id, data.to_change(), now
+    )
+    await commit(db_session, services)
+    return permission_response(permission)
+
+
+@delete(PERMISSION, dependencies=VENDOR_ONLY)
+async def delete_permission(
+    permission_id: PathId,
+    vendor: CallerDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+) -> None:
+    await directory.delete_permission(db_session, vendor, permission_id, now)
+    await commit(db_session, services)
+
+
 ROUTES = [
     create_tenant,
     list_tenants,
@@ -254,7 +326,9 @@ ROUTES = [
     create_user,
     get_user,
     delete_user,
+    update_user,
     assign_roles_to_user,
+    unassign_roles_from_user,
     list_roles,
     create_roles,
     update_role,
@@ -262,4 +336,6 @@ ROUTES = [
     set_role_permissions,
     list_permissions,
     create_permissions,
+    update_permission,
+    delete_permission,
 ]

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from api.schemas.common import Body
+from api.schemas.common import Body, Out
 from domain.configuration import extra_settings
 from domain.exchange import REFRESH_TOKENS_ROTATION_LIMIT
 from domain.models import Environment
@@ -76,3 +76,17 @@ def configuration_response(environment: Environment, public_key_pem: str) -> dic
         "publicKey": public_key_pem,
         **extra,
     }
+
+
+class ConfigurationBasicOut(Out):
+    """Frontegg's VendorConfigBasicResponse: what a member's page needs to know."""
+
+    force_permissions: bool
+    machine_to_machine_auth_strategy: str
+
+
+def configuration_basic_response(environment: Environment) -> ConfigurationBasicOut:
+    return ConfigurationBasicOut(
+        force_permissions=bool(extra_settings(environment)["forcePermissions"]),
+        machine_to_machine_auth_strategy=environment.m2m_strategy,
+    )

@@ -22,9 +22,11 @@ from domain.directory import (
     NewPermission,
     NewRole,
     NewUser,
+    PermissionChange,
     PermissionView,
     RoleChange,
     RoleView,
+    UserChange,
     UserView,
 )
 from domain.models import Role, Tenant
@@ -91,6 +93,30 @@ class AssignRolesRequest(Body):
     role_ids: NonEmptyIdList
 
 
+class UnassignRolesRequest(Body):
+    """Frontegg's UnassignUserFromRolesDto."""
+
+    role_ids: NonEmptyIdList
+
+
+class UpdateUserRequest(Body):
+    """Frontegg's UpdateVendorUserDto, and `email` beyond it (kept unique across users)."""
+
+    name: Name | None = None
+    metadata: StringifiedJson | None = None
+    email: Email | None = None
+    # Accepted so that Frontegg client code works; this service keeps no profile, phone,
+    # MFA or external identity, so none of these is stored.
+    phone_number: Annotated[str, msgspec.Meta(max_length=MAX_NAME)] | None = None
+    profile_picture_url: Annotated[str, msgspec.Meta(max_length=4095)] | None = None
+    vendor_metadata: StringifiedJson | None = None
+    mfa_bypass: bool | None = None
+    external_id: Annotated[str, msgspec.Meta(max_length=MAX_NAME)] | None = None
+
+    def to_change(self) -> UserChange:
+        return UserChange(name=self.name, metadata=self.metadata, email=self.email)
+
+
 class AddRoleRequest(Body):
     key: Name
     name: Name
@@ -148,6 +174,23 @@ class AddPermissionRequest(Body):
 
     def to_new_permission(self) -> NewPermission:
         return NewPermission(
+            key=self.key,
+            name=self.name,
+            description=self.description,
+            category_id=self.category_id,
+        )
+
+
+class UpdatePermissionRequest(Body):
+    """Frontegg's UpdatePermissionRequest: which roles hold it is changed elsewhere."""
+
+    key: Name | None = None
+    name: Name | None = None
+    description: Text | None = None
+    category_id: Id | None = None
+
+    def to_change(self) -> PermissionChange:
+        return PermissionChange(
             key=self.key,
             name=self.name,
             description=self.description,
@@ -255,6 +298,8 @@ class UserOut(Out):
 
 
 class AssignedRolesOut(Out):
+    """Frontegg's AssignUserToRolesResponseDto and DeleteUserToRolesResponseDto."""
+
     tenant_id: str
     user_id: str
     roles: list[RoleSummary]
