@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.models import AuditEvent, Environment
+from tests.factories import Factory
 from tests.suite import VENDOR_CLIENT_ID, VENDOR_SECRET
 
 pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
@@ -140,3 +141,26 @@ async def test_oversized_body_is_refused_with_413(
     )
     assert response.status_code == 413
     assert response.json()["errors"]
+
+
+async def test_basic_configuration_gives_the_vendor_and_members_the_strategy_and_force_permissions(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, end_user: Any
+) -> None:
+    tenant = await factory.tenant()
+    member = await factory.user(tenant.id)
+    changed = await client.post(
+        CONFIG,
+        headers=vendor,
+        json={"machineToMachineAuthStrategy": "AccessToken", "forcePermissions": True},
+    )
+    assert changed.status_code == 201, changed.text
+
+    by_vendor = await client.get(f"{CONFIG}/basic", headers=vendor)
+    by_member = await client.get(f"{CONFIG}/basic", headers=end_user(member.id, tenant.id))
+    by_stranger = await client.get(f"{CONFIG}/basic", headers=end_user("nobody", tenant.id))
+    anonymous = await client.get(f"{CONFIG}/basic")
+
+    expected = {"forcePermissions": True, "machineToMachineAuthStrategy": "AccessToken"}
+    assert (by_vendor.status_code, by_vendor.json()) == (200, expected)
+    assert (by_member.status_code, by_member.json()) == (200, expected)
+    assert (by_stranger.status_code, anonymous.status_code) == (403, 401)

@@ -161,3 +161,82 @@ async def test_bad_permission_batches_are_refused_and_create_nothing(
         assert response.json()["errors"]
     assert await custom_keys(db) == set()
     assert list(await db.scalars(sa.select(AuditEvent))) == []
+
+
+# --- update and delete ------------------------------------------------------------------------
+
+
+async def test_updating_a_permission_changes_its_fields_and_keeps_its_roles(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, db: AsyncSession
+) -> None:
+    permission = await factory.permission("reports.read")
+    role = await factory.role("analyst", permission_keys=["reports.read"])
+
+    response = await client.patch(
+        f"{PERMISSIONS}/{permission.id}",
+        headers=vendor,
+        json={"key": "reports.view", "name": "View reports", "description": "d", "categoryId": "c"},
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == PERMISSION_FIELDS
+    assert (body["id"], body["key"], body["name"], body["description"], body["categoryId"]) == (
+        permission.id,
+        "reports.view",
+        "View reports",
+        "d",
+        "c",
+    )
+    assert body["roleIds"] == [role.id]
+    assert body["fePermission"] is False
+    assert await custom_keys(db) == {"reports.view"}
+
+
+async def test_updating_a_permission_to_a_taken_key_is_a_conflict(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, db: AsyncSession
+) -> None:
+    permission = await factory.permission("reports.read")
+    await factory.permission("reports.write")
+
+    response = await client.patch(
+        f"{PERMISSIONS}/{permission.id}", headers=vendor, json={"key": "reports.write"}
+    )
+
+    assert response.status_code == 409, response.text
+    assert await custom_keys(db) == {"reports.read", "reports.write"}
+
+
+async def test_deleting_a_permission_answers_204_and_takes_it_from_its_roles(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, db: AsyncSession
+) -> None:
+    permission = await factory.permission("reports.read")
+    role = await factory.role("analyst", permission_keys=["reports.read"])
+
+    response = await client.delete(f"{PERMISSIONS}/{permission.id}", headers=vendor)
+
+    assert response.status_code == 204, response.text
+    assert response.content == b""
+    assert await custom_keys(db) == set()
+    listed = await client.get("/identity/resources/roles/v1", headers=vendor)
+    assert {r["id"]: r["permissions"] for r in listed.json()}[role.id] == []
+    again = await client.delete(f"{PERMISSIONS}/{permission.id}", headers=vendor)
+    assert again.status_code == 404
+
+
+@pytest.mark.parametrize("key", sorted(FE_SECURE))
+async def test_the_built_in_token_permissions_can_be_neither_changed_nor_deleted(
+    key: str, client: httpx.AsyncClient, vendor: dict[str, str], db: AsyncSession
+) -> None:
+    permission_id = await db.scalar(sa.select(Permission.id).where(Permission.key == key))
+
+    changed = await client.patch(
+        f"{PERMISSIONS}/{permission_id}", headers=vendor, json={"name": "Renamed"}
+    )
+    deleted = await client.delete(f"{PERMISSIONS}/{permission_id}", headers=vendor)
+
+    assert (changed.status_code, deleted.status_code) == (403, 403)
+    assert "built in" in deleted.json()["errors"][0]
+    stored = await db.scalar(sa.select(Permission).where(Permission.key == key))
+    assert stored is not None
+    assert stored.name != "Renamed"

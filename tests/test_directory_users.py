@@ -618,3 +618,147 @@ async def test_a_users_permissions_follow_role_permission_changes(
     response = await client.get(f"{USERS}/u-1", headers=vendor)
 
     assert [p["key"] for p in response.json()["permissions"]] == ["fe.secure.read.userApiTokens"]
+
+
+# --- update -----------------------------------------------------------------------------------
+
+
+async def test_updating_a_user_changes_its_name_and_metadata_and_answers_the_user(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, db: AsyncSession
+) -> None:
+    tenant = await factory.tenant()
+    user = await factory.user(tenant.id, name="Before")
+
+    response = await client.put(
+        f"{USERS}/{user.id}",
+        headers=vendor,
+        json={"name": "After", "metadata": '{"team": "ops"}', "phoneNumber": "+15551234567"},
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["id"], body["name"], body["metadata"]) == (user.id, "After", '{"team": "ops"}')
+    assert body["tenantId"] == tenant.id
+    stored = await db.get(User, user.id)
+    assert stored is not None
+    assert (stored.name, stored.metadata_json, stored.email) == (
+        "After",
+        '{"team": "ops"}',
+        user.email,
+    )
+
+
+async def test_updating_a_users_email_to_another_users_is_a_conflict(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, db: AsyncSession
+) -> None:
+    tenant = await factory.tenant()
+    user = await factory.user(tenant.id)
+    other = await factory.user(tenant.id, email="taken@example.test")
+
+    clash = await client.put(
+        f"{USERS}/{user.id}", headers=vendor, json={"email": "TAKEN@example.test"}
+    )
+    moved = await client.put(
+        f"{USERS}/{other.id}", headers=vendor, json={"email": "New@Example.test"}
+    )
+
+    assert clash.status_code == 409, clash.text
+    assert clash.json()["errors"] == ["A user with this email already exists"]
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["email"] == "new@example.test"
+    stored = await db.get(User, user.id)
+    assert stored is not None
+    assert stored.email == user.email
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"metadata": "[1]"}, {"password": "x"}, {"name": 7}],
+    ids=["metadata-not-an-object", "unknown-field", "name-not-a-string"],
+)
+async def test_updating_a_user_with_a_bad_body_changes_nothing(
+    body: dict[str, Any],
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    factory: Factory,
+    db: AsyncSession,
+) -> None:
+    tenant = await factory.tenant()
+    user = await factory.user(tenant.id, name="Kept")
+
+    response = await client.put(f"{USERS}/{user.id}", headers=vendor, json=body)
+
+    assert response.status_code in (400, 422), response.text
+    stored = await db.get(User, user.id)
+    assert stored is not None
+    assert (stored.name, stored.metadata_json) == ("Kept", "{}")
+
+
+async def test_updating_another_tenants_user_or_an_unknown_one_is_not_found(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory
+) -> None:
+    tenant = await factory.tenant()
+    other_tenant = await factory.tenant(name="Other")
+    user = await factory.user(tenant.id)
+
+    foreign = await client.put(
+        f"{USERS}/{user.id}", headers=in_tenant(vendor, other_tenant.id), json={"name": "X"}
+    )
+    unknown = await client.put(f"{USERS}/nobody", headers=vendor, json={"name": "X"})
+
+    assert (foreign.status_code, unknown.status_code) == (404, 404)
+
+
+# --- unassign roles ---------------------------------------------------------------------------
+
+
+async def test_taking_roles_from_a_user_answers_the_roles_it_still_holds(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, db: AsyncSession
+) -> None:
+    tenant = await factory.tenant()
+    reader = await factory.role("reader", tenant_id=tenant.id)
+    writer = await factory.role("writer", tenant_id=tenant.id)
+    user = await factory.user(tenant.id, roles=[reader, writer])
+
+    response = await client.request(
+        "DELETE",
+        f"{USERS}/{user.id}/roles",
+        headers=in_tenant(vendor, tenant.id),
+        json={"roleIds": [writer.id]},
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["tenantId"], body["userId"]) == (tenant.id, user.id)
+    assert [role["id"] for role in body["roles"]] == [reader.id]
+    assert all(set(role) == IROLE_FIELDS for role in body["roles"])
+    assert await roles_of(db, user.id) == {(tenant.id, "reader")}
+    assert (
+        "user.roles_unassigned",
+        user.id,
+        tenant.id,
+    ) in await audit_actions(db)
+
+
+async def test_taking_a_role_the_user_does_not_hold_changes_nothing_and_an_unknown_one_is_refused(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, db: AsyncSession
+) -> None:
+    tenant = await factory.tenant()
+    reader = await factory.role("reader", tenant_id=tenant.id)
+    writer = await factory.role("writer", tenant_id=tenant.id)
+    user = await factory.user(tenant.id, roles=[reader])
+    path = f"{USERS}/{user.id}/roles"
+
+    not_held = await client.request(
+        "DELETE", path, headers=in_tenant(vendor, tenant.id), json={"roleIds": [writer.id]}
+    )
+    unknown = await client.request(
+        "DELETE", path, headers=in_tenant(vendor, tenant.id), json={"roleIds": ["no-such-role"]}
+    )
+    no_tenant = await client.request("DELETE", path, headers=vendor, json={"roleIds": [reader.id]})
+
+    assert not_held.status_code == 200, not_held.text
+    assert [role["id"] for role in not_held.json()["roles"]] == [reader.id]
+    assert unknown.status_code == 400, unknown.text
+    assert no_tenant.status_code in (400, 422), no_tenant.text
+    assert await roles_of(db, user.id) == {(tenant.id, "reader")}
