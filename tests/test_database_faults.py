@@ -526,6 +526,19 @@ def routes() -> dict[tuple[str, str], tuple[str, Call]]:
                 f"{users}/v1/{w.user_id}/roles", headers=in_tenant(w), json={"roleIds": [w.role_id]}
             ),
         ),
+        ("DELETE", users + "/v1/{user_id:str}/roles"): (
+            house,
+            lambda c, w: c.request(
+                "DELETE",
+                f"{users}/v1/{w.user_id}/roles",
+                headers=in_tenant(w),
+                json={"roleIds": [w.role_id]},
+            ),
+        ),
+        ("PUT", users + "/v1/{user_id:str}"): (
+            house,
+            lambda c, w: c.put(f"{users}/v1/{w.user_id}", headers=w.vendor, json={"name": "N"}),
+        ),
         ("GET", roles): (house, lambda c, w: c.get(roles, headers=w.vendor)),
         ("POST", roles): (
             house,
@@ -551,6 +564,18 @@ def routes() -> dict[tuple[str, str], tuple[str, Call]]:
         ("POST", permissions): (
             house,
             lambda c, w: c.post(permissions, headers=w.vendor, json=[{"key": "n.n", "name": "N"}]),
+        ),
+        ("PATCH", permissions + "/{permission_id:str}"): (
+            house,
+            lambda c, w: c.patch(f"{permissions}/x", headers=w.vendor, json={"name": "N"}),
+        ),
+        ("DELETE", permissions + "/{permission_id:str}"): (
+            house,
+            lambda c, w: c.delete(f"{permissions}/x", headers=w.vendor),
+        ),
+        ("GET", CONFIG + "/basic"): (
+            house,
+            lambda c, w: c.get(CONFIG + "/basic", headers=w.vendor),
         ),
         **{
             (method, path): (house, call)
