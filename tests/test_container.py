@@ -117,7 +117,7 @@ def interpolate(value: str, shell: dict[str, str]) -> str:
 
 @pytest.mark.processes
 def test_compose_makes_the_master_key_with_no_variable_set(tmp_path: Path) -> None:
-    # `docker compose run --rm --no-deps api m2m keys master` (README: Docker Compose):
+    # `docker compose run --rm --no-deps -T api m2m keys master` (README: Docker Compose):
     # compose interpolates the whole file first, then the api service runs the command.
     compose = yaml.safe_load(COMPOSE.read_text())
     for service in compose["services"].values():
