@@ -2,8 +2,8 @@
 PostgreSQL and Redis: sign-in, the M2M switch, the token kind and lifetimes, Accounts, Roles, Jobs,
 an expired session, data shown as text, a phone's width, and the setting that switches it off.
 
-Every page runs under the strict Content-Security-Policy (tests/pages.py); each test saves the
-page it ends on in docs/screenshots/."""
+Every page runs under the service's own strict Content-Security-Policy, and a page it refuses fails
+the test (tests/pages.py); each test saves the page it ends on in docs/screenshots/."""
 
 from __future__ import annotations
 

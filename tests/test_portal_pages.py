@@ -17,8 +17,8 @@ from tests.browser import chromium, screenshot
 from tests.factories import Factory
 from tests.kinds import TOKEN_PERMISSIONS
 from tests.pages import (
+    DESKTOP,
     PHONE,
-    VIEWPORT,
     ScriptWatch,
     open_portal,
     portal_server,
@@ -83,7 +83,7 @@ async def test_a_reader_sees_the_tokens_but_no_create_or_delete_button(
 
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             watch = ScriptWatch().attach(page)
             await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
 
@@ -128,7 +128,7 @@ async def test_a_writer_creates_a_client_credential_for_7_days_sees_its_secret_o
 
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             watch = ScriptWatch().attach(page)
             await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
             billing = page.get_by_role("row").filter(has_text="Billing sync")
@@ -204,7 +204,7 @@ async def test_a_user_who_may_not_read_personal_tokens_sees_no_personal_tokens_t
 
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
 
             await expect(page.get_by_role("tab", name="API Tokens")).to_have_attribute(
@@ -225,7 +225,7 @@ async def test_personal_tokens_are_created_as_the_user_without_roles_to_choose(
 
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
 
             await expect(page.get_by_role("tab", name="Personal Tokens")).to_have_attribute(
@@ -259,7 +259,7 @@ async def test_an_expired_session_shows_the_session_message(
 
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             watch = ScriptWatch().attach(page)
             await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id, minutes=-5))
 
@@ -281,7 +281,7 @@ async def test_without_a_session_in_the_fragment_the_page_says_to_open_it_from_t
 ) -> None:
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             # A token in the query string is never taken.
             await page.goto(f"{base}/portal?token=not-taken")
 
@@ -301,7 +301,7 @@ async def test_while_m2m_is_off_the_portal_says_api_tokens_are_disabled(
 
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
 
             notice = page.get_by_role("status").filter(has_text="API tokens are disabled")
@@ -339,7 +339,7 @@ async def test_data_is_shown_as_text_and_runs_no_script(
 
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             watch = ScriptWatch().attach(page)
             await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
 
@@ -380,7 +380,7 @@ async def test_a_token_is_created_and_deleted_with_the_keyboard_alone(
 
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
             create = page.get_by_role("button", name="Create token")
             await expect(create).to_be_visible()
@@ -491,7 +491,7 @@ async def test_a_permission_lost_meanwhile_is_said_as_such(
 
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
             await page.get_by_role("button", name="Create token").click()
             dialog = page.get_by_role("dialog", name="Create API token")
@@ -517,7 +517,7 @@ async def test_an_unavailable_service_is_said_as_such_and_tried_again(
 
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             # A load balancer's answer while every API process is down.
             await page.route(
                 f"{base}/portal/v1/session",
