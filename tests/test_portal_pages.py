@@ -128,7 +128,9 @@ async def test_a_writer_creates_a_client_credential_for_7_days_sees_its_secret_o
 
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=DESKTOP)
+            page = await browser.new_page(
+                viewport=DESKTOP, permissions=["clipboard-read", "clipboard-write"]
+            )
             watch = ScriptWatch().attach(page)
             await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
             billing = page.get_by_role("row").filter(has_text="Billing sync")
@@ -160,14 +162,18 @@ async def test_a_writer_creates_a_client_credential_for_7_days_sees_its_secret_o
             shown = page.get_by_role("dialog", name="Your new API token")
             await expect(shown).to_contain_text("shown only this once")
             await expect(page.get_by_role("row")).to_have_count(4)  # the list behind, read again
-            client_id = await shown.get_by_label("Client ID").input_value()
-            secret = await shown.get_by_label("Secret").input_value()
-            assert client_id
-            assert secret
-            await expect(shown.get_by_role("button", name="Copy secret")).to_be_visible()
+            await expect(shown.get_by_label("Secret")).not_to_have_value("")
+            shown_secret = await shown.get_by_label("Secret").input_value()
             # The app renewing the session meanwhile takes nothing off the page.
             await renew_session(page, session_jwt(idp_key, user.id, tenant.id))
-            await expect(shown.get_by_label("Secret")).to_have_value(secret)
+            await expect(shown.get_by_label("Secret")).to_have_value(shown_secret)
+            # What the user takes away is what the Copy buttons put on the clipboard.
+            copied = {}
+            for label in ("Client ID", "Secret"):
+                await shown.get_by_role("button", name=f"Copy {label}").click()
+                await expect(shown.get_by_role("status")).to_have_text(f"{label} copied.")
+                copied[label] = await page.evaluate("navigator.clipboard.readText()")
+            client_id, secret = copied["Client ID"], copied["Secret"]
             await screenshot(page, "portal-secret")
             await shown.get_by_role("button", name="Done").click()
 
