@@ -22,6 +22,7 @@ from tests.pages import (
     ScriptWatch,
     open_portal,
     portal_server,
+    screenshot_viewport,
     session_jwt,
     tab_to,
 )
@@ -273,13 +274,14 @@ async def test_an_expired_session_shows_the_session_message(
             await expect(alert).to_contain_text("Your session has expired")
             await expect(alert).to_contain_text("Sign in again")
             await expect(page.get_by_role("tab")).to_have_count(0)
-            await screenshot(page, "portal-session-expired")
             # The browser reports the 401 itself; nothing else may be said.
             watch.assert_quiet(expected_console=("401",))
 
             # A session handed over again starts the page afresh.
             await renew_session(page, session_jwt(idp_key, user.id, tenant.id))
             await expect(page.get_by_role("button", name="Create token")).to_be_visible()
+            await expect(page.get_by_text("This account has no API tokens yet.")).to_be_visible()
+            await screenshot(page, "portal-session-expired")
 
 
 async def test_without_a_session_in_the_fragment_the_page_says_to_open_it_from_the_app(
@@ -367,8 +369,8 @@ async def test_data_is_shown_as_text_and_runs_no_script(
             await page.keyboard.press("Escape")
             await page.get_by_role("button", name=f"Delete {descriptions[0]}").click()
             await expect(page.get_by_role("alertdialog")).to_contain_text(descriptions[0])
-            await screenshot(page, "portal-xss")
             await page.keyboard.press("Escape")
+            await expect(page.get_by_role("alertdialog")).to_have_count(0)
 
             assert await page.evaluate("() => window.__m2mXss") is None
             created = await page.evaluate(
@@ -377,6 +379,7 @@ async def test_data_is_shown_as_text_and_runs_no_script(
             )
             assert created == 0
             watch.assert_quiet()
+            await screenshot(page, "portal-xss")
 
 
 async def test_a_token_is_created_and_deleted_with_the_keyboard_alone(
@@ -483,7 +486,7 @@ async def test_the_portal_fits_a_phone(
             assert box is not None
             assert box["x"] >= 0
             assert box["x"] + box["width"] <= PHONE["width"]
-            await screenshot(page, "portal-phone-dialog")
+            await screenshot_viewport(page, "portal-phone-dialog")
 
 
 async def test_a_permission_lost_meanwhile_is_said_as_such(
@@ -534,7 +537,8 @@ async def test_an_unavailable_service_is_said_as_such_and_tried_again(
             await expect(page.get_by_role("alert")).to_contain_text(
                 "The token service is unavailable"
             )
-            await screenshot(page, "portal-unavailable")
             await page.unroute(f"{base}/portal/v1/session")
             await page.get_by_role("button", name="Try again").click()
             await expect(page.get_by_role("button", name="Create token")).to_be_visible()
+            await expect(page.get_by_text("This account has no API tokens yet.")).to_be_visible()
+            await screenshot(page, "portal-unavailable")
