@@ -153,12 +153,12 @@ async def test_an_expired_session_returns_to_sign_in_with_a_message(
     message = page.get_by_role("status")
     await expect(message).to_have_text("Your session has expired. Sign in again.")
     assert await page.evaluate(f"sessionStorage.getItem('{SESSION_KEY}')") is None
-    await screenshot(page, "console-session-expired")
     # Signing in again returns to the page that was asked for.
     await page.get_by_label("Client ID").fill(VENDOR_CLIENT_ID)
     await page.get_by_label("Secret").fill(VENDOR_SECRET)
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.get_by_role("heading", name="Accounts", level=1)).to_be_visible()
+    await screenshot(page, "console-session-expired")
 
 
 # --- M2M settings -------------------------------------------------------------------------------
@@ -398,7 +398,6 @@ async def test_the_accounts_page_fits_a_phone(
             assert box is not None
             assert box["x"] >= 0
             assert box["x"] + box["width"] <= PHONE["width"]
-        await screenshot(page, "console-accounts-phone")
 
         await page.get_by_role("button", name="Create token").click()
         dialog = page.get_by_role("dialog", name="Create an account token")
@@ -410,6 +409,7 @@ async def test_the_accounts_page_fits_a_phone(
         await screenshot_viewport(page, "console-create-token-phone")
         await page.keyboard.press("Escape")
         await expect(dialog).to_be_hidden()
+        await screenshot(page, "console-accounts-phone")
     watched.assert_clean()
 
 
