@@ -28,6 +28,7 @@ from domain.settings import Settings
 from tests.browser import chromium, screenshot
 from tests.factories import READ, WRITE, Factory, add_access_token
 from tests.pages import (
+    DESKTOP,
     PHONE,
     Watched,
     contrast,
@@ -527,30 +528,49 @@ async def test_a_role_is_created_and_gains_write_tenant_api_tokens_and_another_l
 # --- Jobs ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("viewport", "name"), [(DESKTOP, "console-jobs"), (PHONE, "console-jobs-phone")]
+)
 async def test_the_jobs_page_shows_an_overdue_job_as_overdue(
     live_server: str,
-    watched: Watched,
+    browser: Browser,
     services: Services,
     sessions: async_sessionmaker[AsyncSession],
+    viewport: dict[str, int],
+    name: str,
 ) -> None:
     ten_minutes_ago = utcnow() - timedelta(minutes=10)
     late = JobContext(sessions=sessions, validity=services.validity, clock=lambda: ten_minutes_ago)
     await job_runs.run_job(late, jobs.EXPIRE_TOKENS)  # every minute: two intervals missed
     now = JobContext(sessions=sessions, validity=services.validity, clock=utcnow)
     await job_runs.run_job(now, jobs.RECONCILE_CACHE)
-    page = watched.page
-    await sign_in_to_console(page, live_server)
+    async with watched_page(browser, viewport=viewport) as watched:
+        page = watched.page
+        await sign_in_to_console(page, live_server)
 
-    await page.get_by_role("link", name="Jobs").click()
+        await page.get_by_role("link", name="Jobs").click()
 
-    overdue = page.get_by_role("row").filter(has_text=jobs.EXPIRE_TOKENS)
-    await expect(overdue).to_contain_text("Overdue")
-    await expect(overdue).to_contain_text("Succeeded")
-    await expect(page.get_by_role("row").filter(has_text=jobs.RECONCILE_CACHE)).to_contain_text(
-        "On schedule"
-    )
-    await expect(page.get_by_text("1 job is overdue:")).to_be_visible()
-    await screenshot(page, "console-jobs")
+        overdue = page.get_by_role("row").filter(has_text=jobs.EXPIRE_TOKENS)
+        await expect(overdue).to_contain_text("Overdue")
+        await expect(overdue).to_contain_text("Succeeded")
+        await expect(page.get_by_role("row").filter(has_text=jobs.RECONCILE_CACHE)).to_contain_text(
+            "On schedule"
+        )
+        warning = page.get_by_text("An overdue job has not succeeded")
+        await expect(page.get_by_text("1 job is overdue:")).to_be_visible()
+        # The whole table shows, badges included, with no sideways scrolling; a gap parts it
+        # from the warning above.
+        table = page.get_by_role("table", name="Scheduled jobs")
+        assert await table.evaluate(
+            "t => t.parentElement.scrollWidth <= t.parentElement.clientWidth"
+        )
+        assert await page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+        warning_box, table_box = await warning.bounding_box(), await table.bounding_box()
+        assert warning_box is not None
+        assert table_box is not None
+        assert table_box["y"] - (warning_box["y"] + warning_box["height"]) >= 24
+        await screenshot(page, name)
+    watched.assert_clean()
 
 
 # --- switched off -------------------------------------------------------------------------------
