@@ -624,6 +624,13 @@ READ_PALETTE = """names => {
     return Object.fromEntries(names.map((name) => [name, style.getPropertyValue(name).trim()]));
 }"""
 
+READ_PAGE_BACKGROUND = """() => {
+    const style = getComputedStyle(document.documentElement);
+    const rgb = style.backgroundColor.match(/\\d+/g).slice(0, 3);
+    const hex = rgb.map((channel) => Number(channel).toString(16).padStart(2, '0'));
+    return [style.colorScheme, '#' + hex.join('')];
+}"""
+
 
 @pytest.mark.parametrize(
     ("system", "forced", "dark"),
@@ -653,6 +660,10 @@ async def test_the_console_is_light_or_dark_and_its_text_keeps_its_contrast(
             ratio = contrast(palette[text], palette[background])
             assert ratio >= 4.5, (system, forced, text, background, ratio)
         assert (contrast(palette["--_background"], "#000000") < 4.5) is dark
+        # The page around the console takes the same scheme and background, forced or not.
+        page_scheme, page_background = await page.evaluate(READ_PAGE_BACKGROUND)
+        assert page_scheme == ("dark" if dark else "light")
+        assert page_background == palette["--_background"]
         await screenshot(page, f"console-theme-{system}-{forced or 'system'}")
     watched.assert_clean()
 
