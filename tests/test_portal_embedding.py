@@ -57,7 +57,12 @@ async def test_the_component_works_from_a_listed_origin_and_is_refused_from_anot
             refused_page = await browser.new_page(viewport=DESKTOP)
             await refused_page.goto(unlisted.origin)
             alert = refused_page.get_by_role("alert")
-            await expect(alert).to_contain_text("The token service is unavailable")
+            # A person is told what is wrong, and who can put it right.
+            await expect(alert).to_contain_text("The token service could not be reached")
+            await expect(alert).to_contain_text(
+                "If this page embeds the token service, this page's address must be allowed by "
+                "the service (M2M_EMBED_ORIGINS)."
+            )
             await expect(refused_page.get_by_role("button", name="Try again")).to_be_visible()
             await screenshot(refused_page, "portal-embedded-refused")
 
