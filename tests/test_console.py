@@ -253,19 +253,28 @@ async def populated_tenant(
     factory: Factory,
     sessions: async_sessionmaker[AsyncSession],
 ) -> tuple[str, str]:
-    """An account with a role, a user, a token of each kind but the one a test creates and an
-    expired one; the environment makes client credentials. Its id and role name."""
+    """An account with a role, a user, an administrator who made one of its tokens, a token of
+    each kind but the one a test creates and an expired one; the environment makes client
+    credentials. Its id and role name."""
     tenant = await factory.tenant(name="Acme Inc.")
     billing = await factory.role("billing", tenant_id=tenant.id, permission_keys=[READ])
+    admin = await factory.role("admin", tenant_id=tenant.id, permission_keys=[READ, WRITE])
     acme = {**vendor, "frontegg-tenant-id": tenant.id}
-    user = {"email": "ada@acme.test", "name": "Ada Lovelace", "roleIds": [billing.id]}
-    created = await api.post(USERS, headers=acme, json={**user, "metadata": "{}"})
-    assert created.status_code == 201, created.text
-    ada = {**acme, "frontegg-user-id": created.json()["id"]}
+    people = {}
+    for email, name, roles in (
+        ("ada@acme.test", "Ada Lovelace", [billing.id]),
+        ("grace@acme.test", "Grace Hopper", [admin.id, billing.id]),
+    ):
+        user = {"email": email, "name": name, "roleIds": roles, "metadata": "{}"}
+        created = await api.post(USERS, headers=acme, json=user)
+        assert created.status_code == 201, created.text
+        people[name] = {**acme, "frontegg-user-id": created.json()["id"]}
+    ada, grace = people["Ada Lovelace"], people["Grace Hopper"]
     await add_access_token(sessions, tenant.id, expires_at=utcnow() - timedelta(hours=1))
     await configure(api, vendor, machineToMachineAuthStrategy="AccessToken")
     for path, headers, body in (
-        (TENANT_ACCESS, acme, {"description": "Reporting", "roleIds": [billing.id]}),
+        # The account's administrator makes this one (the vendor acting as her).
+        (TENANT_ACCESS, grace, {"description": "Reporting", "roleIds": [billing.id]}),
         (USER_ACCESS, ada, {"description": "Ada's laptop", "expiresInMinutes": 23 * 60}),
     ):
         assert (await api.post(path, headers=headers, json=body)).status_code == 201
@@ -323,6 +332,8 @@ async def test_an_account_token_is_created_shown_once_and_deleted_with_confirmat
         await expect(row).to_contain_text("7 days")
         await expect(row).to_contain_text(role_name)
         rows = page.get_by_role("row")
+        reporting = rows.filter(has_text="Reporting").get_by_role("cell", name="Grace Hopper")
+        await expect(reporting).to_have_attribute("data-label", "Created by")
         await expect(rows.filter(has_text="23 hours")).to_have_count(1)
         await expect(rows.filter(has_text="Expired")).to_have_count(1)
         await expect(page.get_by_role("heading", name="Account tokens (3)")).to_be_visible()
