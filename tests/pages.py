@@ -19,19 +19,13 @@ from typing import Any
 import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
-from playwright.async_api import Browser, ConsoleMessage, Dialog, Locator, Page, Route, expect
-from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Browser, ConsoleMessage, Dialog, Locator, Page, Response, expect
 
 from domain.settings import Settings
 from tests.browser import SCREENSHOTS
 from tests.processes import free_port, running_server
 from tests.suite import IDP_ISSUER, VENDOR_CLIENT_ID, VENDOR_SECRET
 
-# The policy every HTML page of the service is served under: no inline script or style.
-STRICT_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
 DESKTOP = {"width": 1200, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
@@ -39,38 +33,55 @@ PHONE = {"width": 390, "height": 844}
 expect.set_options(timeout=15_000)
 
 
+def strict_policy_missing(response: Response) -> str | None:
+    """Why an HTML page the service answered is not under a strict Content-Security-Policy (its
+    scripts and styles from the service only, none inline), or None when it is."""
+    if not response.headers.get("content-type", "").startswith("text/html"):
+        return None
+    policy = response.headers.get("content-security-policy", "")
+    directives = {
+        name: values
+        for name, *values in (directive.split() for directive in policy.split(";"))
+        if name
+    }
+    if directives.get("script-src") == ["'self'"] and directives.get("style-src") == ["'self'"]:
+        return None
+    return f"{response.url} answered under {policy!r}"
+
+
 @dataclass
 class Watched:
-    """What a page did that it must not: uncaught errors, CSP violations, dialogs opened."""
+    """What a page did that it must not: uncaught errors, CSP violations, dialogs opened, and
+    HTML pages the service answered without its strict CSP."""
 
     page: Page
     errors: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     dialogs: list[str] = field(default_factory=list)
+    unprotected: list[str] = field(default_factory=list)
 
     def assert_clean(self) -> None:
         assert self.errors == [], self.errors
         assert self.violations == [], self.violations
         assert self.dialogs == [], self.dialogs
+        assert self.unprotected == [], self.unprotected
 
 
 @asynccontextmanager
 async def watched_page(
     browser: Browser, *, viewport: dict[str, int] | None = None, **options: Any
 ) -> AsyncIterator[Watched]:
-    """A fresh context and page; every HTML document it loads carries STRICT_CSP (whatever the
-    service sends too), so a page that needs an inline script or style fails here."""
+    """A fresh context and page under the service's own Content-Security-Policy: a page that
+    needs an inline script or style is refused by the browser, and the refusal fails the test."""
     context = await browser.new_context(viewport=viewport or DESKTOP, **options)
     page = await context.new_page()
     watched = Watched(page)
 
-    async def with_policy(route: Route) -> None:
-        if route.request.resource_type != "document":
-            await route.continue_()
-            return
-        response = await route.fetch()
-        headers = {**response.headers, "content-security-policy": STRICT_CSP}
-        await route.fulfill(response=response, headers=headers)
+    def on_response(response: Response) -> None:
+        if response.request.resource_type == "document":
+            missing = strict_policy_missing(response)
+            if missing is not None:
+                watched.unprotected.append(missing)
 
     def on_console(message: ConsoleMessage) -> None:
         if "Content Security Policy" in message.text:
@@ -80,7 +91,7 @@ async def watched_page(
         watched.dialogs.append(f"{dialog.type}: {dialog.message}")
         await dialog.dismiss()
 
-    await page.route("**/*", with_policy)
+    page.on("response", on_response)
     page.on("console", on_console)
     page.on("pageerror", lambda error: watched.errors.append(str(error)))
     page.on("dialog", on_dialog)
@@ -118,16 +129,6 @@ def contrast(foreground: str, background: str) -> float:
 
     lighter, darker = sorted((luminance(foreground), luminance(background)), reverse=True)
     return (lighter + 0.05) / (darker + 0.05)
-
-
-# The policy the service's pages are served under (README, "Portals"). Until the service adds it
-# itself, tests/pages.py puts it on the service's HTML answers, so a page that needs an inline
-# script or style fails here.
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
-VIEWPORT = {"width": 1000, "height": 700}
 
 
 @contextlib.contextmanager
@@ -197,26 +198,6 @@ def session_jwt(
     return jwt.encode(claims, idp_key, algorithm="RS256")
 
 
-async def serve_with_strict_csp(page: Page, base: str) -> None:
-    """Put CSP on the service's HTML answers (the page's own scripts and styles are checked
-    against it)."""
-
-    async def add_policy(route: Route) -> None:
-        if route.request.resource_type != "document":
-            await route.fallback()  # to any other route the test set, or the network
-            return
-        try:
-            response = await route.fetch()
-        except PlaywrightError:  # the page closed while the request was on its way
-            return
-        headers = dict(response.headers)
-        if headers.get("content-type", "").startswith("text/html"):
-            headers["content-security-policy"] = CSP
-        await route.fulfill(response=response, headers=headers)
-
-    await page.route(f"{base}/**", add_policy)
-
-
 @dataclass
 class ScriptWatch:
     """Everything a page did that a test page did not mean it to: an alert/confirm/prompt, an
@@ -250,10 +231,17 @@ class ScriptWatch:
         assert (self.dialogs, self.errors, unexpected) == ([], [], [])
 
 
+async def open_service_page(page: Page, url: str) -> None:
+    """Go to one of the service's pages, which must come under its strict CSP (a ScriptWatch
+    then reports any script or style the browser refuses)."""
+    response = await page.goto(url)
+    assert response is not None
+    assert strict_policy_missing(response) is None, strict_policy_missing(response)
+
+
 async def open_portal(page: Page, base: str, token: str) -> None:
     """The hosted page, signed in by the session JWT in the URL fragment."""
-    await serve_with_strict_csp(page, base)
-    await page.goto(f"{base}/portal#token={token}")
+    await open_service_page(page, f"{base}/portal#token={token}")
 
 
 async def tab_to(page: Page, target: Locator, *, limit: int = 30) -> None:

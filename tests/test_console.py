@@ -2,8 +2,8 @@
 PostgreSQL and Redis: sign-in, the M2M switch, the token kind and lifetimes, Accounts, Roles, Jobs,
 an expired session, data shown as text, a phone's width, and the setting that switches it off.
 
-Every page runs under the strict Content-Security-Policy (tests/pages.py); each test saves the
-page it ends on in docs/screenshots/."""
+Every page runs under the service's own strict Content-Security-Policy, and a page it refuses fails
+the test (tests/pages.py); each test saves the page it ends on in docs/screenshots/."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from domain.settings import Settings
 from tests.browser import chromium, screenshot
 from tests.factories import READ, WRITE, Factory, add_access_token
 from tests.pages import (
+    DESKTOP,
     PHONE,
     Watched,
     contrast,
@@ -153,12 +154,12 @@ async def test_an_expired_session_returns_to_sign_in_with_a_message(
     message = page.get_by_role("status")
     await expect(message).to_have_text("Your session has expired. Sign in again.")
     assert await page.evaluate(f"sessionStorage.getItem('{SESSION_KEY}')") is None
-    await screenshot(page, "console-session-expired")
     # Signing in again returns to the page that was asked for.
     await page.get_by_label("Client ID").fill(VENDOR_CLIENT_ID)
     await page.get_by_label("Secret").fill(VENDOR_SECRET)
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.get_by_role("heading", name="Accounts", level=1)).to_be_visible()
+    await screenshot(page, "console-session-expired")
 
 
 # --- M2M settings -------------------------------------------------------------------------------
@@ -252,19 +253,28 @@ async def populated_tenant(
     factory: Factory,
     sessions: async_sessionmaker[AsyncSession],
 ) -> tuple[str, str]:
-    """An account with a role, a user, a token of each kind but the one a test creates and an
-    expired one; the environment makes client credentials. Its id and role name."""
+    """An account with a role, a user, an administrator who made one of its tokens, a token of
+    each kind but the one a test creates and an expired one; the environment makes client
+    credentials. Its id and role name."""
     tenant = await factory.tenant(name="Acme Inc.")
     billing = await factory.role("billing", tenant_id=tenant.id, permission_keys=[READ])
+    admin = await factory.role("admin", tenant_id=tenant.id, permission_keys=[READ, WRITE])
     acme = {**vendor, "frontegg-tenant-id": tenant.id}
-    user = {"email": "ada@acme.test", "name": "Ada Lovelace", "roleIds": [billing.id]}
-    created = await api.post(USERS, headers=acme, json={**user, "metadata": "{}"})
-    assert created.status_code == 201, created.text
-    ada = {**acme, "frontegg-user-id": created.json()["id"]}
+    people = {}
+    for email, name, roles in (
+        ("ada@acme.test", "Ada Lovelace", [billing.id]),
+        ("grace@acme.test", "Grace Hopper", [admin.id, billing.id]),
+    ):
+        user = {"email": email, "name": name, "roleIds": roles, "metadata": "{}"}
+        created = await api.post(USERS, headers=acme, json=user)
+        assert created.status_code == 201, created.text
+        people[name] = {**acme, "frontegg-user-id": created.json()["id"]}
+    ada, grace = people["Ada Lovelace"], people["Grace Hopper"]
     await add_access_token(sessions, tenant.id, expires_at=utcnow() - timedelta(hours=1))
     await configure(api, vendor, machineToMachineAuthStrategy="AccessToken")
     for path, headers, body in (
-        (TENANT_ACCESS, acme, {"description": "Reporting", "roleIds": [billing.id]}),
+        # The account's administrator makes this one (the vendor acting as her).
+        (TENANT_ACCESS, grace, {"description": "Reporting", "roleIds": [billing.id]}),
         (USER_ACCESS, ada, {"description": "Ada's laptop", "expiresInMinutes": 23 * 60}),
     ):
         assert (await api.post(path, headers=headers, json=body)).status_code == 201
@@ -322,6 +332,8 @@ async def test_an_account_token_is_created_shown_once_and_deleted_with_confirmat
         await expect(row).to_contain_text("7 days")
         await expect(row).to_contain_text(role_name)
         rows = page.get_by_role("row")
+        reporting = rows.filter(has_text="Reporting").get_by_role("cell", name="Grace Hopper")
+        await expect(reporting).to_have_attribute("data-label", "Created by")
         await expect(rows.filter(has_text="23 hours")).to_have_count(1)
         await expect(rows.filter(has_text="Expired")).to_have_count(1)
         await expect(page.get_by_role("heading", name="Account tokens (3)")).to_be_visible()
@@ -398,7 +410,6 @@ async def test_the_accounts_page_fits_a_phone(
             assert box is not None
             assert box["x"] >= 0
             assert box["x"] + box["width"] <= PHONE["width"]
-        await screenshot(page, "console-accounts-phone")
 
         await page.get_by_role("button", name="Create token").click()
         dialog = page.get_by_role("dialog", name="Create an account token")
@@ -410,6 +421,7 @@ async def test_the_accounts_page_fits_a_phone(
         await screenshot_viewport(page, "console-create-token-phone")
         await page.keyboard.press("Escape")
         await expect(dialog).to_be_hidden()
+        await screenshot(page, "console-accounts-phone")
     watched.assert_clean()
 
 
@@ -527,30 +539,49 @@ async def test_a_role_is_created_and_gains_write_tenant_api_tokens_and_another_l
 # --- Jobs ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("viewport", "name"), [(DESKTOP, "console-jobs"), (PHONE, "console-jobs-phone")]
+)
 async def test_the_jobs_page_shows_an_overdue_job_as_overdue(
     live_server: str,
-    watched: Watched,
+    browser: Browser,
     services: Services,
     sessions: async_sessionmaker[AsyncSession],
+    viewport: dict[str, int],
+    name: str,
 ) -> None:
     ten_minutes_ago = utcnow() - timedelta(minutes=10)
     late = JobContext(sessions=sessions, validity=services.validity, clock=lambda: ten_minutes_ago)
     await job_runs.run_job(late, jobs.EXPIRE_TOKENS)  # every minute: two intervals missed
     now = JobContext(sessions=sessions, validity=services.validity, clock=utcnow)
     await job_runs.run_job(now, jobs.RECONCILE_CACHE)
-    page = watched.page
-    await sign_in_to_console(page, live_server)
+    async with watched_page(browser, viewport=viewport) as watched:
+        page = watched.page
+        await sign_in_to_console(page, live_server)
 
-    await page.get_by_role("link", name="Jobs").click()
+        await page.get_by_role("link", name="Jobs").click()
 
-    overdue = page.get_by_role("row").filter(has_text=jobs.EXPIRE_TOKENS)
-    await expect(overdue).to_contain_text("Overdue")
-    await expect(overdue).to_contain_text("Succeeded")
-    await expect(page.get_by_role("row").filter(has_text=jobs.RECONCILE_CACHE)).to_contain_text(
-        "On schedule"
-    )
-    await expect(page.get_by_text("1 job is overdue:")).to_be_visible()
-    await screenshot(page, "console-jobs")
+        overdue = page.get_by_role("row").filter(has_text=jobs.EXPIRE_TOKENS)
+        await expect(overdue).to_contain_text("Overdue")
+        await expect(overdue).to_contain_text("Succeeded")
+        await expect(page.get_by_role("row").filter(has_text=jobs.RECONCILE_CACHE)).to_contain_text(
+            "On schedule"
+        )
+        warning = page.get_by_text("An overdue job has not succeeded")
+        await expect(page.get_by_text("1 job is overdue:")).to_be_visible()
+        # The whole table shows, badges included, with no sideways scrolling; a gap parts it
+        # from the warning above.
+        table = page.get_by_role("table", name="Scheduled jobs")
+        assert await table.evaluate(
+            "t => t.parentElement.scrollWidth <= t.parentElement.clientWidth"
+        )
+        assert await page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+        warning_box, table_box = await warning.bounding_box(), await table.bounding_box()
+        assert warning_box is not None
+        assert table_box is not None
+        assert table_box["y"] - (warning_box["y"] + warning_box["height"]) >= 24
+        await screenshot(page, name)
+    watched.assert_clean()
 
 
 # --- switched off -------------------------------------------------------------------------------
@@ -604,6 +635,13 @@ READ_PALETTE = """names => {
     return Object.fromEntries(names.map((name) => [name, style.getPropertyValue(name).trim()]));
 }"""
 
+READ_PAGE_BACKGROUND = """() => {
+    const style = getComputedStyle(document.documentElement);
+    const rgb = style.backgroundColor.match(/\\d+/g).slice(0, 3);
+    const hex = rgb.map((channel) => Number(channel).toString(16).padStart(2, '0'));
+    return [style.colorScheme, '#' + hex.join('')];
+}"""
+
 
 @pytest.mark.parametrize(
     ("system", "forced", "dark"),
@@ -633,6 +671,10 @@ async def test_the_console_is_light_or_dark_and_its_text_keeps_its_contrast(
             ratio = contrast(palette[text], palette[background])
             assert ratio >= 4.5, (system, forced, text, background, ratio)
         assert (contrast(palette["--_background"], "#000000") < 4.5) is dark
+        # The page around the console takes the same scheme and background, forced or not.
+        page_scheme, page_background = await page.evaluate(READ_PAGE_BACKGROUND)
+        assert page_scheme == ("dark" if dark else "light")
+        assert page_background == palette["--_background"]
         await screenshot(page, f"console-theme-{system}-{forced or 'system'}")
     watched.assert_clean()
 

@@ -37,7 +37,7 @@ from domain.portal import DEV_PORTAL_ROLE_KEY, TOKEN_PERMISSION_KEYS
 from domain.schema import upgrade_to_head
 from domain.settings import Settings, load_settings
 from tests.browser import chromium, screenshot
-from tests.pages import VIEWPORT, ScriptWatch, running_dev, serve_with_strict_csp
+from tests.pages import DESKTOP, ScriptWatch, open_service_page, running_dev
 from tests.processes import running_server
 from tests.suite import VALID
 
@@ -93,10 +93,9 @@ async def test_after_pip_install_and_m2m_dev_one_command_opens_the_portal_signed
         assert second["exp"] - second["iat"] == 3600
 
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             watch = ScriptWatch().attach(page)
-            await serve_with_strict_csp(page, base)
-            await page.goto(link)
+            await open_service_page(page, link)
             await expect(page.get_by_text("Signed in as ada@acme.test in acme")).to_be_visible()
             await page.get_by_role("button", name="Create token").click()
             dialog = page.get_by_role("dialog", name="Create API token")

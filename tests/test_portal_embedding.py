@@ -12,7 +12,7 @@ from domain.settings import Settings
 from tests.browser import chromium, screenshot
 from tests.factories import Factory
 from tests.kinds import TOKEN_PERMISSIONS
-from tests.pages import VIEWPORT, ScriptWatch, VendorSite, portal_server, session_jwt
+from tests.pages import DESKTOP, ScriptWatch, VendorSite, portal_server, session_jwt
 
 pytestmark = pytest.mark.processes
 
@@ -33,7 +33,7 @@ async def test_the_component_works_from_a_listed_origin_and_is_refused_from_anot
         for site in (listed, unlisted):
             site.service, site.session_token = base, token
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             watch = ScriptWatch().attach(page)
             await page.goto(listed.origin)
 
@@ -54,10 +54,15 @@ async def test_the_component_works_from_a_listed_origin_and_is_refused_from_anot
             watch.assert_quiet()
             await screenshot(page, "portal-embedded")
 
-            refused_page = await browser.new_page(viewport=VIEWPORT)
+            refused_page = await browser.new_page(viewport=DESKTOP)
             await refused_page.goto(unlisted.origin)
             alert = refused_page.get_by_role("alert")
-            await expect(alert).to_contain_text("The token service is unavailable")
+            # A person is told what is wrong, and who can put it right.
+            await expect(alert).to_contain_text("The token service could not be reached")
+            await expect(alert).to_contain_text(
+                "If this page embeds the token service, this page's address must be allowed by "
+                "the service (M2M_EMBED_ORIGINS)."
+            )
             await expect(refused_page.get_by_role("button", name="Try again")).to_be_visible()
             await screenshot(refused_page, "portal-embedded-refused")
 

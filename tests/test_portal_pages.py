@@ -17,11 +17,12 @@ from tests.browser import chromium, screenshot
 from tests.factories import Factory
 from tests.kinds import TOKEN_PERMISSIONS
 from tests.pages import (
+    DESKTOP,
     PHONE,
-    VIEWPORT,
     ScriptWatch,
     open_portal,
     portal_server,
+    screenshot_viewport,
     session_jwt,
     tab_to,
 )
@@ -83,7 +84,7 @@ async def test_a_reader_sees_the_tokens_but_no_create_or_delete_button(
 
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             watch = ScriptWatch().attach(page)
             await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
 
@@ -128,7 +129,9 @@ async def test_a_writer_creates_a_client_credential_for_7_days_sees_its_secret_o
 
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(
+                viewport=DESKTOP, permissions=["clipboard-read", "clipboard-write"]
+            )
             watch = ScriptWatch().attach(page)
             await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
             billing = page.get_by_role("row").filter(has_text="Billing sync")
@@ -160,14 +163,18 @@ async def test_a_writer_creates_a_client_credential_for_7_days_sees_its_secret_o
             shown = page.get_by_role("dialog", name="Your new API token")
             await expect(shown).to_contain_text("shown only this once")
             await expect(page.get_by_role("row")).to_have_count(4)  # the list behind, read again
-            client_id = await shown.get_by_label("Client ID").input_value()
-            secret = await shown.get_by_label("Secret").input_value()
-            assert client_id
-            assert secret
-            await expect(shown.get_by_role("button", name="Copy secret")).to_be_visible()
+            await expect(shown.get_by_label("Secret")).not_to_have_value("")
+            shown_secret = await shown.get_by_label("Secret").input_value()
             # The app renewing the session meanwhile takes nothing off the page.
             await renew_session(page, session_jwt(idp_key, user.id, tenant.id))
-            await expect(shown.get_by_label("Secret")).to_have_value(secret)
+            await expect(shown.get_by_label("Secret")).to_have_value(shown_secret)
+            # What the user takes away is what the Copy buttons put on the clipboard.
+            copied = {}
+            for label in ("Client ID", "Secret"):
+                await shown.get_by_role("button", name=f"Copy {label}").click()
+                await expect(shown.get_by_role("status")).to_have_text(f"{label} copied.")
+                copied[label] = await page.evaluate("navigator.clipboard.readText()")
+            client_id, secret = copied["Client ID"], copied["Secret"]
             await screenshot(page, "portal-secret")
             await shown.get_by_role("button", name="Done").click()
 
@@ -204,7 +211,7 @@ async def test_a_user_who_may_not_read_personal_tokens_sees_no_personal_tokens_t
 
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
 
             await expect(page.get_by_role("tab", name="API Tokens")).to_have_attribute(
@@ -225,7 +232,7 @@ async def test_personal_tokens_are_created_as_the_user_without_roles_to_choose(
 
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
 
             await expect(page.get_by_role("tab", name="Personal Tokens")).to_have_attribute(
@@ -259,7 +266,7 @@ async def test_an_expired_session_shows_the_session_message(
 
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             watch = ScriptWatch().attach(page)
             await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id, minutes=-5))
 
@@ -267,13 +274,14 @@ async def test_an_expired_session_shows_the_session_message(
             await expect(alert).to_contain_text("Your session has expired")
             await expect(alert).to_contain_text("Sign in again")
             await expect(page.get_by_role("tab")).to_have_count(0)
-            await screenshot(page, "portal-session-expired")
             # The browser reports the 401 itself; nothing else may be said.
             watch.assert_quiet(expected_console=("401",))
 
             # A session handed over again starts the page afresh.
             await renew_session(page, session_jwt(idp_key, user.id, tenant.id))
             await expect(page.get_by_role("button", name="Create token")).to_be_visible()
+            await expect(page.get_by_text("This account has no API tokens yet.")).to_be_visible()
+            await screenshot(page, "portal-session-expired")
 
 
 async def test_without_a_session_in_the_fragment_the_page_says_to_open_it_from_the_app(
@@ -281,7 +289,7 @@ async def test_without_a_session_in_the_fragment_the_page_says_to_open_it_from_t
 ) -> None:
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             # A token in the query string is never taken.
             await page.goto(f"{base}/portal?token=not-taken")
 
@@ -301,7 +309,7 @@ async def test_while_m2m_is_off_the_portal_says_api_tokens_are_disabled(
 
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
 
             notice = page.get_by_role("status").filter(has_text="API tokens are disabled")
@@ -339,7 +347,7 @@ async def test_data_is_shown_as_text_and_runs_no_script(
 
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             watch = ScriptWatch().attach(page)
             await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
 
@@ -361,8 +369,8 @@ async def test_data_is_shown_as_text_and_runs_no_script(
             await page.keyboard.press("Escape")
             await page.get_by_role("button", name=f"Delete {descriptions[0]}").click()
             await expect(page.get_by_role("alertdialog")).to_contain_text(descriptions[0])
-            await screenshot(page, "portal-xss")
             await page.keyboard.press("Escape")
+            await expect(page.get_by_role("alertdialog")).to_have_count(0)
 
             assert await page.evaluate("() => window.__m2mXss") is None
             created = await page.evaluate(
@@ -371,6 +379,7 @@ async def test_data_is_shown_as_text_and_runs_no_script(
             )
             assert created == 0
             watch.assert_quiet()
+            await screenshot(page, "portal-xss")
 
 
 async def test_a_token_is_created_and_deleted_with_the_keyboard_alone(
@@ -380,7 +389,7 @@ async def test_a_token_is_created_and_deleted_with_the_keyboard_alone(
 
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
             create = page.get_by_role("button", name="Create token")
             await expect(create).to_be_visible()
@@ -477,7 +486,7 @@ async def test_the_portal_fits_a_phone(
             assert box is not None
             assert box["x"] >= 0
             assert box["x"] + box["width"] <= PHONE["width"]
-            await screenshot(page, "portal-phone-dialog")
+            await screenshot_viewport(page, "portal-phone-dialog")
 
 
 async def test_a_permission_lost_meanwhile_is_said_as_such(
@@ -491,7 +500,7 @@ async def test_a_permission_lost_meanwhile_is_said_as_such(
 
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
             await page.get_by_role("button", name="Create token").click()
             dialog = page.get_by_role("dialog", name="Create API token")
@@ -517,7 +526,7 @@ async def test_an_unavailable_service_is_said_as_such_and_tried_again(
 
     with portal_server(settings) as base:
         async with chromium() as browser:
-            page = await browser.new_page(viewport=VIEWPORT)
+            page = await browser.new_page(viewport=DESKTOP)
             # A load balancer's answer while every API process is down.
             await page.route(
                 f"{base}/portal/v1/session",
@@ -525,10 +534,13 @@ async def test_an_unavailable_service_is_said_as_such_and_tried_again(
             )
             await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
 
-            await expect(page.get_by_role("alert")).to_contain_text(
-                "The token service is unavailable"
-            )
-            await screenshot(page, "portal-unavailable")
+            alert = page.get_by_role("alert")
+            await expect(alert).to_contain_text("The token service is unavailable")
+            # It answered: nothing about reaching it or about the embedding origins.
+            await expect(alert).not_to_contain_text("could not be reached")
+            await expect(alert).not_to_contain_text("M2M_EMBED_ORIGINS")
             await page.unroute(f"{base}/portal/v1/session")
             await page.get_by_role("button", name="Try again").click()
             await expect(page.get_by_role("button", name="Create token")).to_be_visible()
+            await expect(page.get_by_text("This account has no API tokens yet.")).to_be_visible()
+            await screenshot(page, "portal-unavailable")

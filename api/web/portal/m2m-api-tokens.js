@@ -61,9 +61,19 @@ const MESSAGES = {
     title: "You no longer have access to API tokens",
     body: "Your permissions in this account have changed. Ask an administrator of your account if you need access.",
   },
+  // The service answered that it cannot serve now (503, 429, another 5xx).
   unavailable: {
     title: "The token service is unavailable",
-    body: "We could not reach it. Check your connection and try again in a moment.",
+    body: "It is busy or down right now. Try again in a moment.",
+    retry: true,
+  },
+  // No answer reached the page: offline, the service down, or (the browser does not say which)
+  // the service's CORS refused this page's origin.
+  unreachable: {
+    title: "The token service could not be reached",
+    body:
+      "No answer came back to this page. If this page embeds the token service, this page's address " +
+      "must be allowed by the service (M2M_EMBED_ORIGINS). Otherwise check your connection and try again.",
     retry: true,
   },
   "signed-out": {
@@ -83,7 +93,7 @@ const MESSAGES = {
 // --- what the service answers -------------------------------------------------------------------
 
 class PortalError extends Error {
-  /** reason: session | permission | disabled | unavailable | signed-out | invalid | gone */
+  /** reason: session | permission | disabled | unavailable | unreachable | signed-out | invalid | gone */
   constructor(reason, detail = "") {
     super(detail || reason);
     this.reason = reason;
@@ -454,13 +464,13 @@ export class M2mApiTokens extends HTMLElement {
         cache: "no-store",
         mode: "cors",
       });
-    } catch {
+    } catch (failure) {
       // Offline, or refused by CORS: the browser does not say which, so tell the developer both.
       console.warn(
         `m2m-api-tokens: no answer from ${this.#base()} (offline, down, or this page's origin ` +
           `${window.location.origin} is not in the service's M2M_EMBED_ORIGINS)`,
       );
-      throw new PortalError("unavailable");
+      throw new PortalError(failure instanceof TypeError ? "unreachable" : "unavailable");
     }
     if (!response.ok) throw await errorOf(response);
     const type = response.headers.get("content-type") || "";

@@ -67,12 +67,32 @@ export function table(caption, columns, rows, { empty = "Nothing here yet." } = 
   );
 }
 
-/** A date and time in the reader's locale, with the exact instant for machines. */
+const DATE_TIME = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+const TIME_PARTS = new Set(["hour", "minute", "second", "dayPeriod", "timeZoneName"]);
+
+/**
+ * A date and time in the reader's locale, with the exact instant for machines. The date and the
+ * time are each kept on one line: a narrow column breaks between them, never inside either.
+ */
 export function when(iso) {
   if (!iso) return "—";
-  const date = new Date(iso);
-  const shown = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" }).format(date);
-  return h("time", { datetime: iso, title: iso, text: shown });
+  const parts = DATE_TIME.formatToParts(new Date(iso));
+  const isTime = (part) => TIME_PARTS.has(part.type);
+  // The first field of the other half (the time, in most locales); the literal before it joins them.
+  const second = parts.findIndex((part) => part.type !== "literal" && isTime(part) !== isTime(parts[0]));
+  const text = (from, to) => parts.slice(from, to).map((part) => part.value).join("");
+  if (second < 2 || parts[second - 1].type !== "literal") {
+    return h("time", { datetime: iso, title: iso }, h("span", { text: text(0) }));
+  }
+  const joint = parts[second - 1].value;
+  const glue = joint.trimEnd();
+  return h(
+    "time",
+    { datetime: iso, title: iso },
+    h("span", { text: text(0, second - 1) + glue }),
+    joint.slice(glue.length) || " ",
+    h("span", { text: text(second) }),
+  );
 }
 
 const MINUTE = 60_000;
