@@ -1,4 +1,5 @@
-"""Refusals that explain themselves: an enum field names the values it takes."""
+"""Refusals that explain themselves: an enum field names the values it takes; a missing
+frontegg-tenant-id header is refused in the same words on every route that needs it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from typing import Any
 import httpx
 import msgspec.inspect as mi
 import pytest
+from litestar import Litestar
+from litestar.routes import HTTPRoute
 
 import api.app  # noqa: F401  (imports every route, so every request body is a Body subclass)
+from api.routes import tokens
 from api.schemas.common import Body
 from tests.factories import Factory
 
@@ -117,3 +121,49 @@ async def test_an_invalid_enum_value_is_refused_naming_the_allowed_values(
     assert case.field in message
     for allowed in case.allowed:
         assert repr(allowed) in message
+
+
+TENANT_HEADER_MISSING = {"errors": ["The frontegg-tenant-id header is required"]}
+
+
+def _routes_needing_the_tenant(app: Litestar) -> list[tuple[str, str]]:
+    """Every route a vendor must name a tenant on: the token routes, and the directory routes
+    that act in one tenant."""
+    token_routes = {handler.fn for handler in tokens.ROUTES}
+    found = []
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            if handler.fn in token_routes or "tenant_id" in (handler.dependencies or {}):
+                found.extend((method, route.path) for method in sorted(handler.http_methods))
+    return found
+
+
+def test_the_directory_routes_acting_in_one_tenant_are_walked(app: Litestar) -> None:
+    walked = _routes_needing_the_tenant(app)
+
+    assert ("POST", "/identity/resources/users/v2") in walked
+    assert ("POST", "/identity/resources/users/v1/{user_id:str}/roles") in walked
+    assert ("DELETE", "/identity/resources/users/v1/{user_id:str}/roles") in walked
+    assert len(walked) >= 3 + len(tokens.ROUTES), walked  # and every token route
+
+
+async def test_a_missing_tenant_header_is_refused_alike_on_every_route_that_needs_it(
+    app: Litestar, client: httpx.AsyncClient, vendor: dict[str, str]
+) -> None:
+    for method, template in _routes_needing_the_tenant(app):
+        path = template.replace("{user_id:str}", "u1").replace("{token_id:str}", "t1")
+        body = {"email": "ada@example.com"} if path.endswith("/users/v2") else {"roleIds": []}
+        if "tokens" in path:
+            body = {}
+        content = b"" if method in {"GET", "DELETE"} and "tokens" in path else None
+
+        response = await (
+            client.request(method, path, headers=vendor, content=content)
+            if content is not None
+            else client.request(method, path, headers=vendor, json=body)
+        )
+
+        assert response.status_code == 400, (method, path, response.text)
+        assert response.json() == TENANT_HEADER_MISSING, (method, path)

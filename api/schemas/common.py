@@ -29,9 +29,6 @@ IdList = Annotated[list[Id], msgspec.Meta(max_length=MAX_IDS)]
 # Path and header ids: bounded, and no NUL (PostgreSQL cannot even compare one).
 ID_PATTERN = r"^[^\x00]+$"
 PathId = Annotated[str, PathParameter(max_length=MAX_NAME, pattern=ID_PATTERN)]
-TenantHeader = Annotated[
-    str, HeaderParameter(name="frontegg-tenant-id", max_length=MAX_NAME, pattern=ID_PATTERN)
-]
 OptionalTenantHeader = Annotated[
     str | None,
     HeaderParameter(
