@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import logging
 import os
 import secrets
 import socket
@@ -115,6 +116,7 @@ def run_uvicorn(
 
 
 @click.group()
+@click.version_option(package_name="m2m-tokens", prog_name="m2m", message="%(prog)s %(version)s")
 def main() -> None:
     """m2m-tokens: machine-to-machine tokens, Frontegg-compatible and OAuth 2.0."""
 
@@ -133,10 +135,22 @@ def serve(host: str, port: int, workers: int, migrate_first: bool) -> None:
         _migrate(settings)
     configure_logging()
     _preflight(settings)
+    # Log lines like every other line serve writes: one JSON object each, for the collector.
+    for line in serve_addresses(settings, host=host, port=port):
+        logging.getLogger("m2m.serve").info(line)
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # /metrics sums the counters of every worker process through this directory.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="m2m-metrics-")
     run_uvicorn("api.app:create_app_from_environment", host=host, port=port, workers=workers)
+
+
+def serve_addresses(settings: Settings, *, host: str, port: int) -> list[str]:
+    """What `m2m serve` says on start: where the API listens, and the console when enabled."""
+    base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    lines = [f"m2m serve: the API at {base}"]
+    if settings.console_enabled:
+        lines.append(f"m2m serve: the vendor's console at {base}/console")
+    return lines
 
 
 @main.command()

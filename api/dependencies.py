@@ -17,8 +17,9 @@ from api.schemas.common import OptionalTenantHeader, OptionalUserHeader
 from api.state import Services
 from domain.auth import Caller
 from domain.clock import utcnow
+from domain.errors import MissingHeader
 from domain.ratelimit import client_address
-from domain.tokens import Acting
+from domain.tokens import TENANT_HEADER, Acting
 
 ServicesDep: TypeAlias = NamedDependency[Services]
 SessionDep: TypeAlias = NamedDependency[AsyncSession]
@@ -27,6 +28,8 @@ NowDep: TypeAlias = NamedDependency[SkipValidation[datetime]]
 CallerDep: TypeAlias = NamedDependency[Caller]
 ActingDep: TypeAlias = NamedDependency[Acting]
 ClientAddressDep: TypeAlias = NamedDependency[str]
+# The tenant a vendor names in frontegg-tenant-id where a route needs one (guards.VENDOR_IN_TENANT).
+TenantDep: TypeAlias = NamedDependency[str]
 
 
 def provide_services(state: State) -> Services:
@@ -54,6 +57,15 @@ def provide_acting(
     credentials is answered 401 whatever its headers hold.
     """
     return Acting(tenant_id, user_id)
+
+
+def provide_tenant_id(vendor: CallerDep, tenant_header: OptionalTenantHeader) -> str:
+    """The tenant the vendor names, refused when missing with the message the token routes give
+    (a required Litestar header would answer with its own). After authentication: a request
+    without valid credentials is answered 401 whatever its headers hold."""
+    if tenant_header is None:
+        raise MissingHeader(TENANT_HEADER)
+    return tenant_header
 
 
 def provide_client_address(request: Request[Any, Any, Any], services: ServicesDep) -> str:

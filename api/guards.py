@@ -7,7 +7,7 @@ from typing import Any
 from litestar import Request
 from litestar.di import Provide
 
-from api.dependencies import ServicesDep, SessionDep, provide_acting
+from api.dependencies import ServicesDep, SessionDep, provide_acting, provide_tenant_id
 from domain.auth import VENDOR, Caller
 from domain.errors import Forbidden, Unauthenticated
 from domain.grants import permissions_of
@@ -67,6 +67,8 @@ async def provide_caller(
 
 
 VENDOR_ONLY = {"vendor": Provide(provide_vendor)}
+# The vendor, acting in the tenant it must name in frontegg-tenant-id.
+VENDOR_IN_TENANT = {**VENDOR_ONLY, "tenant_id": Provide(provide_tenant_id, sync_to_thread=False)}
 # The caller, and (for the token routes) the tenant and user it names in the frontegg-* headers.
 CALLER = {
     "caller": Provide(provide_caller),

@@ -15,6 +15,13 @@ class InvalidInput(DomainError):
     """The request is well-formed but its values are not acceptable."""
 
 
+class MissingHeader(InvalidInput):
+    """A request header the operation needs was not sent: one message for every route."""
+
+    def __init__(self, header: str) -> None:
+        super().__init__(f"The {header} header is required")
+
+
 class Unauthenticated(DomainError):
     """No credentials, or credentials that do not check out."""
 

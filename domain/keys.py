@@ -31,6 +31,15 @@ RSA_KEY_BITS = 2048
 NONCE_BYTES = 12
 
 
+class UnsupportedAlgorithm(Unauthenticated):
+    """A JWT not signed with RS256: none of this service's tokens that validate (a vendor token,
+    HS256, is one a caller may mistake for them; `alg` lets the caller say so)."""
+
+    def __init__(self, alg: object) -> None:
+        super().__init__("Unsupported token algorithm")
+        self.alg = alg
+
+
 class MasterKeyMismatch(Exception):
     """The master key cannot decrypt a stored signing key: it is not the one that encrypted it."""
 
@@ -260,7 +269,7 @@ class KeyRing:
         except jwt.PyJWTError:
             raise Unauthenticated("Malformed token") from None
         if header.get("alg") != "RS256":
-            raise Unauthenticated("Unsupported token algorithm")
+            raise UnsupportedAlgorithm(header.get("alg"))
         kid = header.get("kid")
         key = self._public.get(kid) if isinstance(kid, str) else None
         if key is None and isinstance(kid, str):

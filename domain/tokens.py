@@ -26,7 +26,7 @@ from domain.after_commit import AfterCommit
 from domain.auth import Caller
 from domain.configuration import Strategy, get_environment, require_creation_allowed
 from domain.directory import get_tenant, get_user_in_tenant
-from domain.errors import Forbidden, InvalidInput, NotFound
+from domain.errors import Forbidden, InvalidInput, MissingHeader, NotFound
 from domain.grants import Grant, access_token_grant, credential_grant
 from domain.keys import Signer
 from domain.models import (
@@ -212,7 +212,7 @@ async def _scope(
     if not kind.per_user:
         return Scope(tenant_id=tenant_id, owner_user_id=None, acting_user_id=user_id)
     if user_id is None:
-        raise InvalidInput(f"The {USER_HEADER} header is required")
+        raise MissingHeader(USER_HEADER)
     return Scope(tenant_id=tenant_id, owner_user_id=user_id, acting_user_id=user_id)
 
 
@@ -226,7 +226,7 @@ async def _acting_tenant_and_user(
             raise Forbidden("An end user acts only within its own account")
         return caller.tenant_id, caller.user_id
     if acting.tenant_id is None:
-        raise InvalidInput(f"The {TENANT_HEADER} header is required")
+        raise MissingHeader(TENANT_HEADER)
     await get_tenant(session, acting.tenant_id)
     if acting.user_id is not None:
         await get_user_in_tenant(session, acting.user_id, acting.tenant_id)

@@ -318,6 +318,37 @@ FORGERIES = [
 ]
 
 
+@pytest.mark.parametrize("header", ["X-API-KEY", "Authorization"])
+async def test_a_vendor_token_is_refused_with_what_validate_takes(
+    header: str, client: httpx.AsyncClient, vendor: dict[str, str]
+) -> None:
+    token = vendor["x-access-token"]
+    headers = api_key(token) if header == "X-API-KEY" else bearer(token)
+
+    response = await validate(client, headers)
+
+    assert response.status_code == 401
+    assert response.json() == {
+        "errors": [
+            "This is a vendor token: validate takes an access token in X-API-KEY, or a"
+            " client-credential JWT in Authorization: Bearer"
+        ]
+    }
+
+
+async def test_another_hs256_token_is_not_called_a_vendor_token(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    now = int(utcnow().timestamp())
+    claims = {"type": "vendor", "sub": settings.vendor_client_id, "iat": now, "exp": now + 60}
+    token = jwt.encode(claims, "not the vendor key, long enough for HS256", algorithm="HS256")
+
+    response = await validate(client, api_key(token))
+
+    assert response.status_code == 401
+    assert response.json() == {"errors": ["Unsupported token algorithm"]}
+
+
 @pytest.mark.parametrize("label", FORGERIES)
 async def test_forged_or_untimely_tokens_are_refused(
     label: str,

@@ -139,6 +139,15 @@ async def test_every_token_is_inactive_while_m2m_is_disabled(
     assert (await introspect(client, vendor, token["secret"])).json()["active"] is True
 
 
+async def test_a_vendor_token_is_inactive_and_nothing_more(
+    client: httpx.AsyncClient, vendor: dict[str, str]
+) -> None:
+    response = await introspect(client, vendor, vendor["x-access-token"])
+
+    assert response.status_code == 200
+    assert response.json() == {"active": False}
+
+
 @pytest.mark.parametrize("auth", ["none", "machine token", "wrong vendor token"])
 async def test_only_the_vendor_may_introspect(
     auth: str, client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory

@@ -6,9 +6,9 @@ from typing import Any
 
 from litestar import MediaType, Request, delete, get, patch, post, put
 
-from api.dependencies import CallerDep, NowDep, ServicesDep, SessionDep
-from api.guards import VENDOR_ONLY
-from api.schemas.common import OptionalTenantHeader, PathId, TenantHeader, read_body
+from api.dependencies import CallerDep, NowDep, ServicesDep, SessionDep, TenantDep
+from api.guards import VENDOR_IN_TENANT, VENDOR_ONLY
+from api.schemas.common import OptionalTenantHeader, PathId, read_body
 from api.schemas.directory import (
     AddPermissionsBody,
     AddRolesBody,
@@ -94,10 +94,10 @@ async def delete_tenant(
 # --- users ------------------------------------------------------------------------------------
 
 
-@post(USERS_V2, dependencies=VENDOR_ONLY, status_code=201)
+@post(USERS_V2, dependencies=VENDOR_IN_TENANT, status_code=201)
 async def create_user(
     request: Request[Any, Any, Any],
-    tenant_id: TenantHeader,
+    tenant_id: TenantDep,
     vendor: CallerDep,
     db_session: SessionDep,
     services: ServicesDep,
@@ -132,11 +132,11 @@ async def delete_user(
     await commit(db_session, services, after)
 
 
-@post(USER_ROLES, dependencies=VENDOR_ONLY, status_code=201)
+@post(USER_ROLES, dependencies=VENDOR_IN_TENANT, status_code=201)
 async def assign_roles_to_user(
     request: Request[Any, Any, Any],
     user_id: PathId,
-    tenant_id: TenantHeader,
+    tenant_id: TenantDep,
     vendor: CallerDep,
     db_session: SessionDep,
     services: ServicesDep,
@@ -169,11 +169,11 @@ async def update_user(
 
 
 # Frontegg answers with 200 and the roles the user still holds there.
-@delete(USER_ROLES, dependencies=VENDOR_ONLY, status_code=200)
+@delete(USER_ROLES, dependencies=VENDOR_IN_TENANT, status_code=200)
 async def unassign_roles_from_user(
     request: Request[Any, Any, Any],
     user_id: PathId,
-    tenant_id: TenantHeader,
+    tenant_id: TenantDep,
     vendor: CallerDep,
     db_session: SessionDep,
     services: ServicesDep,

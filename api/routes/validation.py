@@ -24,6 +24,7 @@ from api.schemas.validation import (
 from api.state import Services
 from domain.clock import utcnow
 from domain.errors import InvalidInput, Unauthenticated
+from domain.keys import UnsupportedAlgorithm
 from domain.tokens import active_access_token_ids
 from domain.validity import ACCESS_TOKEN_TYPES, ALL_TOKEN_TYPES, CREDENTIAL_TYPES
 
@@ -33,6 +34,10 @@ VENDOR_USER_ACCESS_TOKENS = "/identity/resources/vendor-only/users/access-tokens
 VENDOR_TENANT_ACCESS_TOKENS = "/identity/resources/vendor-only/tenants/access-tokens/v1"
 ACTIVE = "/active"
 ONE = "/{token_id:str}"
+WHAT_VALIDATE_TAKES = (
+    "an access token in X-API-KEY, or a client-credential JWT in Authorization: Bearer"
+)
+VENDOR_TOKEN_REFUSED = f"This is a vendor token: validate takes {WHAT_VALIDATE_TAKES}"
 
 
 def _presented(request: Request[Any, Any, Any]) -> tuple[str, frozenset[str]]:
@@ -50,10 +55,15 @@ def _presented(request: Request[Any, Any, Any]) -> tuple[str, frozenset[str]]:
     scheme, _, token = authorization.partition(b" ")
     if scheme.lower() == b"bearer" and token.strip():
         return token.strip().decode("latin-1"), CREDENTIAL_TYPES
-    raise Unauthenticated(
-        "Missing token: an access token in X-API-KEY, or a client-credential JWT in"
-        " Authorization: Bearer"
-    )
+    raise Unauthenticated(f"Missing token: {WHAT_VALIDATE_TAKES}")
+
+
+def _explained(services: Services, token: str, refused: UnsupportedAlgorithm) -> Unauthenticated:
+    """The refusal of a token not signed with RS256, saying so when it is the vendor's own token
+    (HS256): checked only then, so the valid tokens never pay for it."""
+    if refused.alg == "HS256" and services.vendor.is_vendor_token(token):
+        return Unauthenticated(VENDOR_TOKEN_REFUSED)
+    return refused
 
 
 @post(VALIDATE, status_code=200)
@@ -63,7 +73,10 @@ async def validate_token(request: Request[Any, Any, Any]) -> Response[bytes]:
     # returned struct costs more than the whole validation when it is warm).
     services: Services = request.app.state.services
     token, types = _presented(request)
-    validated = await services.validity.validate(services.keyring, token, types, utcnow())
+    try:
+        validated = await services.validity.validate(services.keyring, token, types, utcnow())
+    except UnsupportedAlgorithm as refused:
+        raise _explained(services, token, refused) from None
     return Response(encode_json(validated_response(validated)), media_type=MediaType.JSON)
 
 

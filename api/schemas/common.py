@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, TypeVar, overload
 
 import msgspec
+import msgspec.inspect as mi
 from litestar import Request
 from litestar.params import HeaderParameter, PathParameter
 
@@ -27,9 +29,6 @@ IdList = Annotated[list[Id], msgspec.Meta(max_length=MAX_IDS)]
 # Path and header ids: bounded, and no NUL (PostgreSQL cannot even compare one).
 ID_PATTERN = r"^[^\x00]+$"
 PathId = Annotated[str, PathParameter(max_length=MAX_NAME, pattern=ID_PATTERN)]
-TenantHeader = Annotated[
-    str, HeaderParameter(name="frontegg-tenant-id", max_length=MAX_NAME, pattern=ID_PATTERN)
-]
 OptionalTenantHeader = Annotated[
     str | None,
     HeaderParameter(
@@ -82,10 +81,48 @@ async def read_body(request: Request[Any, Any, Any], model: type[T]) -> T:
     try:
         return msgspec.json.decode(raw, type=model, strict=True)
     except msgspec.ValidationError as error:
-        raise InvalidInput(str(error)) from None
+        raise InvalidInput(_with_allowed_values(str(error), model)) from None
     except msgspec.DecodeError as error:
         raise InvalidInput(f"Malformed JSON body: {error}") from None
     except RecursionError:
         # The decoder stops at the interpreter's recursion limit, cleanly: this is bad input.
         message = f"Malformed JSON body: nested too deeply (at most {MAX_DEPTH} levels)"
         raise InvalidInput(message) from None
+
+
+_REFUSED_AT = re.compile(r" - at `(\$[^`]*)`$")
+_PATH_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+
+
+def _with_allowed_values(message: str, model: Any) -> str:
+    """msgspec names a refused enum value (or type) and where, not what is allowed: add that."""
+    refused = _REFUSED_AT.search(message)
+    if refused is None:
+        return message
+    steps = [name or int(index) for name, index in _PATH_STEP.findall(refused.group(1))]
+    allowed = _allowed_at(mi.type_info(model), steps)
+    if not allowed:
+        return message
+    return f"{message}; allowed: {', '.join(repr(value) for value in allowed)}"
+
+
+def _allowed_at(info: mi.Type, steps: list[str | int]) -> tuple[Any, ...] | None:
+    """The values of the Literal or Enum found at `steps` (field names, list indexes)."""
+    if isinstance(info, mi.Metadata):
+        return _allowed_at(info.type, steps)
+    if isinstance(info, mi.UnionType):
+        found = (_allowed_at(member, steps) for member in info.types)
+        return next((values for values in found if values), None)
+    if not steps:
+        if isinstance(info, mi.LiteralType):
+            return info.values
+        if isinstance(info, mi.EnumType):
+            return tuple(member.value for member in info.cls)
+        return None
+    step, rest = steps[0], steps[1:]
+    if isinstance(step, str) and isinstance(info, mi.StructType):
+        field = next((field for field in info.fields if field.encode_name == step), None)
+        return None if field is None else _allowed_at(field.type, rest)
+    if isinstance(step, int) and isinstance(info, mi.ListType | mi.VarTupleType):
+        return _allowed_at(info.item_type, rest)
+    return None
