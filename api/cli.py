@@ -373,9 +373,10 @@ def reencrypt_keys(new_key_env: str) -> None:
         lambda session: reencrypt_signing_keys(session, MasterKey(current), MasterKey(new)),
         "nothing was re-encrypted",
     )
+    keys_moved = "1 signing key" if count == 1 else f"{count} signing keys"
     click.echo(
-        f"m2m: {count} signing keys re-encrypted with {new_key_env}; restart every API process "
-        f"with it as M2M_MASTER_KEY"
+        f"m2m: {keys_moved} re-encrypted with {new_key_env}; restart every API process with it "
+        "as M2M_MASTER_KEY"
     )
 
 
