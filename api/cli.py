@@ -10,13 +10,15 @@ import secrets
 import socket
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from domain.settings import ConfigError, Mode, Settings, load_settings
+
+T = TypeVar("T")
 
 
 def _fail(message: str) -> NoReturn:
@@ -312,40 +314,84 @@ def new_master_key() -> None:
     click.echo(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("="))
 
 
-@keys.command("rotate")
-def rotate_keys() -> None:
-    """A new signing key signs from now on; old keys stay published while their tokens live."""
+def _on_keys_database(work: Callable[[Any], Awaitable[T]], nothing_changed: str) -> T:
+    """Run `work(session)` in one transaction on M2M_DATABASE_URL, committed if it returns;
+    every failure is one line (ending with `nothing_changed` when a master key cannot read the
+    stored keys)."""
     import asyncio
 
     from sqlalchemy.exc import DBAPIError
 
-    from domain.clock import utcnow
     from domain.db import create_engine, create_session_factory
-    from domain.keys import MasterKey, MasterKeyMismatch, rotate_signing_key
+    from domain.keys import MasterKeyMismatch
 
-    settings = _settings("keys")
+    database_url = _settings("keys").database_url
 
-    async def rotate() -> str:
-        engine = create_engine(settings.database_url, pooled=False)
+    async def run() -> T:
+        engine = create_engine(database_url, pooled=False)
         try:
             async with create_session_factory(engine)() as session:
-                kid = await rotate_signing_key(session, MasterKey(settings.master_key), utcnow())
+                result = await work(session)
                 await session.commit()
-                return kid
+                return result
         finally:
             await engine.dispose()
 
     try:
-        kid = asyncio.run(rotate())
+        return asyncio.run(run())
     except MasterKeyMismatch as error:
-        _fail(f"{error}; no key was rotated")
+        _fail(f"{error}; {nothing_changed}")
     except (OSError, ConnectionError) as error:
         _fail(f"cannot reach the database named by M2M_DATABASE_URL: {error}")
     except DBAPIError as error:
         if "does not exist" in str(error.orig):
             _fail("the database has no schema yet: run `m2m migrate` first")
         _fail(f"the database named by M2M_DATABASE_URL refused: {error.orig}")
+
+
+@keys.command("rotate")
+def rotate_keys() -> None:
+    """A new signing key signs from now on; old keys stay published while their tokens live."""
+    from domain.clock import utcnow
+    from domain.keys import MasterKey, rotate_signing_key
+
+    master = MasterKey(_settings("keys").master_key)
+    kid = _on_keys_database(
+        lambda session: rotate_signing_key(session, master, utcnow()), "no key was rotated"
+    )
     click.echo(f"m2m: key {kid} signs new tokens; running API processes switch within 30 s")
+
+
+@keys.command("reencrypt")
+@click.option(
+    "--new-key-env",
+    default="M2M_NEW_MASTER_KEY",
+    show_default=True,
+    metavar="NAME",
+    help="The environment variable holding the new master key (never the key itself: "
+    "a command-line argument shows in `ps`).",
+)
+def reencrypt_keys(new_key_env: str) -> None:
+    """Seal every stored signing key with a new master key, in one transaction."""
+    from domain.keys import MasterKey, reencrypt_signing_keys
+    from domain.settings import read_master_key
+
+    current = _settings("keys").master_key
+    try:
+        new = read_master_key(os.environ, new_key_env)
+    except ConfigError as error:
+        _fail(f"configuration error: {error}")
+    if new == current:
+        _fail(f"{new_key_env} holds the current M2M_MASTER_KEY; nothing was re-encrypted")
+    count = _on_keys_database(
+        lambda session: reencrypt_signing_keys(session, MasterKey(current), MasterKey(new)),
+        "nothing was re-encrypted",
+    )
+    keys_moved = "1 signing key" if count == 1 else f"{count} signing keys"
+    click.echo(
+        f"m2m: {keys_moved} re-encrypted with {new_key_env}; restart every API process with it "
+        "as M2M_MASTER_KEY"
+    )
 
 
 @main.command()

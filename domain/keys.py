@@ -190,6 +190,24 @@ async def rotate_signing_key(session: AsyncSession, master: MasterKey, now: date
     return row.kid
 
 
+async def reencrypt_signing_keys(session: AsyncSession, current: MasterKey, new: MasterKey) -> int:
+    """Seal every stored signing key, retired ones included, with `new`; the number of keys.
+
+    Every key is decrypted before any is written, so a `current` that cannot read one of them
+    raises MasterKeyMismatch and changes nothing. The environment row is locked, as a rotation
+    locks it, so no key is added meanwhile.
+    """
+    await session.execute(
+        sa.select(Environment.id).where(Environment.id == ENVIRONMENT_ROW_ID).with_for_update()
+    )
+    rows = list(await session.scalars(sa.select(SigningKey).order_by(SigningKey.created_at)))
+    plain = [current.decrypt(row.private_key_encrypted, row.kid.encode()) for row in rows]
+    for row, private_der in zip(rows, plain, strict=True):
+        row.private_key_encrypted = new.encrypt(private_der, row.kid.encode())
+    await session.flush()
+    return len(rows)
+
+
 async def _active_key(session: AsyncSession) -> SigningKey:
     row = await session.scalar(
         sa.select(SigningKey)

@@ -207,6 +207,11 @@ def load_settings(
     return settings
 
 
+def read_master_key(env: Mapping[str, str], name: str) -> bytes:
+    """A master key held in the variable `name`, checked as M2M_MASTER_KEY is; required."""
+    return _Reader(env).master_key(required=True, name=name)
+
+
 class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
@@ -348,8 +353,7 @@ class _Reader:
                 ) from None
         return tuple(networks)
 
-    def master_key(self, *, required: bool) -> bytes:
-        name = "M2M_MASTER_KEY"
+    def master_key(self, *, required: bool, name: str = "M2M_MASTER_KEY") -> bytes:
         value = self.text(name, required=required)
         if not value:
             return b""
