@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -159,6 +159,16 @@ def _require_distinct_keys(kind: str, keys: Sequence[str]) -> None:
     repeated = sorted(key for key, count in Counter(keys).items() if count > 1)
     if repeated:
         raise Conflict(f"{kind} keys repeated in the request: {', '.join(repeated)}")
+
+
+def _apply_given(row: object, values: Mapping[str, object]) -> list[str]:
+    """Set the fields of a change that were given (not None) and differ; their names, in order."""
+    changed = []
+    for field, value in values.items():
+        if value is not None and value != getattr(row, field):
+            setattr(row, field, value)
+            changed.append(field)
+    return changed
 
 
 def _new_id() -> str:
@@ -560,15 +570,10 @@ async def update_user(
             if clash.deleted_at is not None:
                 raise Conflict("A user with this email is being deleted; try again in a minute")
             raise Conflict(taken)
-    changed = []
-    for field, value in (
-        ("name", change.name),
-        ("metadata_json", change.metadata),
-        ("email", email),
-    ):
-        if value is not None and value != getattr(user, field):
-            setattr(user, field, value)
-            changed.append("metadata" if field == "metadata_json" else field)
+    given = {"name": change.name, "metadata_json": change.metadata, "email": email}
+    changed = [
+        "metadata" if field == "metadata_json" else field for field in _apply_given(user, given)
+    ]
     if changed:
         user.updated_at = now
         await _flush_or_conflict(session, taken)
@@ -742,12 +747,7 @@ async def update_role(
         )
         if clash is not None:
             raise Conflict(taken)
-    changed = []
-    for field in ROLE_FIELDS:
-        value = getattr(change, field)
-        if value is not None and value != getattr(role, field):
-            setattr(role, field, value)
-            changed.append(field)
+    changed = _apply_given(role, {field: getattr(change, field) for field in ROLE_FIELDS})
     if changed:
         role.updated_at = now
         await _flush_or_conflict(session, taken)
@@ -936,12 +936,9 @@ async def update_permission(
         clash = await session.scalar(sa.select(Permission.id).where(Permission.key == change.key))
         if clash is not None:
             raise Conflict(taken)
-    changed = []
-    for field in PERMISSION_FIELDS:
-        value = getattr(change, field)
-        if value is not None and value != getattr(permission, field):
-            setattr(permission, field, value)
-            changed.append(field)
+    changed = _apply_given(
+        permission, {field: getattr(change, field) for field in PERMISSION_FIELDS}
+    )
     if changed:
         permission.updated_at = now
         await _flush_or_conflict(session, taken)
