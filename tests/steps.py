@@ -155,21 +155,17 @@ async def create_access_token(
     minutes: int | None = None,
 ) -> dict[str, Any]:
     """A user access token (user_id given) or a tenant access token, through the routes."""
-    await configure(client, vendor, machineToMachineAuthStrategy="AccessToken")
-    headers = {**vendor, "frontegg-tenant-id": tenant_id}
-    body: dict[str, Any] = {}
-    if minutes is not None:
-        body["expiresInMinutes"] = minutes
-    if user_id is not None:
-        headers["frontegg-user-id"] = user_id
-        path = USER_ACCESS
-    else:
-        path = TENANT_ACCESS
-        body["roleIds"] = role_ids or []
-    response = await client.post(path, headers=headers, json=body)
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    return created
+    return await _create_token(
+        client,
+        vendor,
+        "AccessToken",
+        USER_ACCESS,
+        TENANT_ACCESS,
+        tenant_id,
+        user_id,
+        role_ids,
+        minutes,
+    )
 
 
 async def create_credential(
@@ -182,16 +178,42 @@ async def create_credential(
     minutes: int | None = None,
 ) -> dict[str, Any]:
     """User client credentials (user_id given) or tenant ones, through the routes."""
-    await configure(client, vendor, machineToMachineAuthStrategy="ClientCredentials")
+    return await _create_token(
+        client,
+        vendor,
+        "ClientCredentials",
+        USER_API,
+        TENANT_API_V2,
+        tenant_id,
+        user_id,
+        role_ids,
+        minutes,
+    )
+
+
+async def _create_token(
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    strategy: str,
+    user_path: str,
+    tenant_path: str,
+    tenant_id: str,
+    user_id: str | None,
+    role_ids: list[str] | None,
+    minutes: int | None,
+) -> dict[str, Any]:
+    """The environment switched to `strategy`, then a user token (user_id given) or a tenant
+    token with `role_ids`, created by the vendor."""
+    await configure(client, vendor, machineToMachineAuthStrategy=strategy)
     headers = {**vendor, "frontegg-tenant-id": tenant_id}
     body: dict[str, Any] = {}
     if minutes is not None:
         body["expiresInMinutes"] = minutes
     if user_id is not None:
         headers["frontegg-user-id"] = user_id
-        path = USER_API
+        path = user_path
     else:
-        path = TENANT_API_V2
+        path = tenant_path
         body["roleIds"] = role_ids or []
     response = await client.post(path, headers=headers, json=body)
     assert response.status_code == 201, response.text
