@@ -447,6 +447,16 @@ async def delete_user(
     )
 
 
+async def _lock_member(session: AsyncSession, user_id: str, tenant_id: str) -> User:
+    """The tenant's live user, its row locked: two concurrent changes of its roles take turns,
+    so that none is lost or inserted twice."""
+    await get_tenant(session, tenant_id)
+    user = await session.get(User, user_id, with_for_update=True)
+    if user is None or user.tenant_id != tenant_id or user.deleted_at is not None:
+        raise NotFound(f"User {user_id} not found")
+    return user
+
+
 async def assign_roles(
     session: AsyncSession,
     caller: Caller,
@@ -459,11 +469,7 @@ async def assign_roles(
 
     Returns every role the user now holds there.
     """
-    await get_tenant(session, tenant_id)
-    # Locked so that two concurrent assignments of one role cannot both insert it.
-    user = await session.get(User, user_id, with_for_update=True)
-    if user is None or user.tenant_id != tenant_id or user.deleted_at is not None:
-        raise NotFound(f"User {user_id} not found")
+    await _lock_member(session, user_id, tenant_id)
     roles = await assignable_roles(session, tenant_id, role_ids)
     held = set(
         await session.scalars(
@@ -504,11 +510,7 @@ async def unassign_roles(
     cache") and its client credentials' next exchange leaves them out. Tenant tokens the user
     created keep their own grants. Returns every role the user still holds there.
     """
-    await get_tenant(session, tenant_id)
-    # Locked as in assign_roles, so that a concurrent assignment is not lost or duplicated.
-    user = await session.get(User, user_id, with_for_update=True)
-    if user is None or user.tenant_id != tenant_id or user.deleted_at is not None:
-        raise NotFound(f"User {user_id} not found")
+    await _lock_member(session, user_id, tenant_id)
     roles = await assignable_roles(session, tenant_id, role_ids)
     removed = list(
         await session.scalars(
