@@ -173,6 +173,7 @@ def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Lites
         *(console.ROUTES if settings.console_enabled else []),
         *portal.ROUTES,
     ]
+    cors = cors_config(settings)
     app = Litestar(
         route_handlers=route_handlers,
         lifespan=[lifespan],
@@ -184,7 +185,7 @@ def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Lites
         },
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[count_requests],
-        cors_config=cors_config(settings),
+        cors_config=cors,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,
         debug=False,
@@ -192,7 +193,9 @@ def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Lites
         # configuration would replace the root handler with one of a plain-text format.
         logging_config=None,
     )
-    app.asgi_handler = cors_only_where_embedded(app.asgi_handler)
+    if cors is not None:
+        # Without listed origins nothing adds CORS headers: no answer needs filtering.
+        app.asgi_handler = cors_only_where_embedded(app.asgi_handler)
     # Route middleware never sees the answers the router gives itself (404, 405).
     app.asgi_handler = with_request_ids(app.asgi_handler)
     app.asgi_handler = with_security_headers(app.asgi_handler, settings.embed_origins)
