@@ -137,14 +137,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
 }
 
 
-# --- the routes that hand out tokens -----------------------------------------------------------
-
-
-def handle_token_route_error(request: Request[Any, Any, Any], error: DomainError) -> Response[Any]:
-    """Frontegg's exchange and refresh: the house shape, never cached."""
-    response = handle_domain_error(request, error)
-    response.headers["Cache-Control"] = CACHE_CONTROL_NO_STORE
-    return response
+# --- the OAuth routes: RFC 6749 / RFC 7009 error bodies --------------------------------------
 
 
 def _oauth_code(error: DomainError) -> tuple[int, str]:
@@ -179,7 +172,6 @@ def handle_oauth_http_error(request: Request[Any, Any, Any], error: HTTPExceptio
     return _oauth_response(request, error.status_code, "invalid_request", error.detail, {})
 
 
-TOKEN_ROUTE_ERRORS: dict[Any, Any] = {DomainError: handle_token_route_error}
 OAUTH_ERRORS: dict[Any, Any] = {
     DomainError: handle_oauth_domain_error,
     ValidationException: handle_oauth_http_error,

@@ -9,7 +9,8 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 # Route option of the routes whose answer carries a secret, a token or a refresh token: no cache
-# (a browser's, a proxy's) may keep any of their answers, errors included (RFC 6749 section 5.1).
+# (a browser's, a proxy's) may keep any of their answers, errors included (as OAuth 2.0 asks of
+# token responses).
 CARRIES_SECRET: Final[dict[str, Any]] = {"carries_secret": True}
 
 NOSNIFF: Final = (b"x-content-type-options", b"nosniff")

@@ -8,11 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from litestar import MediaType, Request, post
-from litestar.datastructures import CacheControlHeader, ResponseHeader
+from litestar.datastructures import CacheControlHeader
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.dependencies import ClientAddressDep, NowDep, ServicesDep, SessionDep
-from api.errors import OAUTH_ERRORS, TOKEN_ROUTE_ERRORS
+from api.errors import OAUTH_ERRORS
 from api.metrics import count_as
 from api.schemas.common import read_body
 from api.schemas.exchange import (
@@ -45,9 +45,9 @@ REFRESH_TOKEN = "refresh_token"
 MAX_GRANT_TYPE = 64
 
 
-# Token responses are never cached (RFC 6749), errors included (api/errors.py).
+# The routes that hand out tokens are never cached through api/security_headers.py
+# (CARRIES_SECRET); revocation's answer is not cached either.
 NO_STORE = CacheControlHeader(no_store=True)
-PRAGMA_NO_CACHE = [ResponseHeader(name="Pragma", value="no-cache")]
 
 
 # --- the steps every route shares --------------------------------------------------------------
@@ -119,8 +119,6 @@ async def _authenticate(
 @post(
     EXCHANGE_V2,
     status_code=200,
-    cache_control=NO_STORE,
-    exception_handlers=TOKEN_ROUTE_ERRORS,
     opt=CARRIES_SECRET,
 )
 async def exchange_api_token(
@@ -138,8 +136,6 @@ async def exchange_api_token(
 @post(
     EXCHANGE_V1,
     status_code=200,
-    cache_control=NO_STORE,
-    exception_handlers=TOKEN_ROUTE_ERRORS,
     opt=CARRIES_SECRET,
 )
 async def exchange_api_token_v1(
@@ -157,8 +153,6 @@ async def exchange_api_token_v1(
 @post(
     REFRESH_V2,
     status_code=200,
-    cache_control=NO_STORE,
-    exception_handlers=TOKEN_ROUTE_ERRORS,
     opt=CARRIES_SECRET,
 )
 async def refresh_api_token(
@@ -175,8 +169,6 @@ async def refresh_api_token(
 @post(
     OAUTH_TOKEN,
     status_code=200,
-    cache_control=NO_STORE,
-    response_headers=PRAGMA_NO_CACHE,
     exception_handlers=OAUTH_ERRORS,
     opt=CARRIES_SECRET,
 )
