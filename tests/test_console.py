@@ -154,12 +154,13 @@ async def test_an_expired_session_returns_to_sign_in_with_a_message(
     message = page.get_by_role("status")
     await expect(message).to_have_text("Your session has expired. Sign in again.")
     assert await page.evaluate(f"sessionStorage.getItem('{SESSION_KEY}')") is None
+    await screenshot(page, "console-session-expired")
     # Signing in again returns to the page that was asked for.
     await page.get_by_label("Client ID").fill(VENDOR_CLIENT_ID)
     await page.get_by_label("Secret").fill(VENDOR_SECRET)
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.get_by_role("heading", name="Accounts", level=1)).to_be_visible()
-    await screenshot(page, "console-session-expired")
+    await screenshot(page, "console-signed-in-again")
 
 
 # --- M2M settings -------------------------------------------------------------------------------

@@ -274,6 +274,7 @@ async def test_an_expired_session_shows_the_session_message(
             await expect(alert).to_contain_text("Your session has expired")
             await expect(alert).to_contain_text("Sign in again")
             await expect(page.get_by_role("tab")).to_have_count(0)
+            await screenshot(page, "portal-session-expired")
             # The browser reports the 401 itself; nothing else may be said.
             watch.assert_quiet(expected_console=("401",))
 
@@ -281,7 +282,7 @@ async def test_an_expired_session_shows_the_session_message(
             await renew_session(page, session_jwt(idp_key, user.id, tenant.id))
             await expect(page.get_by_role("button", name="Create token")).to_be_visible()
             await expect(page.get_by_text("This account has no API tokens yet.")).to_be_visible()
-            await screenshot(page, "portal-session-expired")
+            await screenshot(page, "portal-session-renewed")
 
 
 async def test_without_a_session_in_the_fragment_the_page_says_to_open_it_from_the_app(
