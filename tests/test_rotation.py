@@ -291,6 +291,9 @@ async def test_an_overlap_outside_0_to_7_days_or_a_malformed_body_is_refused_and
 
     response = await client.post(f"{TENANT_API}/{old.client_id}/rotate", headers=headers, json=body)
     assert response.status_code == 400, response.text
+    assert (
+        response.headers["cache-control"] == "no-store"
+    )  # as every answer of a route with a secret
     if error is not None:
         assert response.json() == {"errors": [error]}
     after = await stored_credential(db, old.client_id)
@@ -424,6 +427,7 @@ async def test_a_rolled_access_token_validates_for_the_overlap_then_the_expiry_j
     assert new["roleIds"] == [role.id]
     assert new["expires"] == old["expires"]
     assert new["replacedBy"] is None
+    assert response.headers["cache-control"] == "no-store"
     listed = (await client.get(TENANT_ACCESS, headers=headers)).json()["accessTokens"]
     [listed_old] = [item for item in listed if item["id"] == old["id"]]
     assert listed_old["replacedBy"] == new["id"]
