@@ -24,6 +24,7 @@ from domain.rotation import MAX_OVERLAP
 from tests.factories import Factory, build_world
 from tests.steps import (
     EXCHANGE,
+    OAUTH_TOKEN,
     TENANT_ACCESS,
     TENANT_API,
     USER_ACCESS,
@@ -31,6 +32,7 @@ from tests.steps import (
     CountingHasher,
     api_key,
     assert_argon2id_hash_of,
+    basic,
     configure,
     create_access_token,
     replaced,
@@ -332,6 +334,44 @@ async def test_the_new_secret_costs_one_argon2_verification_during_the_overlap_a
             status = await exchange_status(client, old.client_id, secret)
         costs[name] = (status, hasher.argon2_verifications)
     assert costs == {"new": (200, 1), "previous": (200, 2), "wrong": (401, 2)}
+
+
+async def test_oauth_clients_authenticate_with_either_secret_during_the_overlap(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory
+) -> None:
+    tenant = await factory.tenant()
+    permission = await factory.permission()
+    old = await tenant_credential(client, vendor, tenant.id, permission_ids=[permission.id])
+    headers = in_tenant(vendor, tenant.id)
+    pair = (await client.post(EXCHANGE, json=old.body)).json()
+    new_secret = (await rotate(client, headers, TENANT_API, old.client_id, 60)).json()["secret"]
+
+    refreshed = await client.post(
+        OAUTH_TOKEN,
+        data={"grant_type": "refresh_token", "refresh_token": pair["refresh_token"]},
+        headers=basic(old.client_id, old.secret),
+    )
+    assert refreshed.status_code == 200, refreshed.text
+    # Client authentication with the previous secret is a use of it.
+    listed = await listed_credential(client, headers, TENANT_API, old.client_id)
+    assert listed["previousSecretLastUsedAt"] is not None
+    for secret in (old.secret, new_secret):
+        granted = await client.post(
+            OAUTH_TOKEN,
+            data={"grant_type": "client_credentials"},
+            headers=basic(old.client_id, secret),
+        )
+        assert granted.status_code == 200, granted.text
+
+    assert (
+        await client.delete(f"{TENANT_API}/{old.client_id}/rotation", headers=headers)
+    ).status_code == 200
+    refused = await client.post(
+        OAUTH_TOKEN,
+        data={"grant_type": "client_credentials"},
+        headers=basic(old.client_id, old.secret),
+    )
+    assert refused.status_code == 401, refused.text
 
 
 # --- who may rotate -------------------------------------------------------------------------------
