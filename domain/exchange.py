@@ -199,16 +199,26 @@ def _owners_live() -> sa.ColumnElement[bool]:
     )
 
 
+# A rotation's previous secret while it still exchanges: its overlap has not run out (decided
+# here, against the request's clock) and has not been ended (which clears the hash).
+_PREVIOUS_SECRET_HASH = sa.case(
+    (_credentials.c.previous_secret_expires_at > _NOW, _credentials.c.previous_secret_hash),
+    else_=sa.null(),
+).label("previous_secret_hash")
+
 # What authenticate_client reads before the argon2 work.
-_READ_SECRET = sa.select(_credentials.c.secret_hash, _credentials.c.expires_at).where(
-    _credentials.c.client_id == _CLIENT_ID, _owners_live()
-)
+_READ_SECRET = sa.select(
+    _credentials.c.secret_hash, _PREVIOUS_SECRET_HASH, _credentials.c.expires_at
+).where(_credentials.c.client_id == _CLIENT_ID, _owners_live())
 
 
-def _lock_credential(where: sa.ColumnElement[bool]) -> sa.Select[Any]:
-    """Lock the credential's row (not the table) and read it with the environment settings."""
+def _lock_credential(where: sa.ColumnElement[bool], *, secrets: bool = False) -> sa.Select[Any]:
+    """Lock the credential's row (not the table) and read it with the environment settings
+    (and, for an exchange, the secrets that may exchange now)."""
+    secret_columns = [_credentials.c.secret_hash, _PREVIOUS_SECRET_HASH] if secrets else []
     return (
         sa.select(
+            *secret_columns,
             _credentials.c.client_id,
             _credentials.c.tenant_id,
             _credentials.c.user_id,
@@ -226,7 +236,15 @@ def _lock_credential(where: sa.ColumnElement[bool]) -> sa.Select[Any]:
     )
 
 
-_LOCK_BY_CLIENT_ID = _lock_credential(_credentials.c.client_id == _CLIENT_ID)
+_LOCK_BY_CLIENT_ID = _lock_credential(_credentials.c.client_id == _CLIENT_ID, secrets=True)
+_MARK_PREVIOUS_SECRET_USED = (
+    sa.update(_credentials)
+    .where(
+        _credentials.c.client_id == _CLIENT_ID,
+        _credentials.c.previous_secret_hash == sa.bindparam("matched_hash"),
+    )
+    .values(previous_secret_used_at=_NOW)
+)
 
 
 def _lock_by_refresh_token(bound_to_client: bool) -> sa.Select[Any]:
@@ -354,6 +372,15 @@ _ISSUE_AND_READ_GRANTS = {user: _issue_and_read_grants(user) for user in (False,
 # --- client authentication -------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Authenticated:
+    """A client whose secret matched, and the stored hash it matched."""
+
+    client_id: str
+    matched_hash: str
+    previous_secret: bool  # the secret a rotation replaced, in its overlap
+
+
 async def authenticate_client(
     session: AsyncSession,
     hasher: SecretHasher,
@@ -363,9 +390,36 @@ async def authenticate_client(
     address: str,
     now: datetime,
 ) -> str:
-    """The clientId of a live credential whose secret is `presented.secret`; InvalidClient
-    for an unknown clientId, a wrong secret, an expired credential or one whose tenant or user
-    is deleted, at the same cost.
+    """The clientId of a live credential whose secret (or previous secret, during a rotation's
+    overlap) is `presented.secret`; InvalidClient otherwise, as `_verify_client` says. A match
+    with the previous secret is recorded as its use (one more round trip, on that path only).
+    """
+    authenticated = await _verify_client(
+        session, hasher, limiter, presented, address=address, now=now
+    )
+    if authenticated.previous_secret:
+        connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        await connection.execute(_MARK_PREVIOUS_SECRET_USED, _marking(authenticated, now))
+        await session.rollback()  # nothing was begun: this only hands the connection back
+    return authenticated.client_id
+
+
+async def _verify_client(
+    session: AsyncSession,
+    hasher: SecretHasher,
+    limiter: RateLimiter,
+    presented: ClientSecret,
+    *,
+    address: str,
+    now: datetime,
+) -> _Authenticated:
+    """The credential whose secret is `presented.secret`; InvalidClient for an unknown clientId,
+    a wrong secret, an expired credential or one whose tenant or user is deleted.
+
+    The current secret is tried first, so an exchange with it costs one argon2 verification
+    whether or not a rotation's overlap is running; the previous secret is tried only when the
+    current one fails during an overlap. A wrong secret then costs two, no more (an unknown
+    clientId costs one, against a dummy hash).
 
     The limiter admits the check first, and counts it as a failure when it fails (the rule is
     in domain/ratelimit.py). The read runs outside a transaction and gives its connection back
@@ -375,14 +429,35 @@ async def authenticate_client(
     client_id = presented.client_id
     async with limiter.checking(limiter.clients, client_id, address=address, now=now):
         connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        row = (await connection.execute(_READ_SECRET, {"credential_id": client_id})).first()
+        row = (
+            await connection.execute(_READ_SECRET, {"credential_id": client_id, "now": now})
+        ).first()
         await session.rollback()  # nothing was begun: this only hands the connection back
-        # Unknown clients verify against the dummy hash: they cost what a wrong secret costs.
-        stored = row.secret_hash if row is not None else None
-        matched = await hasher.verify(stored, presented.secret)
-        if row is None or not matched or (row.expires_at is not None and row.expires_at <= now):
+        if row is None:
+            # Unknown clients verify against the dummy hash: they cost what a wrong secret costs.
+            await hasher.verify(None, presented.secret)
             raise InvalidClient()
-    return client_id
+        matched_hash: str | None = row.secret_hash
+        if not await hasher.verify(row.secret_hash, presented.secret):
+            matched_hash = None
+            previous = row.previous_secret_hash
+            if previous is not None and await hasher.verify(previous, presented.secret):
+                matched_hash = previous
+        if matched_hash is None or (row.expires_at is not None and row.expires_at <= now):
+            raise InvalidClient()
+    return _Authenticated(
+        client_id=client_id,
+        matched_hash=matched_hash,
+        previous_secret=matched_hash != row.secret_hash,
+    )
+
+
+def _marking(authenticated: _Authenticated, now: datetime) -> dict[str, Any]:
+    return {
+        "credential_id": authenticated.client_id,
+        "matched_hash": authenticated.matched_hash,
+        "now": now,
+    }
 
 
 # --- exchange and refresh --------------------------------------------------------------------
@@ -402,19 +477,28 @@ async def exchange_client_credentials(
 ) -> TokenPair:
     """A JWT and the first refresh token of a new family, for a clientId and its secret.
 
-    Round trips: authenticate_client's (2 Redis, 1 PostgreSQL), then BEGIN, lock and read the
+    Round trips: _verify_client's (2 Redis, 1 PostgreSQL), then BEGIN, lock and read the
     credential, the cap with the insert and the grants (2 statements), and the caller's
-    COMMIT: 5 to PostgreSQL in all.
+    COMMIT: 5 to PostgreSQL in all (6 with a rotation's previous secret, whose use is noted).
     """
-    client_id = await authenticate_client(
+    authenticated = await _verify_client(
         session, hasher, limiter, presented, address=address, now=now
     )
+    client_id = authenticated.client_id
     connection = await session.connection()
-    row = (await connection.execute(_LOCK_BY_CLIENT_ID, {"credential_id": client_id})).first()
+    row = (
+        await connection.execute(_LOCK_BY_CLIENT_ID, {"credential_id": client_id, "now": now})
+    ).first()
     # Deleted, or expired, or its tenant or user deleted while argon2 ran: the same answer as
-    # a wrong secret.
-    if row is None:
+    # a wrong secret. So is a secret that a rotation, or the early end of its overlap, retired
+    # while argon2 ran: the hash verified must still be one that exchanges, under the lock.
+    if row is None or authenticated.matched_hash not in (
+        row.secret_hash,
+        row.previous_secret_hash,
+    ):
         raise InvalidClient()
+    if authenticated.previous_secret:
+        await connection.execute(_MARK_PREVIOUS_SECRET_USED, _marking(authenticated, now))
     credential = _credential_of(row)
     if credential.expired(now):
         raise InvalidClient()

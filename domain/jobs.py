@@ -93,7 +93,8 @@ class Schedule:
 
 async def expire_tokens(context: JobContext) -> Counts:
     """Mark access tokens and credentials whose time has passed, drop them from the validity
-    cache, and delete the refresh tokens of the expired credentials.
+    cache, and delete the refresh tokens of the expired credentials, and the access tokens
+    rolled into others whose overlap has ended.
 
     Validation never waits for this: it compares `expires_at` with the clock on every request.
     Rows are claimed with SKIP LOCKED and marked in the same transaction, so two copies running
@@ -103,11 +104,24 @@ async def expire_tokens(context: JobContext) -> Counts:
     counts: Counts = {"access_tokens": 0, "credentials": 0, "refresh_tokens": 0}
 
     async def mark_tokens(session: AsyncSession, ids: list[str]) -> AfterCommit:
+        # A token rolled into another is deleted once its overlap is over, not kept as expired.
+        rolled = list(
+            await session.scalars(
+                sa.delete(AccessToken)
+                .where(AccessToken.id.in_(ids), AccessToken.replaced_by_id.is_not(None))
+                .returning(AccessToken.id)
+            )
+        )
+        expired = sorted(set(ids) - set(rolled))
         await session.execute(
-            sa.update(AccessToken).where(AccessToken.id.in_(ids)).values(expired_at=now)
+            sa.update(AccessToken).where(AccessToken.id.in_(expired)).values(expired_at=now)
         )
         _audit_expired(session, "access_token", ids, now)
-        return AfterCommit().evict_tokens(access_token_ids=ids)
+        return (
+            AfterCommit()
+            .evict_tokens(access_token_ids=expired)
+            .delete_tokens(access_token_ids=rolled)
+        )
 
     async def mark_credentials(session: AsyncSession, ids: list[str]) -> AfterCommit:
         await session.execute(

@@ -191,6 +191,9 @@ class AccessToken(Base):
     signing_kid: Mapped[str | None] = mapped_column(sa.String(64), index=True)
     # When the expiry job saw it expired (audit and cleanup done); validity reads expires_at.
     expired_at: Mapped[datetime | None]
+    # The token it was rolled into: this one lives until the overlap ends (its expires_at), and
+    # the expiry job then deletes it rather than keeping it listed as expired.
+    replaced_by_id: Mapped[str | None] = mapped_column(sa.String(TOKEN_ID_LENGTH))
 
 
 def _not_yet_expired_index(table: Any) -> sa.Index:
@@ -233,6 +236,12 @@ class ClientCredential(Base):
     updated_at: Mapped[datetime]
     # When the expiry job saw it expired (audit and cleanup done); validity reads expires_at.
     expired_at: Mapped[datetime | None]
+    # Rotation: the secret replaced last, which exchanges too while previous_secret_expires_at is
+    # in the future (cleared when the owner ends the overlap early), and its last use since.
+    rotated_at: Mapped[datetime | None]
+    previous_secret_hash: Mapped[str | None] = mapped_column(sa.String(255))
+    previous_secret_expires_at: Mapped[datetime | None]
+    previous_secret_used_at: Mapped[datetime | None]
 
 
 _not_yet_expired_index(ClientCredential)

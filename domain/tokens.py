@@ -26,7 +26,7 @@ from domain.after_commit import AfterCommit
 from domain.auth import Caller
 from domain.configuration import Strategy, get_environment, require_creation_allowed
 from domain.directory import get_tenant, get_user_in_tenant
-from domain.errors import Forbidden, InvalidInput, MissingHeader, NotFound
+from domain.errors import Conflict, Forbidden, InvalidInput, MissingHeader, NotFound
 from domain.grants import Grant, access_token_grant, credential_grant
 from domain.keys import Signer
 from domain.models import (
@@ -38,6 +38,7 @@ from domain.models import (
     credential_permissions,
     credential_roles,
 )
+from domain.rotation import overlap_end
 from domain.secrets import SecretHasher, new_secret
 from domain.validity.fills import not_deleted
 
@@ -246,7 +247,7 @@ def _owned(kind: TokenKind[Any], scope: Scope) -> list[sa.ColumnElement[bool]]:
 def _record(
     session: AsyncSession,
     caller: Caller,
-    verb: Literal["created", "updated", "deleted"],
+    verb: Literal["created", "updated", "deleted", "rotated", "rotation_ended"],
     kind: TokenKind[Any],
     token_id: str,
     scope: Scope,
@@ -353,7 +354,7 @@ async def _new_credential(
     now: datetime,
 ) -> tuple[ClientCredential, str]:
     """A new credential row and its client secret; only the secret's argon2id hash is stored."""
-    secret = new_secret()
+    secret, secret_hash = await _client_secret(hasher)
     credential = ClientCredential(
         client_id=str(uuid.uuid4()),
         tenant_id=scope.tenant_id,
@@ -361,7 +362,7 @@ async def _new_credential(
         created_by_user_id=scope.acting_user_id,
         description=description,
         metadata_json=metadata,
-        secret_hash=await hasher.hash(secret),
+        secret_hash=secret_hash,
         expires_at=expires_at,
         created_at=now,
         updated_at=now,
@@ -369,6 +370,12 @@ async def _new_credential(
     session.add(credential)
     await session.flush()
     return credential, secret
+
+
+async def _client_secret(hasher: SecretHasher) -> tuple[str, str]:
+    """A new client secret and its argon2id hash: what a creation and a rotation hand out."""
+    secret = new_secret()
+    return secret, await hasher.hash(secret)
 
 
 async def _new_access_token(
@@ -786,3 +793,191 @@ async def tokens_of_tenant(session: AsyncSession, tenant_id: str) -> list[Kinded
             )
             listed.append(KindedToken(kind=kind, view=view))
     return sorted(listed, key=lambda token: (token.view.token.created_at, token.id))
+
+
+# --- rotation: a new secret or token, the old one working on for an overlap ---------------------
+
+CLIENT_CREDENTIAL_KINDS: dict[Resource, TokenKind[ClientCredential]] = {
+    "userApiTokens": USER_CLIENT_CREDENTIALS,
+    "tenantApiTokens": TENANT_CLIENT_CREDENTIALS,
+}
+ACCESS_TOKEN_KINDS: dict[Resource, TokenKind[AccessToken]] = {
+    "userApiTokens": USER_ACCESS_TOKENS,
+    "tenantApiTokens": TENANT_ACCESS_TOKENS,
+}
+
+
+def previous_secret_works(credential: ClientCredential, now: datetime) -> bool:
+    """The secret a rotation replaced still exchanges: its overlap has neither run out nor been
+    ended. The exchange decides the same in SQL (domain/exchange.py)."""
+    return (
+        credential.previous_secret_hash is not None
+        and credential.previous_secret_expires_at is not None
+        and credential.previous_secret_expires_at > now
+    )
+
+
+async def _locked_owned(
+    session: AsyncSession, kind: TokenKind[M], scope: Scope, token_id: str
+) -> M:
+    """The kind's token in the scope, its row locked for the rest of the transaction."""
+    token = await session.scalar(
+        sa.select(kind.rows.model)
+        .where(kind.rows.id_column == token_id, *_owned(kind, scope))
+        .with_for_update()
+    )
+    if token is None:
+        raise NotFound(kind.rows.not_found.format(id=token_id))
+    return token
+
+
+async def rotate_client_credential(
+    session: AsyncSession,
+    caller: Caller,
+    acting: Acting,
+    kind: TokenKind[ClientCredential],
+    hasher: SecretHasher,
+    client_id: str,
+    *,
+    overlap_minutes: int,
+    now: datetime,
+) -> Issued[TokenView[ClientCredential]]:
+    """Give the credential a new secret; the one it replaces keeps exchanging for
+    `overlap_minutes` (0: not at all), the new one from now on. Its refresh tokens and the JWTs
+    it issued are untouched. Needs the kind's write permission, like a creation.
+
+    Conflict while an earlier rotation's overlap runs (end it first: a third secret would cut
+    off, unasked, whatever still uses the first), or once the credential has expired.
+    """
+    scope = await _scope(session, caller, acting, kind, "write")
+    credential = await _locked_owned(session, kind, scope, client_id)
+    if credential.expires_at is not None and credential.expires_at <= now:
+        raise Conflict(f"Api token {client_id} has expired and cannot be rotated")
+    if previous_secret_works(credential, now):
+        raise Conflict(
+            f"Api token {client_id} is in a rotation overlap until "
+            f"{_iso(credential.previous_secret_expires_at)}; end it before rotating again"
+        )
+    ends = await overlap_end(session, scope.tenant_id, overlap_minutes, now)
+    secret, secret_hash = await _client_secret(hasher)
+    credential.previous_secret_hash = credential.secret_hash if overlap_minutes else None
+    credential.previous_secret_expires_at = ends
+    credential.previous_secret_used_at = None
+    credential.secret_hash = secret_hash
+    credential.rotated_at = now
+    credential.updated_at = now
+    await session.flush()
+    _record(
+        session,
+        caller,
+        "rotated",
+        kind,
+        client_id,
+        scope,
+        now,
+        overlapMinutes=overlap_minutes,
+        previousSecretExpires=_iso(ends),
+    )
+    return Issued(token=await _view(session, kind, credential), secret=secret)
+
+
+async def end_credential_overlap(
+    session: AsyncSession,
+    caller: Caller,
+    acting: Acting,
+    kind: TokenKind[ClientCredential],
+    client_id: str,
+    now: datetime,
+) -> TokenView[ClientCredential]:
+    """End a rotation's overlap now: the previous secret stops exchanging from this commit on.
+    Conflict when no overlap is running."""
+    scope = await _scope(session, caller, acting, kind, "write")
+    credential = await _locked_owned(session, kind, scope, client_id)
+    if not previous_secret_works(credential, now):
+        raise Conflict(f"Api token {client_id} has no rotation overlap running")
+    # The hash goes, not only the time: an exchange that verified the previous secret before
+    # this commit re-reads it under the credential's lock, and is refused (domain/exchange.py).
+    credential.previous_secret_hash = None
+    credential.previous_secret_expires_at = now
+    credential.updated_at = now
+    await session.flush()
+    _record(session, caller, "rotation_ended", kind, client_id, scope, now)
+    return await _view(session, kind, credential)
+
+
+async def roll_access_token(
+    session: AsyncSession,
+    caller: Caller,
+    acting: Acting,
+    kind: TokenKind[AccessToken],
+    signer: Signer,
+    issuer: str,
+    token_id: str,
+    *,
+    overlap_minutes: int,
+    now: datetime,
+) -> tuple[Issued[TokenView[AccessToken]], AfterCommit]:
+    """A new access token with the old one's description, roles and expiry; the old one keeps
+    validating for `overlap_minutes` (its expiry brought forward to the overlap's end, which
+    validation already honours), then the expiry job deletes it. With 0 it is deleted now.
+    Needs the kind's write permission, and (account tokens) the right to give its roles, like a
+    creation.
+
+    Conflict for a token already rolled (its successor exists) or expired.
+    """
+    scope = await _scope(session, caller, acting, kind, "write")
+    old = await _locked_owned(session, kind, scope, token_id)
+    if old.replaced_by_id is not None:
+        raise Conflict(f"Access token {token_id} was already rolled into {old.replaced_by_id}")
+    if old.expires_at is not None and old.expires_at <= now:
+        raise Conflict(f"Access token {token_id} has expired and cannot be rolled")
+    ends = await overlap_end(session, scope.tenant_id, overlap_minutes, now)
+    old_view = await _view(session, kind, old)
+    grant = (
+        await access_token_grant(session, scope.tenant_id, scope.acting_user_id, old_view.role_ids)
+        if kind.roles is not None
+        else Grant(roles=[], permissions=[])
+    )
+    new = await _new_access_token(
+        session, scope, signer, description=old.description, expires_at=old.expires_at, now=now
+    )
+    view = await _give(session, kind, new, grant)
+    old_ends = ends if old.expires_at is None else min(ends, old.expires_at)
+    _record(
+        session,
+        caller,
+        "created",
+        kind,
+        new.id,
+        scope,
+        now,
+        roleIds=view.role_ids,
+        rolledFrom=token_id,
+    )
+    _record(
+        session,
+        caller,
+        "rotated",
+        kind,
+        token_id,
+        scope,
+        now,
+        replacedBy=new.id,
+        overlapMinutes=overlap_minutes,
+        expires=_iso(old_ends),
+    )
+    issued = Issued(token=view, secret=_sign_access_token(signer, issuer, new))
+    if overlap_minutes == 0:
+        await session.execute(sa.delete(AccessToken).where(AccessToken.id == token_id))
+        _record(session, caller, "deleted", kind, token_id, scope, now, replacedBy=new.id)
+        await session.flush()
+        return issued, kind.rows.deleted([token_id])
+    old.replaced_by_id = new.id
+    old.expires_at = old_ends
+    await session.flush()
+    # Cached entries carry the old expiry: dropped, so the next validation reads the new one.
+    return issued, AfterCommit().evict_tokens(access_token_ids=[token_id])
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()

@@ -362,6 +362,78 @@ async def test_an_account_token_is_created_shown_once_and_deleted_with_confirmat
     watched.assert_clean()
 
 
+async def test_a_secret_is_rotated_with_an_overlap_shown_and_ended_early_and_a_token_rolled(
+    live_server: str,
+    browser: Browser,
+    api: httpx.AsyncClient,
+    vendor_headers: dict[str, str],
+    factory: Factory,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    tenant_id, _ = await populated_tenant(api, vendor_headers, factory, sessions)
+    acme = {**vendor_headers, "frontegg-tenant-id": tenant_id}
+    permission = await factory.permission()
+    made = await api.post(
+        TENANT_API_V2,
+        headers=acme,
+        json={"description": "Nightly sync", "permissionIds": [permission.id]},
+    )
+    assert made.status_code == 201, made.text
+    client_id, old_secret = made.json()["clientId"], made.json()["secret"]
+    async with watched_page(browser) as watched:
+        page = watched.page
+        await sign_in_to_console(page, live_server)
+        await page.goto(f"{live_server}/console#/accounts/{tenant_id}")
+        row = page.get_by_role("row").filter(has_text="Nightly sync")
+        opener = row.get_by_role("button", name="Rotate")
+        await opener.click()
+        dialog = page.get_by_role("dialog", name="Rotate this secret")
+        await expect(dialog.get_by_label("Old one keeps working for")).to_have_value("2")
+        await dialog.get_by_label("Old one keeps working for").select_option(label="1 hour")
+        await dialog.get_by_role("button", name="Rotate secret").click()
+        await expect(dialog).to_contain_text("This is the only time the service shows it")
+        await expect(dialog).to_contain_text("The previous secret works until")
+        assert await dialog.get_by_label("Client ID").input_value() == client_id
+        new_secret = await dialog.get_by_label("Secret").input_value()
+        assert new_secret != old_secret
+        await screenshot_viewport(page, "console-rotation-secret")
+        for secret in (old_secret, new_secret):
+            exchanged = await api.post(EXCHANGE, json={"clientId": client_id, "secret": secret})
+            assert exchanged.status_code == 200, exchanged.text
+        await dialog.get_by_role("button", name="Done").click()
+        await expect(dialog).to_be_hidden()
+        assert new_secret not in await shadow_html(page)
+
+        await expect(row).to_contain_text("Previous secret works until")
+        await expect(row).to_contain_text("last used")
+        await expect(row.get_by_role("button", name="Rotate")).to_be_disabled()
+        await screenshot(page, "console-rotation-overlap")
+        await row.get_by_role("button", name="End overlap").click()
+        confirm = page.get_by_role("dialog", name="End the overlap now?")
+        await expect(confirm).to_contain_text("It was used since the rotation")
+        await confirm.get_by_role("button", name="End overlap").click()
+        await expect(row).to_contain_text("Secret rotated")
+        await expect(row.get_by_role("button", name="End overlap")).to_have_count(0)
+        old = await api.post(EXCHANGE, json={"clientId": client_id, "secret": old_secret})
+        assert old.status_code == 401, old.text
+        new = await api.post(EXCHANGE, json={"clientId": client_id, "secret": new_secret})
+        assert new.status_code == 200, new.text
+
+        # An access token is rolled: the new one is shown once, the old one lives the overlap.
+        reporting = page.get_by_role("row").filter(has_text="Reporting")
+        await reporting.get_by_role("button", name="Rotate").click()
+        roll = page.get_by_role("dialog", name="Roll this access token")
+        await roll.get_by_role("button", name="Roll token").click()
+        await expect(roll).to_contain_text("The old access token works until")
+        rolled = await roll.get_by_label("Access token").input_value()
+        assert (await validate(api, api_key(rolled))).status_code == 200
+        await roll.get_by_role("button", name="Done").click()
+        await expect(page.get_by_role("row").filter(has_text="Rolled over")).to_have_count(1)
+        await expect(page.get_by_role("heading", name="Account tokens (4)")).to_be_visible()
+        await screenshot(page, "console-rotation-ended")
+    watched.assert_clean()
+
+
 async def test_the_accounts_list_is_searched_and_paged(
     live_server: str, watched: Watched, factory: Factory
 ) -> None:

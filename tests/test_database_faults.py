@@ -587,6 +587,31 @@ def routes() -> dict[tuple[str, str], tuple[str, Call]]:
             )
             for method, path, call in _token_routes(base, headers)
         },
+        **{
+            ("POST", base + "/{token_id:str}/rotate"): (
+                house,
+                lambda c, w, base=base, headers=headers: c.post(
+                    f"{base}/{w.access_token_id}/rotate",
+                    headers=headers(w),
+                    json={"overlapMinutes": 60},
+                ),
+            )
+            for base, headers in (
+                (USER_API, as_user),
+                (USER_ACCESS, as_user),
+                (TENANT_API, in_tenant),
+                (TENANT_ACCESS, in_tenant),
+            )
+        },
+        **{
+            ("DELETE", base + "/{token_id:str}/rotation"): (
+                house,
+                lambda c, w, base=base, headers=headers: c.delete(
+                    f"{base}/{w.client_id}/rotation", headers=headers(w)
+                ),
+            )
+            for base, headers in ((USER_API, as_user), (TENANT_API, in_tenant))
+        },
         ("POST", TENANT_API_V2): (
             house,
             lambda c, w: c.post(TENANT_API_V2, headers=in_tenant(w), json={}),

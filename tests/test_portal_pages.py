@@ -96,6 +96,7 @@ async def test_a_reader_sees_the_tokens_but_no_create_or_delete_button(
             await expect(page.get_by_role("tab", name="Personal Tokens")).to_be_visible()
             await expect(page.get_by_role("button", name="Create token")).to_have_count(0)
             await expect(page.get_by_role("button", name="Delete Nightly export")).to_have_count(0)
+            await expect(page.get_by_role("button", name="Rotate Nightly export")).to_have_count(0)
             await expect(page.get_by_text("Signed in as Ada Lovelace")).to_be_visible()
             # The session left the address bar at once.
             assert page.url == f"{base}/portal"
@@ -201,6 +202,77 @@ async def test_a_writer_creates_a_client_credential_for_7_days_sees_its_secret_o
                 refused = await http.post(EXCHANGE, json=pair)
                 assert refused.status_code == 401, refused.text
             await screenshot(page, "portal-deleted")
+            watch.assert_quiet()
+
+
+async def test_a_writer_rotates_a_secret_with_an_overlap_sees_its_state_and_ends_it_early(
+    settings: Settings,
+    factory: Factory,
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    idp_key: rsa.RSAPrivateKey,
+) -> None:
+    tenant, role, user = await account(factory, TOKEN_PERMISSIONS)
+    made = await client.post(
+        TENANT_API_V2,
+        headers={**vendor, "frontegg-tenant-id": tenant.id},
+        json={"description": "Nightly export", "roleIds": [role.id]},
+    )
+    assert made.status_code == 201, made.text
+    client_id, old_secret = made.json()["clientId"], made.json()["secret"]
+
+    with portal_server(settings) as base:
+        async with chromium() as browser:
+            page = await browser.new_page(viewport=DESKTOP)
+            watch = ScriptWatch().attach(page)
+            await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
+            row = page.get_by_role("row").filter(has_text="Nightly export")
+            await row.get_by_role("button", name="Rotate Nightly export").click()
+            dialog = page.get_by_role("dialog", name="Rotate secret")
+            overlap = dialog.get_by_label("Old one keeps working for")
+            await expect(overlap).to_be_focused()
+            await expect(overlap.locator("option")).to_have_text(
+                ["No overlap: the old one stops now", "1 hour", "1 day", "7 days"]
+            )
+            await overlap.select_option(label="1 hour")
+            await dialog.get_by_role("button", name="Rotate secret").click()
+
+            shown = page.get_by_role("dialog", name="Your new secret")
+            await expect(shown).to_contain_text("The previous secret works until")
+            await expect(shown).to_contain_text("shown only this once")
+            await expect(shown.get_by_label("Client ID")).to_have_value(client_id)
+            await expect(shown.get_by_label("Secret")).not_to_have_value("")
+            new_secret = await shown.get_by_label("Secret").input_value()
+            assert new_secret != old_secret
+            await screenshot(page, "portal-rotation-secret")
+            await shown.get_by_role("button", name="Done").click()
+            await expect(page.get_by_role("dialog")).to_have_count(0)
+            assert new_secret not in await shadow_html(page)
+
+            await expect(row).to_contain_text("Previous secret works until")
+            await expect(row).to_contain_text("not used since")
+            await expect(row.get_by_role("button", name="Rotate Nightly export")).to_have_count(0)
+            await screenshot(page, "portal-rotation-overlap")
+            async with httpx.AsyncClient(base_url=base) as http:
+                for secret in (old_secret, new_secret):
+                    pair = {"clientId": client_id, "secret": secret}
+                    exchanged = await http.post(EXCHANGE, json=pair)
+                    assert exchanged.status_code == 200, exchanged.text
+
+                await row.get_by_role("button", name="End overlap of Nightly export").click()
+                confirm = page.get_by_role("alertdialog", name="End the overlap now?")
+                await expect(confirm).to_contain_text("Nightly export")
+                await confirm.get_by_role("button", name="End overlap").click()
+                await expect(row).to_contain_text("Secret rotated")
+                await expect(
+                    row.get_by_role("button", name="Rotate Nightly export")
+                ).to_be_visible()
+
+                old = await http.post(EXCHANGE, json={"clientId": client_id, "secret": old_secret})
+                assert old.status_code == 401, old.text
+                new = await http.post(EXCHANGE, json={"clientId": client_id, "secret": new_secret})
+                assert new.status_code == 200, new.text
+            await screenshot(page, "portal-rotation-ended")
             watch.assert_quiet()
 
 

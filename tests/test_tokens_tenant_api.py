@@ -29,6 +29,10 @@ LISTED_KEYS = {
     "permissionIds",
     "roleIds",
     "expires",
+    # Beyond Frontegg: where a rotation stands (README "Rotation").
+    "rotatedAt",
+    "previousSecretExpires",
+    "previousSecretLastUsedAt",
 }
 
 

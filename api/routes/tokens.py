@@ -18,6 +18,7 @@ from api.schemas.tokens import (
     CreateTenantApiTokenRequest,
     CreateUserAccessTokenRequest,
     CreateUserApiTokenRequest,
+    RotateRequest,
     TenantAccessTokensOut,
     TenantApiTokenOut,
     UpdateTenantApiTokenRequest,
@@ -36,6 +37,7 @@ from api.schemas.tokens import (
 from api.security_headers import CARRIES_SECRET
 from api.transaction import commit
 from domain import tokens
+from domain.models import ClientCredential
 
 USER_API_TOKENS = "/identity/resources/users/api-tokens/v1"
 USER_ACCESS_TOKENS = "/identity/resources/users/access-tokens/v1"
@@ -43,6 +45,9 @@ TENANT_API_TOKENS = "/identity/resources/tenants/api-tokens/v1"
 TENANT_API_TOKENS_V2 = "/identity/resources/tenants/api-tokens/v2"
 TENANT_ACCESS_TOKENS = "/identity/resources/tenants/access-tokens/v1"
 ONE = "/{token_id:str}"
+# Rotation (README "Rotation"): no Frontegg equivalent, beside the token's own path.
+ROTATE = ONE + "/rotate"
+ROTATION = ONE + "/rotation"
 # Frontegg answers a deletion with 200 and an empty body. The token is invalid here before the
 # response, everywhere within the validity cache's bound (the README's "Validity cache").
 DELETED = MediaType.TEXT
@@ -272,6 +277,111 @@ async def delete_tenant_access_token(
     await commit(db_session, services, after)
 
 
+# --- rotation ----------------------------------------------------------------------------------
+
+
+@post(
+    [USER_API_TOKENS + ROTATE, TENANT_API_TOKENS + ROTATE],
+    dependencies=CALLER,
+    status_code=200,
+    opt=CARRIES_SECRET,
+)
+async def rotate_api_token(
+    token_id: PathId,
+    request: Request[Any, Any, Any],
+    caller: CallerDep,
+    acting: ActingDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+) -> CreatedUserApiTokenOut | CreatedTenantApiTokenOut:
+    data = await read_body(request, RotateRequest)
+    kind = _credential_kind(request)
+    issued = await tokens.rotate_client_credential(
+        db_session,
+        caller,
+        acting,
+        kind,
+        services.hasher,
+        token_id,
+        overlap_minutes=data.overlap_minutes,
+        now=now,
+    )
+    await commit(db_session, services)
+    if kind.per_user:
+        return created_user_api_token_response(issued)
+    return created_tenant_api_token_response(issued)
+
+
+@delete(
+    [USER_API_TOKENS + ROTATION, TENANT_API_TOKENS + ROTATION],
+    dependencies=CALLER,
+    status_code=200,
+)
+async def end_api_token_rotation(
+    token_id: PathId,
+    request: Request[Any, Any, Any],
+    caller: CallerDep,
+    acting: ActingDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+) -> UserApiTokenOut | TenantApiTokenOut:
+    kind = _credential_kind(request)
+    view = await tokens.end_credential_overlap(db_session, caller, acting, kind, token_id, now)
+    await commit(db_session, services)
+    if kind.per_user:
+        return user_api_token_response(view)
+    return tenant_api_token_response(view)
+
+
+@post(
+    [USER_ACCESS_TOKENS + ROTATE, TENANT_ACCESS_TOKENS + ROTATE],
+    dependencies=CALLER,
+    status_code=201,
+    opt=CARRIES_SECRET,
+)
+async def roll_access_token(
+    token_id: PathId,
+    request: Request[Any, Any, Any],
+    caller: CallerDep,
+    acting: ActingDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+) -> CreatedUserAccessTokenOut | CreatedTenantAccessTokenOut:
+    data = await read_body(request, RotateRequest)
+    kind = tokens.ACCESS_TOKEN_KINDS[_resource(request)]
+    issued, after = await tokens.roll_access_token(
+        db_session,
+        caller,
+        acting,
+        kind,
+        services.signer,
+        services.settings.issuer,
+        token_id,
+        overlap_minutes=data.overlap_minutes,
+        now=now,
+    )
+    await commit(db_session, services, after)
+    if kind.per_user:
+        return created_user_access_token_response(issued)
+    return created_tenant_access_token_response(issued)
+
+
+def _resource(request: Request[Any, Any, Any]) -> tokens.Resource:
+    """Whose tokens a rotation route serves: a user's, or the account's (its path says)."""
+    return (
+        "userApiTokens"
+        if request.url.path.startswith("/identity/resources/users/")
+        else ("tenantApiTokens")
+    )
+
+
+def _credential_kind(request: Request[Any, Any, Any]) -> tokens.TokenKind[ClientCredential]:
+    return tokens.CLIENT_CREDENTIAL_KINDS[_resource(request)]
+
+
 ROUTES = [
     create_user_api_token,
     get_user_api_tokens,
@@ -286,4 +396,7 @@ ROUTES = [
     create_tenant_access_token,
     get_tenant_access_tokens,
     delete_tenant_access_token,
+    rotate_api_token,
+    end_api_token_rotation,
+    roll_access_token,
 ]

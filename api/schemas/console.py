@@ -35,6 +35,12 @@ class ListedTokenOut(Out):
     expires: str | None
     role_ids: list[str]
     permission_ids: list[str]
+    # Rotation (README "Rotation"): client credentials carry the first three, access tokens the
+    # last; None where it does not apply or nothing was rotated.
+    rotated_at: str | None
+    previous_secret_expires: str | None
+    previous_secret_last_used_at: str | None
+    replaced_by: str | None
 
 
 class NamedUserOut(Out):
@@ -99,6 +105,10 @@ def _listed_token(listed: KindedToken) -> ListedTokenOut:
         expires=iso(token.expires_at),
         role_ids=listed.view.role_ids,
         permission_ids=listed.view.permission_ids,
+        rotated_at=iso(getattr(token, "rotated_at", None)),
+        previous_secret_expires=iso(getattr(token, "previous_secret_expires_at", None)),
+        previous_secret_last_used_at=iso(getattr(token, "previous_secret_used_at", None)),
+        replaced_by=getattr(token, "replaced_by_id", None),
     )
 
 

@@ -52,6 +52,12 @@ class CreateTenantAccessTokenRequest(ExpiringTokenRequest):
     role_ids: IdList = []
 
 
+class RotateRequest(Body):
+    # Required: how long the replaced secret or token keeps working; range checked in
+    # domain.rotation.
+    overlap_minutes: int
+
+
 T = TypeVar("T")
 
 
@@ -69,6 +75,10 @@ class UserApiTokenOut(Out):
     metadata: dict[str, Any]
     created_at: str | None
     expires: str | None
+    # Rotation (README "Rotation"): None until the first rotation.
+    rotated_at: str | None
+    previous_secret_expires: str | None
+    previous_secret_last_used_at: str | None
 
 
 class CreatedUserApiTokenOut(UserApiTokenOut):
@@ -80,6 +90,7 @@ class UserAccessTokenOut(Out):
     description: str | None
     created_at: str | None
     expires: str | None
+    replaced_by: str | None  # the token it was rolled into; it dies at `expires`
 
 
 class CreatedUserAccessTokenOut(UserAccessTokenOut):
@@ -100,6 +111,9 @@ class TenantApiTokenOut(Out):
     permission_ids: list[str]
     role_ids: list[str]
     expires: str | None
+    rotated_at: str | None
+    previous_secret_expires: str | None
+    previous_secret_last_used_at: str | None
 
 
 class CreatedTenantApiTokenOut(TenantApiTokenOut):
@@ -113,6 +127,7 @@ class TenantAccessTokenOut(Out):
     expires: str | None
     role_ids: list[str]
     created_by_user_id: str | None
+    replaced_by: str | None
 
 
 class CreatedTenantAccessTokenOut(TenantAccessTokenOut):
@@ -132,6 +147,16 @@ def with_secret(listed: Listed, created: type[Created], secret: str) -> Created:
     return created(**msgspec.structs.asdict(listed), secret=secret)
 
 
+def _rotation(credential: ClientCredential) -> dict[str, str | None]:
+    """When it was rotated last, when (or since when) the previous secret stops exchanging, and
+    its last use since that rotation (None: not used, so every machine has moved)."""
+    return {
+        "rotated_at": iso(credential.rotated_at),
+        "previous_secret_expires": iso(credential.previous_secret_expires_at),
+        "previous_secret_last_used_at": iso(credential.previous_secret_used_at),
+    }
+
+
 def user_api_token_response(view: TokenView[ClientCredential]) -> UserApiTokenOut:
     credential = view.token
     return UserApiTokenOut(
@@ -140,6 +165,7 @@ def user_api_token_response(view: TokenView[ClientCredential]) -> UserApiTokenOu
         metadata=credential.metadata_json,
         created_at=iso(credential.created_at),
         expires=iso(credential.expires_at),
+        **_rotation(credential),
     )
 
 
@@ -156,6 +182,7 @@ def user_access_token_response(view: TokenView[AccessToken]) -> UserAccessTokenO
         description=token.description,
         created_at=iso(token.created_at),
         expires=iso(token.expires_at),
+        replaced_by=token.replaced_by_id,
     )
 
 
@@ -179,6 +206,7 @@ def tenant_api_token_response(view: TokenView[ClientCredential]) -> TenantApiTok
         permission_ids=view.permission_ids,
         role_ids=view.role_ids,
         expires=iso(credential.expires_at),
+        **_rotation(credential),
     )
 
 
@@ -199,6 +227,7 @@ def tenant_access_token_response(view: TokenView[AccessToken]) -> TenantAccessTo
         expires=iso(token.expires_at),
         role_ids=view.role_ids,
         created_by_user_id=token.created_by_user_id,
+        replaced_by=token.replaced_by_id,
     )
 
 

@@ -47,6 +47,19 @@ const TABS = [
 ];
 
 // machineToMachineAuthStrategy -> the kind of token it creates.
+// How long the replaced secret or access token keeps working (0 to 7 days, README "Rotation").
+const OVERLAPS = [
+  { label: "No overlap: the old one stops now", minutes: 0 },
+  { label: "1 hour", minutes: 60 },
+  { label: "1 day", minutes: 1440 },
+  { label: "7 days", minutes: 7 * 1440 },
+];
+const DEFAULT_OVERLAP_MINUTES = 1440;
+
+function previousSecretWorks(token, now) {
+  return Boolean(token.previousSecretExpires) && Date.parse(token.previousSecretExpires) > now;
+}
+
 const KINDS = {
   ClientCredentials: { label: "Client credentials", segment: "api-tokens", id: "clientId" },
   AccessToken: { label: "Access token", segment: "access-tokens", id: "id" },
@@ -235,6 +248,7 @@ button.primary:hover { filter: brightness(1.08); }
 button.danger { background: var(--_danger); border-color: var(--_danger); color: var(--_on-danger); }
 button.quiet { border-color: transparent; background: transparent; color: var(--_danger); padding: 0.4rem 0.6rem; min-height: 2.25rem; }
 button.quiet:hover { background: var(--_surface); }
+button.quiet.neutral { color: var(--_primary); }
 
 [role="tablist"] { display: flex; gap: 0.25rem; border-bottom: 1px solid var(--_border); margin-bottom: 1rem; overflow-x: auto; }
 [role="tab"] {
@@ -262,7 +276,8 @@ th, td { text-align: left; vertical-align: top; padding: 0.65rem 0.6rem; border-
 th { font-size: 0.85em; font-weight: 600; color: var(--_muted); white-space: nowrap; }
 td.description { font-weight: 600; overflow-wrap: anywhere; min-width: 8rem; }
 td.description .none { font-weight: 400; color: var(--_muted); font-style: italic; }
-td.roles { overflow-wrap: anywhere; }
+td.description .rotation { display: block; font-weight: 400; font-size: 0.85em; color: var(--_muted); }
+td.roles { overflow-wrap: anywhere; min-width: 4.5rem; }
 th:first-child, td:first-child { padding-left: 0; }
 td.nowrap { white-space: nowrap; }
 td.actions { text-align: right; width: 1%; white-space: nowrap; padding: 0.3rem 0 0.3rem 0.6rem; }
@@ -532,6 +547,10 @@ export class M2mApiTokens extends HTMLElement {
           expires: row.expires ?? null,
           roleIds: row.roleIds ?? [],
           permissionIds: row.permissionIds ?? [],
+          rotatedAt: row.rotatedAt ?? null,
+          previousSecretExpires: row.previousSecretExpires ?? null,
+          previousSecretLastUsedAt: row.previousSecretLastUsedAt ?? null,
+          replacedBy: row.replacedBy ?? null,
         }));
       });
       if (tab.key === "tenant") reads.push(this.#loadCreators());
@@ -717,12 +736,13 @@ export class M2mApiTokens extends HTMLElement {
   #table(tab, tokens) {
     const columns = ["Description", "Kind", "Created by", "Created", "Expires in", "Roles"];
     const canDelete = this.#can("delete", tab);
+    const canRotate = this.#can("write", tab);
     const now = this.clock();
     const header = h(
       "tr",
       {},
       columns.map((label) => h("th", { scope: "col", text: label })),
-      canDelete ? h("th", { scope: "col" }, h("span", { class: "sr-only", text: "Actions" })) : null,
+      canDelete || canRotate ? h("th", { scope: "col" }, h("span", { class: "sr-only", text: "Actions" })) : null,
     );
     const rows = tokens.map((token) => {
       const left = expiresIn(token.expires, now);
@@ -734,6 +754,7 @@ export class M2mApiTokens extends HTMLElement {
           "td",
           { class: "description", "data-label": "Description" },
           token.description ? token.description : h("span", { class: "none", text: "No description" }),
+          this.#rotationState(token, now),
         ),
         h("td", { class: "nowrap", "data-label": "Kind", text: token.kind.label }),
         h("td", { "data-label": "Created by", text: this.#createdBy(token) }),
@@ -757,18 +778,42 @@ export class M2mApiTokens extends HTMLElement {
             : left,
         ),
         h("td", { class: "roles", "data-label": "Roles", text: this.#rolesOf(token, tab) }),
-        canDelete
+        canDelete || canRotate
           ? h(
               "td",
               { class: "actions" },
-              h("button", {
-                type: "button",
-                class: "quiet",
-                "data-focus": `delete-${token.id}`,
-                "aria-label": `Delete ${token.description || "token without description"}`,
-                text: "Delete",
-                onclick: () => this.#openDelete(tab, token),
-              }),
+              canRotate && previousSecretWorks(token, now)
+                ? h("button", {
+                    type: "button",
+                    class: "quiet neutral",
+                    "data-focus": `end-${token.id}`,
+                    "aria-label": `End overlap of ${token.description || "token without description"}`,
+                    text: "End overlap",
+                    onclick: () => this.#openEndOverlap(tab, token),
+                  })
+                : null,
+              // A rolled token has its successor; a running overlap is ended first; an expired
+              // token has nothing left to rotate.
+              canRotate && !token.replacedBy && !previousSecretWorks(token, now) && left !== "Expired"
+                ? h("button", {
+                    type: "button",
+                    class: "quiet neutral",
+                    "data-focus": `rotate-${token.id}`,
+                    "aria-label": `Rotate ${token.description || "token without description"}`,
+                    text: "Rotate",
+                    onclick: () => this.#openRotate(tab, token),
+                  })
+                : null,
+              canDelete
+                ? h("button", {
+                    type: "button",
+                    class: "quiet",
+                    "data-focus": `delete-${token.id}`,
+                    "aria-label": `Delete ${token.description || "token without description"}`,
+                    text: "Delete",
+                    onclick: () => this.#openDelete(tab, token),
+                  })
+                : null,
             )
           : null,
       );
@@ -939,7 +984,7 @@ export class M2mApiTokens extends HTMLElement {
   }
 
   /** The secret, this once: closing the dialog removes it from the page. */
-  #showSecret(dialog, tab, kind, created) {
+  #showSecret(dialog, tab, kind, created, rotation = null) {
     const ids = (name) => `${this.#id}-${name}`;
     const fields =
       kind === KINDS.ClientCredentials
@@ -953,7 +998,8 @@ export class M2mApiTokens extends HTMLElement {
     const content = h(
       "div",
       {},
-      h("h2", { id: titleId, text: `Your new ${tab.noun}` }),
+      h("h2", { id: titleId, text: rotation ? rotation.title : `Your new ${tab.noun}` }),
+      rotation ? h("p", { class: "hint" }, ...rotation.note) : null,
       h("p", {
         class: "warning",
         text: "Copy the secret now and keep it safe: it is shown only this once, and closing this dialog removes it.",
@@ -987,7 +1033,142 @@ export class M2mApiTokens extends HTMLElement {
     dialog.setAttribute("aria-labelledby", titleId);
     dialog.replaceChildren(content);
     dialog.querySelector("button")?.focus();
-    this.#announce(`${tab.noun[0].toUpperCase()}${tab.noun.slice(1)} created.`);
+    this.#announce(rotation ? rotation.announce : `${tab.noun[0].toUpperCase()}${tab.noun.slice(1)} created.`);
+  }
+
+  // --- rotation (a new secret, or a new access token, while the old one works on) --------------
+
+  /** Where a token stands in a rotation, or null if it was never rotated. */
+  #rotationState(token, now) {
+    const at = (iso) => h("time", { datetime: iso, title: DATE_TIME.format(new Date(iso)), text: DATE_TIME.format(new Date(iso)) });
+    if (token.replacedBy) {
+      return h("span", { class: "rotation" }, "Replaced: works until ", at(token.expires));
+    }
+    if (!token.rotatedAt) return null;
+    if (previousSecretWorks(token, now)) {
+      return h(
+        "span",
+        { class: "rotation" },
+        "Previous secret works until ",
+        at(token.previousSecretExpires),
+        token.previousSecretLastUsedAt ? h("span", {}, " · last used ", at(token.previousSecretLastUsedAt)) : " · not used since the rotation",
+      );
+    }
+    return h("span", { class: "rotation" }, "Secret rotated ", at(token.rotatedAt));
+  }
+
+  #openRotate(tab, token) {
+    const kind = token.kind;
+    const accessToken = kind === KINDS.AccessToken;
+    const ids = (name) => `${this.#id}-${name}`;
+    const error = h("p", { class: "error", role: "alert" });
+    const overlap = h(
+      "select",
+      { id: ids("overlap"), name: "overlap" },
+      OVERLAPS.map((choice) =>
+        h("option", { value: String(choice.minutes), selected: choice.minutes === DEFAULT_OVERLAP_MINUTES, text: choice.label }),
+      ),
+    );
+    const submit = h("button", { type: "submit", class: "primary", text: accessToken ? "Roll token" : "Rotate secret" });
+    const titleId = ids("rotate-title");
+    const name = token.description || "this token";
+    const form = h(
+      "form",
+      { novalidate: true },
+      h("h2", { id: titleId, text: accessToken ? "Roll access token" : "Rotate secret" }),
+      h("p", {
+        class: "hint",
+        text: accessToken
+          ? `A new access token replaces ${name}, with the same description, roles and expiration. The old one keeps working for the overlap you choose, then is deleted.`
+          : `A new secret for ${name}, same client ID. The previous secret keeps working for the overlap you choose, so your machines can move over one at a time.`,
+      }),
+      h("div", { class: "field" }, h("label", { for: ids("overlap"), text: "Old one keeps working for" }), overlap),
+      error,
+      h(
+        "div",
+        { class: "actions-row" },
+        h("button", { type: "button", text: "Cancel", onclick: () => this.#closeDialog() }),
+        submit,
+      ),
+    );
+    const dialog = h("dialog", { "aria-labelledby": titleId }, form);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      error.textContent = "";
+      const minutes = Number(overlap.value);
+      submit.disabled = true;
+      submit.textContent = accessToken ? "Rolling…" : "Rotating…";
+      try {
+        const answer = await this.#request(
+          "POST",
+          `identity/resources/${tab.scope}/${kind.segment}/v1/${encodeURIComponent(token.id)}/rotate`,
+          { overlapMinutes: minutes },
+        );
+        if (this.#dialog?.element !== dialog) return;
+        const old = accessToken ? "The old access token" : "The previous secret";
+        const until = new Date(this.clock() + minutes * 60_000);
+        const note =
+          minutes === 0
+            ? [`${old} no longer works.`]
+            : [`${old} works until `, h("time", { datetime: until.toISOString(), text: DATE_TIME.format(until) }), "."];
+        this.#dialog.opener = `tab-${tab.key}`;
+        this.#showSecret(dialog, tab, kind, answer, {
+          title: accessToken ? "Your new access token" : "Your new secret",
+          note,
+          announce: accessToken ? "Access token rolled." : "Secret rotated.",
+        });
+        this.#loadTab(tab.key);
+      } catch (failure) {
+        submit.disabled = false;
+        submit.textContent = accessToken ? "Roll token" : "Rotate secret";
+        this.#actionFailed(failure, error, "Nothing was rotated");
+      }
+    });
+    this.#openDialog(dialog, `rotate-${token.id}`, overlap);
+  }
+
+  #openEndOverlap(tab, token) {
+    const ids = (name) => `${this.#id}-${name}`;
+    const error = h("p", { class: "error", role: "alert" });
+    const confirm = h("button", { type: "button", class: "danger", text: "End overlap" });
+    const cancel = h("button", { type: "button", text: "Cancel", onclick: () => this.#closeDialog() });
+    const dialog = h(
+      "dialog",
+      { role: "alertdialog", "aria-labelledby": ids("end-title"), "aria-describedby": ids("end-body") },
+      h("h2", { id: ids("end-title"), text: "End the overlap now?" }),
+      h(
+        "p",
+        { id: ids("end-body") },
+        "The previous secret of ",
+        h("strong", { text: token.description || "this token" }),
+        token.previousSecretLastUsedAt
+          ? " stops working at once. It was used since the rotation: make sure every machine has the new secret."
+          : " stops working at once. It has not been used since the rotation.",
+      ),
+      error,
+      h("div", { class: "actions-row" }, cancel, confirm),
+    );
+    confirm.addEventListener("click", async () => {
+      confirm.disabled = true;
+      error.textContent = "";
+      try {
+        await this.#request(
+          "DELETE",
+          `identity/resources/${tab.scope}/${token.kind.segment}/v1/${encodeURIComponent(token.id)}/rotation`,
+        );
+      } catch (failure) {
+        confirm.disabled = false;
+        this.#actionFailed(failure, error, "The overlap was not ended");
+        return;
+      }
+      if (this.#dialog?.element !== dialog) return;
+      this.#dialog.opener = `tab-${tab.key}`;
+      this.#closeDialog();
+      this.#announce("Overlap ended: only the new secret works.");
+      await this.#loadTab(tab.key);
+      this.#focus(`tab-${tab.key}`);
+    });
+    this.#openDialog(dialog, `end-${token.id}`, cancel);
   }
 
   async #copy(button, input, label, noun, status) {

@@ -1,6 +1,7 @@
 // Accounts: the tenants (searched, a page at a time) and, for one tenant, every token in it:
 // its own tokens of both kinds and its users' personal tokens. The vendor creates account
-// tokens of the environment's kind here, and deletes any token.
+// tokens of the environment's kind here, rotates any token (a new secret, or a new access token,
+// while the old one works on for an overlap) and deletes any token.
 
 import { ApiError, call, paths } from "./api.js";
 import { confirmDialog, openDialog } from "./dialogs.js";
@@ -98,13 +99,25 @@ const KIND_NAMES = {
   userAccessToken: "Access token",
 };
 
-// How the vendor deletes each kind (the owner of a personal token is named too).
+// How the vendor deletes (and, under …/rotate and …/rotation, rotates) each kind; the owner of
+// a personal token is named too.
 const DELETE_PATHS = {
   tenantApiToken: "/identity/resources/tenants/api-tokens/v1/",
   tenantAccessToken: "/identity/resources/tenants/access-tokens/v1/",
   userApiToken: "/identity/resources/users/api-tokens/v1/",
   userAccessToken: "/identity/resources/users/access-tokens/v1/",
 };
+
+const ACCESS_TOKEN_KINDS = new Set(["tenantAccessToken", "userAccessToken"]);
+
+// How long the replaced secret or access token keeps working (README "Rotation": 0 to 7 days).
+const OVERLAPS = [
+  { label: "No overlap: the old one stops now", minutes: 0 },
+  { label: "1 hour", minutes: 60 },
+  { label: "1 day", minutes: 1440 },
+  { label: "7 days", minutes: 7 * 1440 },
+];
+const DEFAULT_OVERLAP = 2;
 
 const EXPIRATIONS = [
   { label: "Never", minutes: null },
@@ -133,7 +146,12 @@ export async function tenantView(ctx, tenantId) {
     return h("span", { class: "person" }, h("span", { text: user.name || user.email }), user.name ? h("span", { class: "muted", text: user.email }) : null);
   };
   const description = (token) =>
-    token.description ? h("span", { class: "description", text: token.description }) : h("span", { class: "muted", text: "No description" });
+    h(
+      "div",
+      { class: "run" },
+      token.description ? h("span", { class: "description", text: token.description }) : h("span", { class: "muted", text: "No description" }),
+      rotationState(token),
+    );
   const given = (token) => {
     const names = [
       ...token.roleIds.map((id) => roleNames.get(id) ?? id),
@@ -141,14 +159,40 @@ export async function tenantView(ctx, tenantId) {
     ];
     return names.length ? h("span", { class: "given", text: names.join(", ") }) : h("span", { class: "muted", text: "None" });
   };
-  const remove = (token) =>
-    h("button", {
-      type: "button",
-      class: "danger small",
-      text: "Delete",
-      "aria-label": `Delete token ${token.description || token.id}`,
-      onclick: () => deleteToken(ctx, tenantId, token),
-    });
+  const actions = (token) => {
+    const name = token.description || token.id;
+    const overlapRunning = previousSecretWorks(token);
+    return h(
+      "div",
+      { class: "row-actions" },
+      h("button", {
+        type: "button",
+        class: "secondary small",
+        text: "Rotate",
+        "aria-label": `Rotate token ${name}`,
+        // A rolled access token has its successor already; a running overlap is ended first;
+        // an expired token has nothing left to rotate.
+        disabled: Boolean(token.replacedBy) || overlapRunning || expiresIn(token.expires) === "Expired",
+        onclick: () => rotateToken(ctx, tenantId, token),
+      }),
+      overlapRunning
+        ? h("button", {
+            type: "button",
+            class: "secondary small",
+            text: "End overlap",
+            "aria-label": `End overlap of token ${name}`,
+            onclick: () => endOverlap(ctx, tenantId, token),
+          })
+        : null,
+      h("button", {
+        type: "button",
+        class: "danger small",
+        text: "Delete",
+        "aria-label": `Delete token ${name}`,
+        onclick: () => deleteToken(ctx, tenantId, token),
+      }),
+    );
+  };
   const kind = (token) => KIND_NAMES[token.kind];
   const created = (token) => when(token.createdAt);
   const expires = (token) => {
@@ -187,7 +231,7 @@ export async function tenantView(ctx, tenantId) {
           { label: "Created", cell: created },
           { label: "Expires in", cell: expires },
           { label: "Roles", cell: given },
-          { label: "Actions", cell: remove, class: "actions-cell" },
+          { label: "Actions", cell: actions, class: "actions-cell" },
         ],
         accountTokens,
         { empty: "This account has no account tokens." },
@@ -207,13 +251,131 @@ export async function tenantView(ctx, tenantId) {
           { label: "Created", cell: created },
           { label: "Expires in", cell: expires },
           { label: "Roles", cell: () => h("span", { class: "muted", text: "Its owner's" }) },
-          { label: "Actions", cell: remove, class: "actions-cell" },
+          { label: "Actions", cell: actions, class: "actions-cell" },
         ],
         personalTokens,
         { empty: "No user of this account has a personal token." },
       ),
     ),
   );
+}
+
+// --- rotation ----------------------------------------------------------------------------------
+
+function previousSecretWorks(token, now = Date.now()) {
+  return Boolean(token.previousSecretExpires) && Date.parse(token.previousSecretExpires) > now;
+}
+
+/** Where a token stands in a rotation, or null if it was never rotated. */
+function rotationState(token) {
+  if (token.replacedBy) {
+    return h("span", { class: "rotation" }, "Rolled over: works until ", when(token.expires), " (then deleted)");
+  }
+  if (!token.rotatedAt) return null;
+  if (previousSecretWorks(token)) {
+    const used = token.previousSecretLastUsedAt
+      ? h("span", {}, " · last used ", when(token.previousSecretLastUsedAt))
+      : " · not used since the rotation";
+    return h("span", { class: "rotation" }, "Previous secret works until ", when(token.previousSecretExpires), used);
+  }
+  return h("span", { class: "rotation muted" }, "Secret rotated ", when(token.rotatedAt));
+}
+
+function rotateToken(ctx, tenantId, token) {
+  const accessToken = ACCESS_TOKEN_KINDS.has(token.kind);
+  let rotated = false;
+  return openDialog(ctx.root, {
+    title: accessToken ? "Roll this access token" : "Rotate this secret",
+    build: (dialog, close) => {
+      const content = h("div", {});
+      const error = h("p", { class: "field-error", role: "alert" });
+      const overlap = h(
+        "select",
+        { id: "rotation-overlap", name: "overlap" },
+        OVERLAPS.map((choice, index) => h("option", { value: String(index), text: choice.label, selected: index === DEFAULT_OVERLAP })),
+      );
+      const submit = h("button", { type: "submit", class: "primary", text: accessToken ? "Roll token" : "Rotate secret" });
+      const form = h(
+        "form",
+        {
+          novalidate: true,
+          onsubmit: async (event) => {
+            event.preventDefault();
+            error.textContent = "";
+            const choice = OVERLAPS[Number(overlap.value)];
+            submit.disabled = true;
+            let answer;
+            try {
+              answer = await call("POST", `${DELETE_PATHS[token.kind]}${encodeURIComponent(token.id)}/rotate`, {
+                body: { overlapMinutes: choice.minutes },
+                tenantId,
+                userId: token.userId ?? undefined,
+              });
+            } catch (failure) {
+              submit.disabled = false;
+              if (!(failure instanceof ApiError)) throw failure;
+              error.textContent = `Nothing was rotated: ${failure.message}`;
+              return;
+            }
+            rotated = true;
+            const strategy = accessToken ? "AccessToken" : "ClientCredentials";
+            const until =
+              choice.minutes === 0
+                ? h("p", { text: accessToken ? "The old access token no longer works." : "The previous secret no longer works." })
+                : h(
+                    "p",
+                    {},
+                    accessToken ? "The old access token works until " : "The previous secret works until ",
+                    when(accessToken ? new Date(Date.now() + choice.minutes * 60_000).toISOString() : answer.previousSecretExpires),
+                    ".",
+                  );
+            content.replaceChildren(h("div", {}, until, secretPanel(answer, strategy, () => close(true))));
+            content.querySelector("textarea")?.focus();
+          },
+        },
+        h(
+          "p",
+          {},
+          accessToken
+            ? "A new access token with the same description, roles and expiry. The old one keeps working for the overlap you choose, then is deleted."
+            : "A new secret for the same client ID. The previous secret keeps working for the overlap you choose, so machines can move one at a time.",
+        ),
+        h("div", { class: "field" }, h("label", { for: "rotation-overlap", text: "Old one keeps working for" }), overlap),
+        error,
+        h("div", { class: "actions" }, h("button", { type: "button", class: "secondary", text: "Cancel", onclick: () => close(false) }), submit),
+      );
+      content.append(form);
+      return content;
+    },
+  }).then(() => {
+    if (rotated) ctx.reload(token.userId ? "#personal-tokens-title" : "#account-tokens-title");
+  });
+}
+
+async function endOverlap(ctx, tenantId, token) {
+  const name = token.description ? `“${token.description}”` : `Token ${token.id}`;
+  const confirmed = await confirmDialog(ctx.root, {
+    title: "End the overlap now?",
+    paragraphs: [
+      `The previous secret of ${name} stops working at once; only the new secret exchanges from now on.`,
+      token.previousSecretLastUsedAt ? "It was used since the rotation: make sure every machine has moved." : "It has not been used since the rotation.",
+    ],
+    confirm: "End overlap",
+  });
+  if (!confirmed) return;
+  try {
+    await call("DELETE", `${DELETE_PATHS[token.kind]}${encodeURIComponent(token.id)}/rotation`, {
+      tenantId,
+      userId: token.userId ?? undefined,
+    });
+  } catch (failure) {
+    if (!(failure instanceof ApiError)) throw failure;
+    ctx.announce(`The overlap was not ended: ${failure.message}`);
+    await ctx.reload();
+    return;
+  }
+  ctx.announce(`The previous secret of ${name} no longer works.`);
+  await ctx.reload(token.userId ? "#personal-tokens-title" : "#account-tokens-title");
 }
 
 async function deleteToken(ctx, tenantId, token) {
