@@ -38,7 +38,7 @@ from domain.models import (
     credential_permissions,
     credential_roles,
 )
-from domain.secrets import SecretHasher, new_secret
+from domain.secrets import CLIENT_SECRET, SecretHasher, SecretShape, sha256_hex
 from domain.validity.fills import not_deleted
 
 MAX_EXPIRES_IN_MINUTES = 5_256_000  # ten years
@@ -315,6 +315,21 @@ async def _delete(
     return kind.rows.deleted([token_id])
 
 
+async def delete_found_token(
+    session: AsyncSession, rows: TokenRows[Any], token_id: str
+) -> AfterCommit | None:
+    """Delete a token found by value rather than through its owner (a leak report), as a
+    deletion does: the row (a credential's refresh tokens go with it), and after the commit the
+    same tombstone, so it is refused everywhere at once. None when it was already gone."""
+    deleted = await session.scalar(
+        sa.delete(rows.model).where(rows.id_column == token_id).returning(rows.id_column)
+    )
+    if deleted is None:
+        return None
+    await session.flush()
+    return rows.deleted([token_id])
+
+
 # --- creation: the rules shared by the kinds ---------------------------------------------------
 
 
@@ -346,14 +361,17 @@ async def _new_credential(
     session: AsyncSession,
     scope: Scope,
     hasher: SecretHasher,
+    shape: SecretShape,
     *,
     description: str | None,
     metadata: dict[str, Any],
     expires_at: datetime | None,
     now: datetime,
 ) -> tuple[ClientCredential, str]:
-    """A new credential row and its client secret; only the secret's argon2id hash is stored."""
-    secret = new_secret()
+    """A new credential row and its client secret, of the environment's shape. Stored: the
+    secret's argon2id hash, which exchange checks, and its SHA-256, by which a leak report
+    finds it (178 random bits: no guessing attack exists on either)."""
+    secret = shape.new(CLIENT_SECRET)
     credential = ClientCredential(
         client_id=str(uuid.uuid4()),
         tenant_id=scope.tenant_id,
@@ -362,6 +380,7 @@ async def _new_credential(
         description=description,
         metadata_json=metadata,
         secret_hash=await hasher.hash(secret),
+        secret_lookup=sha256_hex(secret),
         expires_at=expires_at,
         created_at=now,
         updated_at=now,
@@ -439,6 +458,7 @@ async def create_user_client_credential(
     caller: Caller,
     acting: Acting,
     hasher: SecretHasher,
+    shape: SecretShape,
     *,
     description: str | None,
     metadata: dict[str, Any],
@@ -453,6 +473,7 @@ async def create_user_client_credential(
         session,
         scope,
         hasher,
+        shape,
         description=description,
         metadata=metadata,
         expires_at=expires_at,
@@ -519,6 +540,7 @@ async def create_tenant_client_credential(
     caller: Caller,
     acting: Acting,
     hasher: SecretHasher,
+    shape: SecretShape,
     *,
     description: str | None,
     metadata: dict[str, Any],
@@ -538,6 +560,7 @@ async def create_tenant_client_credential(
         session,
         scope,
         hasher,
+        shape,
         description=description,
         metadata=metadata,
         expires_at=expires_at,
