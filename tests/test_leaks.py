@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.state import Services
 from domain.models import AuditEvent, ClientCredential, LeakReport, RefreshToken
 from domain.secrets import SecretShape, new_secret
+from domain.settings import ConfigError, load_settings
 from tests.factories import Factory
 from tests.steps import (
     EXCHANGE,
@@ -30,6 +31,7 @@ from tests.steps import (
     simple_credential,
     validate,
 )
+from tests.suite import VALID
 from tests.test_secret_shape import wrong_checksum
 
 LEAKS = "/leaks"
@@ -295,3 +297,24 @@ async def test_only_the_vendor_reports_leaks_by_value(
     response = await client.post(LEAKS, json={"token": credential.secret})
     assert response.status_code == 401
     await exchange_ok(client, credential)
+
+
+def test_the_leak_policy_and_githubs_keys_are_settings_checked_at_start() -> None:
+    assert load_settings(VALID).leak_policy == "revoke"
+    assert load_settings({**VALID, "M2M_LEAK_POLICY": "notify"}).leak_policy == "notify"
+    with pytest.raises(ConfigError) as refused:
+        load_settings({**VALID, "M2M_LEAK_POLICY": "ignore"})
+    assert str(refused.value) == "M2M_LEAK_POLICY: must be revoke or notify, got 'ignore'"
+    url = "https://api.github.com/meta/public_keys/secret_scanning"
+    read = load_settings({**VALID, "M2M_GITHUB_SECRET_SCANNING_KEYS_URL": url})
+    assert read.github_secret_scanning_keys_url == url
+    for bad in (
+        {"M2M_GITHUB_SECRET_SCANNING_KEYS_URL": "ftp://example.test/keys"},
+        {
+            "M2M_GITHUB_SECRET_SCANNING_KEYS_URL": url,
+            "M2M_GITHUB_SECRET_SCANNING_KEYS_FILE": "/etc/keys.json",
+        },
+    ):
+        with pytest.raises(ConfigError) as refused:
+            load_settings({**VALID, **bad})
+        assert refused.value.variable.startswith("M2M_GITHUB_SECRET_SCANNING_KEYS_")

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -175,6 +176,13 @@ def test_the_shape_carries_at_least_160_random_bits_and_a_crc32_checksum() -> No
     # Another environment's prefix, or the shape from before, is not refused offline.
     assert not shape.refuses(SecretShape("m2m").new("cs"), "cs")
     assert not shape.refuses(new_secret(), "cs")
+
+
+def test_the_readme_documents_the_pattern_the_service_makes() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert SecretShape().pattern == README_PATTERN
+    assert f"\n{README_PATTERN}\n" in readme
+    assert SecretShape("acme").pattern.replace("(?:cs|rt)", "cs") in readme
 
 
 def test_the_secret_prefix_is_a_setting_checked_at_start() -> None:
