@@ -44,6 +44,7 @@ async def report(
 ) -> dict[str, Any]:
     response = await client.post(LEAKS, headers=vendor, json={"token": token, **where})
     assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
     answer: dict[str, Any] = response.json()
     assert set(answer) == {"outcome", "label", "kind", "message"}
     return answer

@@ -103,6 +103,7 @@ async def test_signed_matches_are_labelled_and_the_live_secret_is_revoked(
     response = await client.post(GITHUB, content=body, headers=headers)
 
     assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"  # it echoes the values
     assert response.json() == [
         {"token_raw": credential.secret, "token_type": TYPE, "label": "true_positive"},
         {"token_raw": not_ours, "token_type": TYPE, "label": "false_positive"},

@@ -19,6 +19,7 @@ from api.schemas.leaks import (
     label_of,
     leak_report_response,
 )
+from api.security_headers import CARRIES_SECRET
 from api.state import Services
 from api.transaction import commit
 from domain import leaks
@@ -39,7 +40,8 @@ def _reporting(services: Services, reporter: str, caller: Caller | None) -> leak
     )
 
 
-@post(LEAKS, status_code=200, dependencies=VENDOR_ONLY)
+# Both carry a leaked value in (and GitHub's answer echoes it): never cached.
+@post(LEAKS, status_code=200, dependencies=VENDOR_ONLY, opt=CARRIES_SECRET)
 async def report_leak(
     request: Request[Any, Any, Any],
     vendor: CallerDep,
@@ -55,7 +57,7 @@ async def report_leak(
     return leak_report_response(verdict)
 
 
-@post(GITHUB, status_code=200)
+@post(GITHUB, status_code=200, opt=CARRIES_SECRET)
 async def report_github_leaks(
     request: Request[Any, Any, Any], db_session: SessionDep, services: ServicesDep, now: NowDep
 ) -> list[GitHubLabelOut]:
