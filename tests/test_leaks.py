@@ -34,6 +34,8 @@ from tests.steps import (
 from tests.suite import VALID
 from tests.test_secret_shape import wrong_checksum
 
+pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
+
 LEAKS = "/leaks"
 SOURCE_URL = "https://github.com/acme/app/blob/abc123/config.py"
 INVALID_CLIENT = {"errors": ["Invalid client credentials"]}
