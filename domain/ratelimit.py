@@ -175,15 +175,11 @@ class _MemoryCounts:
             counts[key] = counts.get(key, 0) + 1
         return True
 
-    def spent(self, reservation: _Reservation, budget: Budget) -> bool:
-        """Whether the address or the subject has spent its budget in the window (known
-        addresses are not told apart here: only failures that never reached a secret count)."""
+    def address_spent(self, reservation: _Reservation, budget: Budget) -> bool:
+        """Whether the address has spent its budget in the window."""
         if reservation.window != self._window:
             return False
-        return (
-            self._counts.get(reservation.address_key, 0) >= budget.per_address
-            or self._counts.get(reservation.subject_key, 0) >= budget.per_subject
-        )
+        return self._counts.get(reservation.address_key, 0) >= budget.per_address
 
     def give_back(self, reservation: _Reservation, known_until: float | None, now: float) -> None:
         if reservation.window == self._window:
@@ -215,8 +211,11 @@ class RateLimiter:
     A value refused offline (a secret of this environment's shape whose checksum is wrong:
     domain/secrets.py) is counted by `refuse_offline` in this process's memory only, against the
     same budgets and windows: it must cost no Redis command, and what it counts bounds junk that
-    costs microseconds, not guesses (such a value can never be a right secret). A process refuses
-    a check when its offline count is spent, as when the shared one is.
+    costs microseconds, not guesses (such a value can never be a right secret). Junk beyond the
+    subject's or the address's budget is answered RateLimited instead; and an address whose
+    offline count is spent is refused any check on this process, its right secrets included.
+    A subject's offline count never refuses a check: whoever sends junk naming a clientId must
+    not lock its owner out (known addresses are in Redis, which the offline path never reads).
 
     `redis` None means the in-process memory backend (one process only: `m2m dev`). When Redis
     cannot answer, the limiter fails open: the request goes on, counted in this process's memory
@@ -278,7 +277,7 @@ class RateLimiter:
     def _refuse_if_spent_offline(
         self, budget: Budget, reservation: _Reservation, now: datetime
     ) -> None:
-        if self._offline.spent(reservation, budget):
+        if self._offline.address_spent(reservation, budget):
             raise RateLimited(TOO_MANY, self._retry_after(reservation.window, now))
 
     async def reset(self) -> None:

@@ -330,6 +330,25 @@ async def test_wrong_checksum_failures_count_against_the_abuse_limits_of_this_pr
     assert junk_refresh.status_code == 401
 
 
+async def test_junk_naming_a_client_from_elsewhere_does_not_keep_its_owner_out(
+    app: Litestar,
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    factory: Factory,
+    services: Services,
+) -> None:
+    credential = await simple_credential(client, vendor, factory)
+    junk = {"clientId": credential.client_id, "secret": wrong_checksum(credential.secret)}
+    async with (
+        counted_redis_limiter(services, per_client=3, per_address=1000),
+        client_at(app, JUNK_ADDRESS) as attacker,
+    ):
+        answers = [(await attacker.post(EXCHANGE, json=junk)).status_code for _ in range(4)]
+        # The owner, from an address never seen before: checked as usual, and let in.
+        await exchange_ok(client, credential)
+    assert answers == [401, 401, 401, 429]
+
+
 # --- secrets made before the shape --------------------------------------------------------
 
 
