@@ -31,6 +31,7 @@ from run import (
     m2m_command,
     quietly,
     service_environment,
+    start_baseline,
     start_service,
 )
 from seed import EXCHANGE, ServiceClient
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             stdout=subprocess.DEVNULL,
         )
         service_url = start_service(env, workdir, cleanup)
+        baseline_url = start_baseline(env, workdir, cleanup)
         client = ServiceClient(service_url, TENANT_ID)
         cleanup.callback(client.close)
         client.authenticate_vendor(VENDOR_CLIENT_ID, env["M2M_VENDOR_SECRET"])
@@ -101,19 +103,25 @@ def main(argv: list[str] | None = None) -> int:
         client_id, secret = client.create_client_credential(client.create_role())
         shape = SecretShape(env.get("M2M_SECRET_PREFIX", "m2m"))
         assert shape.kind_of(secret) == "cs", "the service does not make secrets of the format"
-        bodies = {
-            "wrong checksum": wrong_checksum(secret),
-            "wrong secret": shape.new("cs"),  # the format, a right checksum, never issued
+
+        def exchange(presented: str) -> Load:
+            return Load(
+                url=f"{service_url}{EXCHANGE}",
+                method="POST",
+                headers={"Content-Type": "application/json"},
+                body=json.dumps({"clientId": client_id, "secret": presented}),
+            )
+
+        loads = {
+            "wrong checksum": (exchange(wrong_checksum(secret)), 401),
+            # The format, a right checksum, never issued.
+            "wrong secret": (exchange(shape.new("cs")), 401),
+            # The floor any request pays on this machine now: the constant-JSON app of run.py.
+            "baseline: constant JSON": (Load(url=f"{baseline_url}/", method="POST", body=""), 200),
         }
-        results: dict[str, list[LoadResult]] = {name: [] for name in bodies}
+        results: dict[str, list[LoadResult]] = {name: [] for name in loads}
         for _ in range(args.rounds):
-            for name, presented in bodies.items():
-                load = Load(
-                    url=f"{service_url}{EXCHANGE}",
-                    method="POST",
-                    headers={"Content-Type": "application/json"},
-                    body=json.dumps({"clientId": client_id, "secret": presented}),
-                )
+            for name, (load, status) in loads.items():
                 result = run_wrk(
                     load,
                     connections=args.connections,
@@ -121,14 +129,14 @@ def main(argv: list[str] | None = None) -> int:
                     transcript=transcript,
                 )
                 statuses = dict(result.statuses)
-                assert set(statuses) == {401}, f"{name}: answers {statuses}"
+                assert set(statuses) == {status}, f"{name}: answers {statuses}"
                 results[name].append(result)
                 print(
                     f"bench: {name}: {rate(result):,.0f} req/s, p50 {result.p50_ms:.2f} ms,"
                     f" p99 {result.p99_ms:.2f} ms"
                 )
     print()
-    print("| load (exchange, 401) | req/s per round | p50 ms | p99 ms |")
+    print("| load | req/s per round | p50 ms | p99 ms |")
     print("|---|---|---|---|")
     for name, runs in results.items():
         print(
@@ -149,6 +157,13 @@ def main(argv: list[str] | None = None) -> int:
         f"\nwrong checksum vs wrong secret, per round: {listed}; median {median:.1f}x"
         f" (target >= {TARGET:.0f}x: {verdict})"
     )
+    floor = statistics.median(
+        rate(fast) / rate(base)
+        for fast, base in zip(
+            results["wrong checksum"], results["baseline: constant JSON"], strict=True
+        )
+    )
+    print(f"wrong checksum vs the constant-JSON baseline: median {floor:.2f}x")
     return 0
 
 
