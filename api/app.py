@@ -30,6 +30,7 @@ from api.routes import (
     console,
     directory,
     exchange,
+    leaks,
     ops,
     portal,
     tokens,
@@ -45,8 +46,9 @@ from domain.clock import utcnow
 from domain.db import StatementTimeouts, create_engine, create_session_factory
 from domain.jobs import JobContext, JobQueue
 from domain.keys import KeyRing, MasterKey
+from domain.leaks import GitHubScanningKeys
 from domain.ratelimit import RateLimiter
-from domain.secrets import Argon2Parameters, SecretHasher
+from domain.secrets import Argon2Parameters, SecretHasher, SecretShape
 from domain.settings import Settings, load_settings
 from domain.validity import ValidityCache
 from workers.inprocess import InProcessJobs
@@ -106,6 +108,10 @@ async def start_services(settings: Settings) -> Services:
             prefix=settings.redis_prefix,
             per_client=settings.exchange_limit_per_client,
             per_address=settings.exchange_limit_per_address,
+        ),
+        secret_shape=SecretShape(settings.secret_prefix),
+        github_keys=GitHubScanningKeys(
+            settings.github_secret_scanning_keys_url, settings.github_secret_scanning_keys_file
         ),
         jobs=_job_queue(settings, redis, sessions, validity),
         started_at=utcnow(),
@@ -169,6 +175,7 @@ def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Lites
         *validation.ROUTES,
         *wellknown.ROUTES,
         *webhooks.ROUTES,
+        *leaks.ROUTES,
         *ops.ROUTES,
         *(console.ROUTES if settings.console_enabled else []),
         *portal.ROUTES,

@@ -12,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from domain.auth import EndUserVerifier, VendorAuthenticator
 from domain.jobs import JobQueue
 from domain.keys import KeyRing, MasterKey, Signer
+from domain.leaks import GitHubScanningKeys
 from domain.ratelimit import RateLimiter
-from domain.secrets import SecretHasher
+from domain.secrets import SecretHasher, SecretShape
 from domain.settings import Settings
 from domain.validity import ValidityCache
 
@@ -53,6 +54,10 @@ class Services:
     redis: Redis | None  # None in `m2m dev`
     validity: ValidityCache
     limiter: RateLimiter
+    # The shape of new client secrets and refresh tokens, and their offline check.
+    secret_shape: SecretShape
+    # GitHub's secret-scanning public keys, read when a report names one not known yet.
+    github_keys: GitHubScanningKeys
     jobs: JobQueue
     # When this process started: /ops/jobs counts a never-run job overdue from here.
     started_at: datetime

@@ -42,7 +42,7 @@ from domain.models import (
     user_roles,
 )
 from domain.ratelimit import RateLimiter
-from domain.secrets import SecretHasher, new_secret, sha256_hex
+from domain.secrets import CLIENT_SECRET, REFRESH_TOKEN, SecretHasher, SecretShape, sha256_hex
 
 Clock = Callable[[], datetime]
 
@@ -56,6 +56,8 @@ EXCHANGE_TOKEN_TYPES = frozenset({USER_TOKEN, TENANT_TOKEN})
 INVALID_CLIENT = "Invalid client credentials"
 INVALID_REFRESH_TOKEN = "Invalid refresh token"
 REUSE_DETECTED = "refresh_token.reuse_detected"
+# What a malformed refresh token presented without client authentication is counted against.
+REFRESH_TOKEN_SUBJECT = "refresh token"
 
 
 class InvalidClient(Unauthenticated):
@@ -385,6 +387,7 @@ async def authenticate_client(
     session: AsyncSession,
     hasher: SecretHasher,
     limiter: RateLimiter,
+    shape: SecretShape,
     presented: ClientSecret,
     *,
     address: str,
@@ -395,7 +398,7 @@ async def authenticate_client(
     with the previous secret is recorded as its use (one more round trip, on that path only).
     """
     authenticated = await _verify_client(
-        session, hasher, limiter, presented, address=address, now=now
+        session, hasher, limiter, shape, presented, address=address, now=now
     )
     if authenticated.previous_secret:
         connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
@@ -408,6 +411,7 @@ async def _verify_client(
     session: AsyncSession,
     hasher: SecretHasher,
     limiter: RateLimiter,
+    shape: SecretShape,
     presented: ClientSecret,
     *,
     address: str,
@@ -421,12 +425,18 @@ async def _verify_client(
     current one fails during an overlap. A wrong secret then costs two, no more (an unknown
     clientId costs one, against a dummy hash).
 
-    The limiter admits the check first, and counts it as a failure when it fails (the rule is
-    in domain/ratelimit.py). The read runs outside a transaction and gives its connection back
-    (so this must be the session's first work) before the argon2 work, so no pooled connection
-    waits on argon2. Round trips: 2 to Redis (1 on a failure), 1 to PostgreSQL.
+    A secret of this environment's shape with a wrong checksum is refused first, offline: no
+    argon2, PostgreSQL or Redis work, counted as a failure in this process (refuse_offline).
+    Otherwise the limiter admits the check first, and counts it as a failure when it fails (the
+    rule is in domain/ratelimit.py). The read runs outside a transaction and gives its
+    connection back (so this must be the session's first work) before the argon2 work, so no
+    pooled connection waits on argon2. Round trips: 2 to Redis (1 on a failure), 1 to
+    PostgreSQL.
     """
     client_id = presented.client_id
+    if shape.refuses(presented.secret, CLIENT_SECRET):
+        limiter.refuse_offline(limiter.clients, client_id, address=address, now=now)
+        raise InvalidClient()
     async with limiter.checking(limiter.clients, client_id, address=address, now=now):
         connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         row = (
@@ -467,6 +477,7 @@ async def exchange_client_credentials(
     session: AsyncSession,
     hasher: SecretHasher,
     limiter: RateLimiter,
+    shape: SecretShape,
     signer: Signer,
     issuer: str,
     presented: ClientSecret,
@@ -482,7 +493,7 @@ async def exchange_client_credentials(
     COMMIT: 5 to PostgreSQL in all (6 with a rotation's previous secret, whose use is noted).
     """
     authenticated = await _verify_client(
-        session, hasher, limiter, presented, address=address, now=now
+        session, hasher, limiter, shape, presented, address=address, now=now
     )
     client_id = authenticated.client_id
     connection = await session.connection()
@@ -508,6 +519,7 @@ async def exchange_client_credentials(
     issued_at = _issue_time(now, clock)
     return await _issue(
         connection,
+        shape,
         signer,
         issuer,
         credential,
@@ -522,10 +534,13 @@ async def exchange_client_credentials(
 
 async def rotate_refresh_token(
     session: AsyncSession,
+    limiter: RateLimiter,
+    shape: SecretShape,
     signer: Signer,
     issuer: str,
     refresh_token: str,
     *,
+    address: str,
     now: datetime,
     client_id: str | None = None,
     clock: Clock = utcnow,
@@ -538,9 +553,17 @@ async def rotate_refresh_token(
     A used token presented again is reuse (refresh-token rotation, RFC 9700): every usable token of
     its family is revoked and RefreshTokenReused raised; the caller commits that revocation.
 
+    A token of this environment's shape with a wrong checksum is refused first, offline (no
+    PostgreSQL or Redis work), and counted as a failure in this process (refuse_offline).
+
     Round trips: BEGIN, lock the credential and consume the token (1 statement), the cap with
     the insert and the grants (1 statement), and the caller's COMMIT: 4.
     """
+    if shape.refuses(refresh_token, REFRESH_TOKEN):
+        limiter.refuse_offline(
+            limiter.clients, client_id or REFRESH_TOKEN_SUBJECT, address=address, now=now
+        )
+        raise InvalidGrant()
     token_hash = sha256_hex(refresh_token)
     bound = client_id is not None
     params: dict[str, Any] = {"presented_hash": token_hash, "now": now}
@@ -573,6 +596,7 @@ async def rotate_refresh_token(
         raise Disabled()
     return await _issue(
         connection,
+        shape,
         signer,
         issuer,
         credential,
@@ -585,11 +609,16 @@ async def rotate_refresh_token(
     )
 
 
-async def revoke_token(session: AsyncSession, client_id: str, token: str, now: datetime) -> None:
+async def revoke_token(
+    session: AsyncSession, shape: SecretShape, client_id: str, token: str, now: datetime
+) -> None:
     """RFC 7009: revoke a refresh token of `client_id`. An unknown token, or another client's,
-    changes nothing and says nothing; a JWT is refused (UnsupportedTokenType)."""
+    changes nothing and says nothing; a JWT is refused (UnsupportedTokenType). A token of this
+    environment's shape with a wrong checksum was never issued: nothing is looked up."""
     if token.count(".") == 2:
         raise UnsupportedTokenType()
+    if shape.refuses(token, REFRESH_TOKEN):
+        return
     connection = await session.connection()
     await connection.execute(
         _REVOKE, {"presented_hash": sha256_hex(token), "credential_id": client_id, "now": now}
@@ -646,6 +675,7 @@ def _issue_time(now: datetime, clock: Clock) -> datetime:
 
 async def _issue(
     connection: AsyncConnection,
+    shape: SecretShape,
     signer: Signer,
     issuer: str,
     credential: _Credential,
@@ -664,7 +694,7 @@ async def _issue(
     The caller holds the credential's row lock, which serializes issuance per credential.
     Round trips: 1 on PostgreSQL (3 statements elsewhere).
     """
-    value = new_secret()
+    value = shape.new(REFRESH_TOKEN)
     user_credential = credential.user_id is not None
     params: dict[str, Any] = {
         "credential_id": credential.client_id,

@@ -231,6 +231,9 @@ class ClientCredential(Base):
     description: Mapped[str | None] = mapped_column(sa.Text)
     metadata_json: Mapped[dict[str, Any]] = mapped_column("metadata")
     secret_hash: Mapped[str] = mapped_column(sa.String(255))
+    # SHA-256 of a secret of the recognisable shape, by which a leak report finds it; NULL for
+    # secrets made before the shape existed (a leak report cannot find those by value).
+    secret_lookup: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
     expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
@@ -240,6 +243,8 @@ class ClientCredential(Base):
     # in the future (cleared when the owner ends the overlap early), and its last use since.
     rotated_at: Mapped[datetime | None]
     previous_secret_hash: Mapped[str | None] = mapped_column(sa.String(255))
+    # The previous secret's SHA-256, by which a leak report finds it during the overlap.
+    previous_secret_lookup: Mapped[str | None] = mapped_column(sa.String(64), index=True)
     previous_secret_expires_at: Mapped[datetime | None]
     previous_secret_used_at: Mapped[datetime | None]
 
@@ -334,6 +339,24 @@ class WebhookDelivery(Base):
 
     id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class LeakReport(Base):
+    """A leaked value a report acted on (by the SHA-256 of the value, never the value): the same
+    leak reported again, or concurrently, acts once. `action` is what the leak policy did
+    (`revoked` or `notified`), so a leak only recorded under `notify` is still revoked when it is
+    reported again under `revoke`."""
+
+    __tablename__ = "leak_reports"
+
+    fingerprint: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    action: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    target_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    tenant_id: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH))
+    source: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH))
+    url: Mapped[str | None] = mapped_column(sa.Text)
+    reported_at: Mapped[datetime]
 
 
 class AuditEvent(Base):

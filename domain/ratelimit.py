@@ -175,6 +175,12 @@ class _MemoryCounts:
             counts[key] = counts.get(key, 0) + 1
         return True
 
+    def address_spent(self, reservation: _Reservation, budget: Budget) -> bool:
+        """Whether the address has spent its budget in the window."""
+        if reservation.window != self._window:
+            return False
+        return self._counts.get(reservation.address_key, 0) >= budget.per_address
+
     def give_back(self, reservation: _Reservation, known_until: float | None, now: float) -> None:
         if reservation.window == self._window:
             for key in (reservation.subject_key, reservation.address_key):
@@ -202,6 +208,15 @@ class RateLimiter:
     naming a clientId from elsewhere cannot lock its owner's machines out, and the guesses at one
     subject per window are at most its budget, plus what its known addresses try.
 
+    A value refused offline (a secret of this environment's shape whose checksum is wrong:
+    domain/secrets.py) is counted by `refuse_offline` in this process's memory only, against the
+    same budgets and windows: it must cost no Redis command, and what it counts bounds junk that
+    costs microseconds, not guesses (such a value can never be a right secret). Junk beyond the
+    subject's or the address's budget is answered RateLimited instead; and an address whose
+    offline count is spent is refused any check on this process, its right secrets included.
+    A subject's offline count never refuses a check: whoever sends junk naming a clientId must
+    not lock its owner out (known addresses are in Redis, which the offline path never reads).
+
     `redis` None means the in-process memory backend (one process only: `m2m dev`). When Redis
     cannot answer, the limiter fails open: the request goes on, counted in this process's memory
     only. Availability wins over exact throttling here, because refusing every exchange while
@@ -225,6 +240,7 @@ class RateLimiter:
         self.vendor = Budget("vendor", vendor_overall, vendor_per_address)
         self._window_seconds = window_seconds
         self._memory = _MemoryCounts()
+        self._offline = _MemoryCounts()
         self._redis_retry_at = 0.0
         self._reserve_script = redis.register_script(_RESERVE) if redis is not None else None
 
@@ -236,6 +252,7 @@ class RateLimiter:
         when a budget is spent. The check counts as a failure if it ends in Unauthenticated; if
         it ends without an error it is a success, and the address becomes known to the subject;
         any other end (overload, an unreachable database) counts as neither."""
+        self._refuse_if_spent_offline(budget, self._reservation(budget, subject, address, now), now)
         reservation = await self._reserve(budget, subject, address, now)
         try:
             yield
@@ -247,9 +264,26 @@ class RateLimiter:
         until = now.timestamp() + KNOWN_ADDRESS_SECONDS
         await self._give_back(reservation, now=now, known_until=until)
 
+    def refuse_offline(self, budget: Budget, subject: str, *, address: str, now: datetime) -> None:
+        """Count one failure refused without any I/O, in this process's memory: RateLimited
+        when the budget is already spent, else the failure is counted (and the caller refuses
+        the request as it would a wrong secret)."""
+        reservation = dataclasses.replace(
+            self._reservation(budget, subject, address, now), in_memory=True
+        )
+        if not self._offline.reserve(reservation, budget, now.timestamp()):
+            raise RateLimited(TOO_MANY, self._retry_after(reservation.window, now))
+
+    def _refuse_if_spent_offline(
+        self, budget: Budget, reservation: _Reservation, now: datetime
+    ) -> None:
+        if self._offline.address_spent(reservation, budget):
+            raise RateLimited(TOO_MANY, self._retry_after(reservation.window, now))
+
     async def reset(self) -> None:
         """Forget every count and known address (tests; an operator unblocking a client)."""
         self._memory.clear()
+        self._offline.clear()
         if self._redis is None:
             return
         pattern = _glob_escape(self._prefix) + "*"
@@ -260,15 +294,8 @@ class RateLimiter:
     async def _reserve(
         self, budget: Budget, subject: str, address: str, now: datetime
     ) -> _Reservation:
-        window = math.floor(now.timestamp()) // self._window_seconds
-        scope = f"{self._prefix}{budget.scope}:"
-        reservation = _Reservation(
-            subject_key=f"{scope}subject:{window}:{subject}",
-            address_key=f"{scope}address:{window}:{address}",
-            known_key=f"{scope}known:{subject}:{address}",
-            window=window,
-            in_memory=self._in_memory(),
-        )
+        reservation = self._reservation(budget, subject, address, now)
+        window = reservation.window
         admitted = (
             None
             if reservation.in_memory
@@ -278,9 +305,28 @@ class RateLimiter:
             reservation = dataclasses.replace(reservation, in_memory=True)
             admitted = self._memory.reserve(reservation, budget, now.timestamp())
         if not admitted:
-            window_end = (window + 1) * self._window_seconds
-            raise RateLimited(TOO_MANY, max(1, math.ceil(window_end - now.timestamp())))
+            raise RateLimited(TOO_MANY, self._retry_after(window, now))
         return reservation
+
+    def _scope(self, budget: Budget) -> str:
+        return f"{self._prefix}{budget.scope}:"
+
+    def _reservation(
+        self, budget: Budget, subject: str, address: str, now: datetime
+    ) -> _Reservation:
+        window = math.floor(now.timestamp()) // self._window_seconds
+        scope = self._scope(budget)
+        return _Reservation(
+            subject_key=f"{scope}subject:{window}:{subject}",
+            address_key=f"{scope}address:{window}:{address}",
+            known_key=f"{scope}known:{subject}:{address}",
+            window=window,
+            in_memory=self._in_memory(),
+        )
+
+    def _retry_after(self, window: int, now: datetime) -> int:
+        window_end = (window + 1) * self._window_seconds
+        return max(1, math.ceil(window_end - now.timestamp()))
 
     async def _reserve_in_redis(
         self, reservation: _Reservation, budget: Budget, now: datetime

@@ -1,5 +1,5 @@
-"""Secret generation, hashing (argon2id for client secrets, SHA-256 for random tokens)
-and constant-time checks."""
+"""Secret generation (the recognisable shape with its checksum), hashing (argon2id for client
+secrets, SHA-256 for random tokens) and constant-time checks."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import asyncio
 import hashlib
 import hmac
 import os
+import re
 import secrets
+import string
 import threading
+import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Final, Literal, TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -29,8 +32,97 @@ T = TypeVar("T")
 
 
 def new_secret() -> str:
-    """A fresh random secret of 256 bits, URL-safe."""
+    """A fresh random secret of 256 bits, URL-safe: the shape made before secrets had a prefix
+    (still what the vendor's own secret and the argon2 dummy are)."""
     return secrets.token_urlsafe(SECRET_BYTES)
+
+
+# --- the recognisable shape: <prefix>_<kind>_<random><checksum> -------------------------------
+
+SecretKind = Literal["cs", "rt"]
+CLIENT_SECRET: Final = "cs"
+REFRESH_TOKEN: Final = "rt"
+SECRET_KINDS: Final[tuple[SecretKind, ...]] = (CLIENT_SECRET, REFRESH_TOKEN)
+BASE62: Final = string.digits + string.ascii_uppercase + string.ascii_lowercase
+# 30 base62 characters are 178 random bits (at least 160 asked); the CRC32 of everything before
+# it, in 6 base62 characters (62**6 > 2**32), as GitHub's own tokens carry.
+RANDOM_CHARACTERS: Final = 30
+CHECKSUM_CHARACTERS: Final = 6
+DEFAULT_SECRET_PREFIX: Final = "m2m"
+# The prefix names the environment: a letter, then letters or digits, 2 to 10 in all.
+SECRET_PREFIX_PATTERN: Final = re.compile(r"[a-z][a-z0-9]{1,9}")
+
+
+def _base62(number: int, width: int) -> str:
+    digits = []
+    for _ in range(width):
+        number, digit = divmod(number, 62)
+        digits.append(BASE62[digit])
+    return "".join(reversed(digits))
+
+
+def _checksum(head: str) -> str:
+    return _base62(zlib.crc32(head.encode("ascii")), CHECKSUM_CHARACTERS)
+
+
+@dataclass(frozen=True)
+class SecretShape:
+    """The shape of the secrets this environment hands out, and the offline check of it.
+
+    A value is `<prefix>_<kind>_<30 base62><6 base62 CRC32 of all before it>`. A value of that
+    shape with a wrong checksum (or of the other kind) was never made here: it is refused without
+    any argon2, database or Redis work. A value of any other shape (secrets made before the
+    shape existed, or under another prefix) goes the ordinary way.
+    """
+
+    prefix: str = DEFAULT_SECRET_PREFIX
+
+    @property
+    def pattern(self) -> str:
+        """The regular expression a scanner matches the secrets with (documented in README)."""
+        kinds = "|".join(SECRET_KINDS)
+        length = RANDOM_CHARACTERS + CHECKSUM_CHARACTERS
+        return rf"\b{self.prefix}_(?:{kinds})_[0-9A-Za-z]{{{length}}}\b"
+
+    def new(self, kind: SecretKind) -> str:
+        """A fresh secret of `kind`, with its checksum."""
+        head = f"{self.prefix}_{kind}_" + "".join(
+            secrets.choice(BASE62) for _ in range(RANDOM_CHARACTERS)
+        )
+        return head + _checksum(head)
+
+    def kind_of(self, value: str) -> SecretKind | None:
+        """The kind of a value of this shape whose checksum is right; None for any other value."""
+        kind = self._shaped_kind(value)
+        if kind is None or not secrets.compare_digest(
+            value[-CHECKSUM_CHARACTERS:], _checksum(value[:-CHECKSUM_CHARACTERS])
+        ):
+            return None
+        return kind
+
+    def refuses(self, value: str, expected: SecretKind) -> bool:
+        """True when `value` has this shape but cannot be a `expected` secret made here: its
+        checksum is wrong, or it is of the other kind. No I/O; microseconds."""
+        kind = self._shaped_kind(value)
+        return kind is not None and self.kind_of(value) != expected
+
+    def shaped(self, value: str) -> bool:
+        """`value` has this environment's shape (whatever its checksum)."""
+        return self._shaped_kind(value) is not None
+
+    def _shaped_kind(self, value: str) -> SecretKind | None:
+        length = len(self.prefix) + 4 + RANDOM_CHARACTERS + CHECKSUM_CHARACTERS
+        if len(value) != length or not value.startswith(f"{self.prefix}_"):
+            return None
+        kind = value[len(self.prefix) + 1 : len(self.prefix) + 3]
+        if value[len(self.prefix) + 3] != "_" or kind not in SECRET_KINDS:
+            return None
+        if not all(character in _BASE62_SET for character in value[len(self.prefix) + 4 :]):
+            return None
+        return CLIENT_SECRET if kind == CLIENT_SECRET else REFRESH_TOKEN
+
+
+_BASE62_SET: Final = frozenset(BASE62)
 
 
 def sha256_hex(value: str) -> str:

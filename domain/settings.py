@@ -13,7 +13,11 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from domain.secrets import DEFAULT_SECRET_PREFIX, SECRET_PREFIX_PATTERN
+
 Mode = Literal["serve", "migrate", "worker", "dev", "keys"]
+LeakPolicy = Literal["revoke", "notify"]
+LEAK_POLICIES: Final[tuple[LeakPolicy, ...]] = ("revoke", "notify")
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://localhost/m2m"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -106,6 +110,14 @@ class Settings:
     served_url: str | None = None
     # The vendor's console at /console; off for deployments that manage everything by API.
     console_enabled: bool = True
+    # The first part of every new client secret and refresh token (`<prefix>_cs_...`).
+    secret_prefix: str = DEFAULT_SECRET_PREFIX
+    # What a leak report of a live secret does: revoke it, or only record and announce it.
+    leak_policy: LeakPolicy = "revoke"
+    # Where GitHub secret scanning's public keys are read (one of the two, or neither: then
+    # POST /leaks/github answers that it is not configured).
+    github_secret_scanning_keys_url: str | None = None
+    github_secret_scanning_keys_file: str | None = None
 
     @property
     def self_service_enabled(self) -> bool:
@@ -199,7 +211,16 @@ def load_settings(
         embed_origins=reader.origins("M2M_EMBED_ORIGINS"),
         served_url=dev.served_url if dev is not None else None,
         console_enabled=reader.boolean("M2M_CONSOLE_ENABLED", default=True),
+        secret_prefix=reader.secret_prefix("M2M_SECRET_PREFIX"),
+        leak_policy=reader.leak_policy("M2M_LEAK_POLICY"),
+        github_secret_scanning_keys_url=reader.optional_url("M2M_GITHUB_SECRET_SCANNING_KEYS_URL"),
+        github_secret_scanning_keys_file=reader.optional("M2M_GITHUB_SECRET_SCANNING_KEYS_FILE"),
     )
+    if settings.github_secret_scanning_keys_url and settings.github_secret_scanning_keys_file:
+        raise ConfigError(
+            "M2M_GITHUB_SECRET_SCANNING_KEYS_FILE",
+            "set either it or M2M_GITHUB_SECRET_SCANNING_KEYS_URL, not both",
+        )
     if settings.user_jwt_public_key and settings.user_jwt_jwks_url:
         raise ConfigError(
             "M2M_USER_JWT_JWKS_URL", "set either it or M2M_USER_JWT_PUBLIC_KEY, not both"
@@ -259,6 +280,25 @@ class _Reader:
         if raw.lower() not in BOOLEANS:
             raise ConfigError(name, f"must be true or false, got {raw!r}")
         return BOOLEANS[raw.lower()]
+
+    def secret_prefix(self, name: str) -> str:
+        value = self.optional(name)
+        if value is None:
+            return DEFAULT_SECRET_PREFIX
+        if not SECRET_PREFIX_PATTERN.fullmatch(value):
+            raise ConfigError(
+                name,
+                "must be 2 to 10 lowercase letters or digits, starting with a letter"
+                f" (like {DEFAULT_SECRET_PREFIX}), got {value!r}",
+            )
+        return value
+
+    def leak_policy(self, name: str) -> LeakPolicy:
+        value = (self.optional(name) or "revoke").lower()
+        for policy in LEAK_POLICIES:
+            if value == policy:
+                return policy
+        raise ConfigError(name, f"must be revoke or notify, got {value!r}")
 
     def origins(self, name: str) -> tuple[str, ...]:
         """Comma-separated web origins, each exactly scheme://host[:port] (what a browser sends

@@ -39,7 +39,7 @@ from domain.models import (
     credential_roles,
 )
 from domain.rotation import overlap_end
-from domain.secrets import SecretHasher, new_secret
+from domain.secrets import CLIENT_SECRET, SecretHasher, SecretShape, sha256_hex
 from domain.validity.fills import not_deleted
 
 MAX_EXPIRES_IN_MINUTES = 5_256_000  # ten years
@@ -316,6 +316,21 @@ async def _delete(
     return kind.rows.deleted([token_id])
 
 
+async def delete_found_token(
+    session: AsyncSession, rows: TokenRows[Any], token_id: str
+) -> AfterCommit | None:
+    """Delete a token found by value rather than through its owner (a leak report), as a
+    deletion does: the row (a credential's refresh tokens go with it), and after the commit the
+    same tombstone, so it is refused everywhere at once. None when it was already gone."""
+    deleted = await session.scalar(
+        sa.delete(rows.model).where(rows.id_column == token_id).returning(rows.id_column)
+    )
+    if deleted is None:
+        return None
+    await session.flush()
+    return rows.deleted([token_id])
+
+
 # --- creation: the rules shared by the kinds ---------------------------------------------------
 
 
@@ -347,14 +362,16 @@ async def _new_credential(
     session: AsyncSession,
     scope: Scope,
     hasher: SecretHasher,
+    shape: SecretShape,
     *,
     description: str | None,
     metadata: dict[str, Any],
     expires_at: datetime | None,
     now: datetime,
 ) -> tuple[ClientCredential, str]:
-    """A new credential row and its client secret; only the secret's argon2id hash is stored."""
-    secret, secret_hash = await _client_secret(hasher)
+    """A new credential row and its client secret, of the environment's shape (see
+    `_client_secret` for what is stored)."""
+    secret, secret_hash, secret_lookup = await _client_secret(hasher, shape)
     credential = ClientCredential(
         client_id=str(uuid.uuid4()),
         tenant_id=scope.tenant_id,
@@ -363,6 +380,7 @@ async def _new_credential(
         description=description,
         metadata_json=metadata,
         secret_hash=secret_hash,
+        secret_lookup=secret_lookup,
         expires_at=expires_at,
         created_at=now,
         updated_at=now,
@@ -372,10 +390,12 @@ async def _new_credential(
     return credential, secret
 
 
-async def _client_secret(hasher: SecretHasher) -> tuple[str, str]:
-    """A new client secret and its argon2id hash: what a creation and a rotation hand out."""
-    secret = new_secret()
-    return secret, await hasher.hash(secret)
+async def _client_secret(hasher: SecretHasher, shape: SecretShape) -> tuple[str, str, str]:
+    """A new client secret of the environment's shape, what a creation and a rotation hand out,
+    with what is stored of it: its argon2id hash, which exchange checks, and its SHA-256, by
+    which a leak report finds it (178 random bits: no guessing attack exists on either)."""
+    secret = shape.new(CLIENT_SECRET)
+    return secret, await hasher.hash(secret), sha256_hex(secret)
 
 
 async def _new_access_token(
@@ -446,6 +466,7 @@ async def create_user_client_credential(
     caller: Caller,
     acting: Acting,
     hasher: SecretHasher,
+    shape: SecretShape,
     *,
     description: str | None,
     metadata: dict[str, Any],
@@ -460,6 +481,7 @@ async def create_user_client_credential(
         session,
         scope,
         hasher,
+        shape,
         description=description,
         metadata=metadata,
         expires_at=expires_at,
@@ -526,6 +548,7 @@ async def create_tenant_client_credential(
     caller: Caller,
     acting: Acting,
     hasher: SecretHasher,
+    shape: SecretShape,
     *,
     description: str | None,
     metadata: dict[str, Any],
@@ -545,6 +568,7 @@ async def create_tenant_client_credential(
         session,
         scope,
         hasher,
+        shape,
         description=description,
         metadata=metadata,
         expires_at=expires_at,
@@ -837,6 +861,7 @@ async def rotate_client_credential(
     acting: Acting,
     kind: TokenKind[ClientCredential],
     hasher: SecretHasher,
+    shape: SecretShape,
     client_id: str,
     *,
     overlap_minutes: int,
@@ -859,11 +884,13 @@ async def rotate_client_credential(
             f"{_iso(credential.previous_secret_expires_at)}; end it before rotating again"
         )
     ends = await overlap_end(session, scope.tenant_id, overlap_minutes, now)
-    secret, secret_hash = await _client_secret(hasher)
+    secret, secret_hash, secret_lookup = await _client_secret(hasher, shape)
     credential.previous_secret_hash = credential.secret_hash if overlap_minutes else None
+    credential.previous_secret_lookup = credential.secret_lookup if overlap_minutes else None
     credential.previous_secret_expires_at = ends
     credential.previous_secret_used_at = None
     credential.secret_hash = secret_hash
+    credential.secret_lookup = secret_lookup
     credential.rotated_at = now
     credential.updated_at = now
     await session.flush()
@@ -898,6 +925,7 @@ async def end_credential_overlap(
     # The hash goes, not only the time: an exchange that verified the previous secret before
     # this commit re-reads it under the credential's lock, and is refused (domain/exchange.py).
     credential.previous_secret_hash = None
+    credential.previous_secret_lookup = None
     credential.previous_secret_expires_at = now
     credential.updated_at = now
     await session.flush()

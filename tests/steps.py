@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -16,6 +17,8 @@ from urllib.parse import quote
 import httpx
 import jwt
 from argon2 import PasswordHasher
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from litestar import Litestar
 
 from api.app import create_app, start_services
@@ -464,3 +467,44 @@ async def until(condition: Any, what: str, *, within: float = 5.0) -> float:
             raise AssertionError(f"not within {within} s: {what}")
         await asyncio.sleep(0.001)  # yield to the listener; the deadline bounds the wait
     return loop.time() - start
+
+
+# --- GitHub secret scanning, played locally ----------------------------------------------------
+
+
+class GitHubScanner:
+    """Plays GitHub's secret-scanning side: ECDSA P-256 keys in GitHub's key-list format, and
+    signed report bodies. Nothing here calls GitHub."""
+
+    def __init__(self, identifiers: tuple[str, ...] = ("github-key-1", "github-key-2")) -> None:
+        self.keys = {
+            identifier: ec.generate_private_key(ec.SECP256R1()) for identifier in identifiers
+        }
+
+    def key_list(self) -> bytes:
+        """`{"public_keys": [{"key_identifier", "key", "is_current"}]}`, as GitHub serves it."""
+        listed = [
+            {
+                "key_identifier": identifier,
+                "key": key.public_key()
+                .public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+                .decode(),
+                "is_current": index == 0,
+            }
+            for index, (identifier, key) in enumerate(self.keys.items())
+        ]
+        return json.dumps({"public_keys": listed}).encode()
+
+    def signed(
+        self, matches: list[dict[str, Any]], identifier: str = "github-key-1"
+    ) -> tuple[bytes, dict[str, str]]:
+        """A report body and the headers GitHub sends with it."""
+        body = json.dumps(matches).encode()
+        signature = self.keys[identifier].sign(body, ec.ECDSA(hashes.SHA256()))
+        return body, {
+            "Content-Type": "application/json",
+            "Github-Public-Key-Identifier": identifier,
+            "Github-Public-Key-Signature": base64.b64encode(signature).decode(),
+        }

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -61,6 +62,7 @@ from tests.steps import (
     USER_ACCESS,
     USER_API,
     VALIDATE,
+    GitHubScanner,
     basic,
     configure,
     serving,
@@ -682,6 +684,11 @@ def routes() -> dict[tuple[str, str], tuple[str, Call]]:
             ),
         ),
         ("POST", "/webhooks/users/deleted"): (house, post_user_deleted),
+        ("POST", "/leaks"): (
+            house,
+            lambda c, w: c.post("/leaks", headers=w.vendor, json={"token": w.secret}),
+        ),
+        ("POST", "/leaks/github"): (house, post_github_leak),
         ("GET", "/ops/jobs"): (house, lambda c, w: c.get("/ops/jobs", headers=w.vendor)),
         ("GET", "/metrics"): (house, lambda c, w: c.get("/metrics", headers=w.vendor)),
         ("GET", "/portal/v1/session"): (
@@ -706,6 +713,15 @@ def routes() -> dict[tuple[str, str], tuple[str, Call]]:
 async def post_user_deleted(client: httpx.AsyncClient, world: World) -> httpx.Response:
     body, headers = signed_webhook(world.user_id)
     return await client.post("/webhooks/users/deleted", content=body, headers=headers)
+
+
+# GitHub's side of /leaks/github: the every-route test's app reads these keys from a file.
+GITHUB_SCANNER = GitHubScanner()
+
+
+async def post_github_leak(client: httpx.AsyncClient, world: World) -> httpx.Response:
+    body, headers = GITHUB_SCANNER.signed([{"token": world.secret, "type": "m2m_client_secret"}])
+    return await client.post("/leaks/github", content=body, headers=headers)
 
 
 def _token_routes(
@@ -741,9 +757,18 @@ WITHOUT_DATABASE = {
 
 
 async def test_with_postgresql_stopped_every_route_answers_503_with_retry_after(
-    private_postgres: PrivatePostgres, settings: Settings, idp_key: rsa.RSAPrivateKey
+    private_postgres: PrivatePostgres,
+    settings: Settings,
+    idp_key: rsa.RSAPrivateKey,
+    tmp_path: Path,
 ) -> None:
-    own = dataclasses.replace(settings, database_url=private_postgres.url)
+    github_keys = tmp_path / "github-keys.json"
+    github_keys.write_bytes(GITHUB_SCANNER.key_list())
+    own = dataclasses.replace(
+        settings,
+        database_url=private_postgres.url,
+        github_secret_scanning_keys_file=str(github_keys),
+    )
     table = routes()
     served = {
         (method, route.path)

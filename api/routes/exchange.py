@@ -64,6 +64,7 @@ async def _exchange(
         db_session,
         services.hasher,
         services.limiter,
+        services.secret_shape,
         services.signer,
         services.settings.issuer,
         presented,
@@ -82,15 +83,19 @@ async def _rotate(
     db_session: AsyncSession,
     services: Services,
     refresh_token: str,
+    address: str,
     now: datetime,
     client_id: str | None = None,
 ) -> TokenPair:
     try:
         pair = await exchange.rotate_refresh_token(
             db_session,
+            services.limiter,
+            services.secret_shape,
             services.signer,
             services.settings.issuer,
             refresh_token,
+            address=address,
             now=now,
             client_id=client_id,
         )
@@ -109,7 +114,13 @@ async def _authenticate(
     now: datetime,
 ) -> str:
     return await exchange.authenticate_client(
-        db_session, services.hasher, services.limiter, presented, address=address, now=now
+        db_session,
+        services.hasher,
+        services.limiter,
+        services.secret_shape,
+        presented,
+        address=address,
+        now=now,
     )
 
 
@@ -156,10 +167,14 @@ async def exchange_api_token_v1(
     opt=CARRIES_SECRET,
 )
 async def refresh_api_token(
-    request: Request[Any, Any, Any], db_session: SessionDep, services: ServicesDep, now: NowDep
+    request: Request[Any, Any, Any],
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+    client_address: ClientAddressDep,
 ) -> TokenPairOut:
     data = await read_body(request, RefreshRequest)
-    pair = await _rotate(db_session, services, data.refresh_token, now)
+    pair = await _rotate(db_session, services, data.refresh_token, client_address, now)
     return token_pair_response(pair)
 
 
@@ -198,7 +213,7 @@ async def oauth_token(
             else None
         )
         count_as(request, "refresh")
-        pair = await _rotate(db_session, services, refresh_token, now, client_id)
+        pair = await _rotate(db_session, services, refresh_token, client_address, now, client_id)
     return oauth_token_response(pair)
 
 
@@ -225,7 +240,7 @@ async def oauth_revoke(
     if presented is None:
         raise InvalidClient("Client authentication is required")
     client_id = await _authenticate(db_session, services, presented, client_address, now)
-    await exchange.revoke_token(db_session, client_id, token, now)
+    await exchange.revoke_token(db_session, services.secret_shape, client_id, token, now)
     await commit(db_session, services)
 
 

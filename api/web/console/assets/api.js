@@ -110,6 +110,7 @@ export const paths = {
   roles: "/identity/resources/roles/v1",
   permissions: "/identity/resources/permissions/v1",
   jobs: "/ops/jobs",
+  leaks: "/leaks",
   tenants: "/console/v1/tenants",
   limits: "/console/v1/limits",
   tenant: (tenantId) => `/tenants/resources/tenants/v1/${encodeURIComponent(tenantId)}`,

@@ -1,5 +1,5 @@
-// <m2m-console>: the vendor's console. Sign-in, then M2M settings, Accounts, Roles and Jobs
-// behind hash routes (#/settings, #/accounts, #/accounts/<tenantId>, #/roles, #/jobs).
+// <m2m-console>: the vendor's console. Sign-in, then M2M settings, Accounts, Roles, Jobs and Leaks
+// behind hash routes (#/settings, #/accounts, #/accounts/<tenantId>, #/roles, #/jobs, #/leaks).
 //
 // Theming: the --m2m-* custom properties (see console.css); `theme="light"` or `theme="dark"`
 // on the element forces a scheme, otherwise it follows the system's.
@@ -8,6 +8,7 @@ import { ApiError, SessionExpired, sessionEvents, signIn, signOut, signedIn } fr
 import { accountsView, tenantView } from "./accounts.js";
 import { h } from "./dom.js";
 import { jobsView } from "./jobs.js";
+import { leaksView } from "./leaks.js";
 import { rolesView } from "./roles.js";
 import { settingsView } from "./settings.js";
 
@@ -16,6 +17,7 @@ const SECTIONS = [
   { path: "accounts", label: "Accounts" },
   { path: "roles", label: "Roles" },
   { path: "jobs", label: "Jobs" },
+  { path: "leaks", label: "Leaks" },
 ];
 
 /** The route in the address: its path segments and query. */
@@ -38,6 +40,7 @@ function viewFor({ segments }) {
   if (section === "accounts") return { section, show: accountsView };
   if (section === "roles") return { section, show: rolesView };
   if (section === "jobs") return { section, show: jobsView };
+  if (section === "leaks") return { section, show: leaksView };
   return { section: "settings", show: settingsView };
 }
 
