@@ -231,7 +231,7 @@ def start_baseline(env: dict[str, str], workdir: Path, cleanup: ExitStack) -> st
     return f"http://{HOST}:{port}"
 
 
-ACCESS_LOG_LINE = re.compile(r'^\{.*"logger": "uvicorn\.access"')
+ACCESS_LOG_LINE = re.compile(r'^\{.*"logger": "m2m\.access"')
 
 
 def save_service_errors(log: Path) -> None:
