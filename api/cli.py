@@ -156,13 +156,15 @@ def serve(host: str, port: int, workers: int, migrate_first: bool) -> None:
     if migrate_first:
         _migrate(settings)
     configure_logging()
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # /metrics sums the counters of every worker process through this directory. Set
+        # before the app is first imported: the workers are forked from this process, and
+        # prometheus_client chooses how it counts when it is imported.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="m2m-metrics-")
     _preflight(settings)
     # Log lines like every other line serve writes: one JSON object each, for the collector.
     for line in serve_addresses(settings, host=host, port=port):
         logging.getLogger("m2m.serve").info(line)
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # /metrics sums the counters of every worker process through this directory.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="m2m-metrics-")
     run_granian("api.app:create_app_from_environment", host=host, port=port, workers=workers)
 
 

@@ -21,13 +21,16 @@ from tests.processes import free_port, serve_environment
 
 pytestmark = pytest.mark.processes
 
+VALIDATE = "/identity/resources/auth/v1/validate"
+REFUSED_VALIDATIONS = 'm2m_requests_total{operation="validation",outcome="rejected"}'
+
 
 def start_serve(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-c", "from api.cli import main; main()", "serve"]
     with log.open("wb") as output:
         return subprocess.Popen(
             [*command, "--port", str(port), "--workers", "2"],
-            env=serve_environment(settings),
+            env={**serve_environment(settings), "M2M_METRICS_PUBLIC": "true"},
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -132,6 +135,9 @@ def test_connections_opened_at_once_are_spread_over_the_workers(
         try:
             assert [client.get("/health/live").status_code for client in clients] == [200] * 8
             held = [connections_held(worker, port) for worker in children(process.pid)]
+            # Five refused validations on each connection, so on both workers.
+            refused = [client.post(VALIDATE).status_code for client in clients for _ in range(5)]
+            metrics = clients[0].get("/metrics")
         finally:
             for client in clients:
                 client.close()
@@ -141,6 +147,10 @@ def test_connections_opened_at_once_are_spread_over_the_workers(
 
     assert sum(held) == 8
     assert min(held) >= 2, held  # not all (or all but one) on one worker
+    assert refused == [401] * 40
+    # /metrics sums what every worker counted, whichever answers the scrape.
+    assert metrics.status_code == 200
+    assert REFUSED_VALIDATIONS + " 40.0" in metrics.text.splitlines(), metrics.text
 
 
 def test_a_stop_answers_the_request_in_flight_then_exits(
