@@ -40,6 +40,7 @@ from api.routes import (
 )
 from api.security_headers import with_security_headers
 from api.state import Services
+from domain.active_tokens import ActiveTokenLists
 from domain.auth import EndUserVerifier, VendorAuthenticator
 from domain.clock import utcnow
 from domain.db import StatementTimeouts, create_engine, create_session_factory
@@ -103,6 +104,7 @@ async def start_services(settings: Settings) -> Services:
         keyring=keyring,
         redis=redis,
         validity=validity,
+        active_lists=ActiveTokenLists(validity, sessions),
         limiter=RateLimiter(
             redis=redis,
             prefix=settings.redis_prefix,

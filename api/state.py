@@ -9,6 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from domain.active_tokens import ActiveTokenLists
 from domain.auth import EndUserVerifier, VendorAuthenticator
 from domain.jobs import JobQueue
 from domain.keys import KeyRing, MasterKey, Signer
@@ -52,6 +53,8 @@ class Services:
     keyring: KeyRing
     redis: Redis | None  # None in `m2m dev`
     validity: ValidityCache
+    # /active's answers, kept while the validity cache says nothing changed.
+    active_lists: ActiveTokenLists
     limiter: RateLimiter
     jobs: JobQueue
     # When this process started: /ops/jobs counts a never-run job overdue from here.

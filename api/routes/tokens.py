@@ -36,6 +36,7 @@ from api.schemas.tokens import (
 from api.security_headers import CARRIES_SECRET
 from api.transaction import commit
 from domain import tokens
+from domain.after_commit import AfterCommit
 
 USER_API_TOKENS = "/identity/resources/users/api-tokens/v1"
 USER_ACCESS_TOKENS = "/identity/resources/users/access-tokens/v1"
@@ -119,7 +120,7 @@ async def create_user_access_token(
         expires_in_minutes=data.minutes,
         now=now,
     )
-    await commit(db_session, services)
+    await commit(db_session, services, AfterCommit().add_access_tokens())
     return created_user_access_token_response(issued)
 
 
@@ -247,7 +248,7 @@ async def create_tenant_access_token(
         expires_in_minutes=data.minutes,
         now=now,
     )
-    await commit(db_session, services)
+    await commit(db_session, services, AfterCommit().add_access_tokens())
     return created_tenant_access_token_response(issued)
 
 

@@ -1,0 +1,115 @@
+"""The answers of `/active` (the ids of the access tokens valid now, which the Frontegg SDKs
+poll every 10 seconds from every process), kept per API process.
+
+An answer is built by PostgreSQL in one statement and kept until something could change it:
+- an invalidation reaches this process (a token, user or tenant deleted, an expiry evicted,
+  the whole cache forgotten) or new access tokens are announced: the validity cache's version
+  changes, on the process that made the change at once and on every other within its
+  propagation bound;
+- the first of its tokens expires;
+- MAX_AGE_SECONDS pass (a change made around the API, in SQL, shows by then);
+- and it is never used while this process may have missed an invalidation (its subscription
+  is not current): each request then asks PostgreSQL, as without this cache.
+Concurrent requests for an answer being built wait for that one build. The gzip form is made
+once per answer, the first time a client asks for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from domain.tokens import active_access_token_ids
+from domain.validity import ENTRY_TTL_SECONDS, ValidityCache
+
+MAX_AGE_SECONDS: Final = float(ENTRY_TTL_SECONDS)
+# Answers kept (one per kind and tenant asked for): the SDKs ask for all tenants at once.
+MAX_ANSWERS: Final = 64
+GZIP_LEVEL: Final = 5
+
+Key = tuple[bool, str | None]
+
+
+@dataclass
+class ActiveAnswer:
+    """One answer: the JSON array, and its gzip form once asked for."""
+
+    body: bytes
+    version: int | None  # the validity cache's version when the build began
+    built_at: float  # monotonic clock
+    valid_until: datetime | None  # the first expiry among its tokens
+    _gzipped: bytes | None = field(default=None, repr=False)
+    _gzipping: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+    async def gzipped(self) -> bytes:
+        """The body compressed (in a thread: 100,000 ids are 4 MB), made once."""
+        if self._gzipped is None:
+            async with self._gzipping:
+                if self._gzipped is None:
+                    self._gzipped = await asyncio.to_thread(
+                        gzip.compress, self.body, GZIP_LEVEL, mtime=0
+                    )
+        return self._gzipped
+
+
+class ActiveTokenLists:
+    def __init__(self, validity: ValidityCache, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._validity = validity
+        self._sessions = sessions
+        self._answers: OrderedDict[Key, ActiveAnswer] = OrderedDict()
+        self._builds: dict[Key, asyncio.Lock] = {}
+
+    async def answer(
+        self, *, user_tokens: bool, tenant_id: str | None, now: datetime
+    ) -> ActiveAnswer:
+        key: Key = (user_tokens, tenant_id)
+        kept = self._usable(key, now)
+        if kept is not None:
+            return kept
+        if self._validity.version is None:
+            # An invalidation may have been missed: ask PostgreSQL, and keep nothing.
+            return await self._build(key, now)
+        lock = self._builds.setdefault(key, asyncio.Lock())
+        async with lock:
+            kept = self._usable(key, now)
+            if kept is not None:
+                return kept
+            built = await self._build(key, now)
+            if built.version is not None:
+                self._answers[key] = built
+                self._answers.move_to_end(key)
+                while len(self._answers) > MAX_ANSWERS:
+                    self._answers.popitem(last=False)
+            return built
+
+    def _usable(self, key: Key, now: datetime) -> ActiveAnswer | None:
+        kept = self._answers.get(key)
+        if kept is None:
+            return None
+        version = self._validity.version
+        if (
+            version is None
+            or kept.version != version
+            or (kept.valid_until is not None and now >= kept.valid_until)
+            or time.monotonic() - kept.built_at >= MAX_AGE_SECONDS
+        ):
+            return None
+        return kept
+
+    async def _build(self, key: Key, now: datetime) -> ActiveAnswer:
+        user_tokens, tenant_id = key
+        version = self._validity.version
+        built_at = time.monotonic()
+        session: Any
+        async with self._sessions() as session:
+            ids, valid_until = await active_access_token_ids(
+                session, user_tokens=user_tokens, tenant_id=tenant_id, now=now
+            )
+        return ActiveAnswer(ids.encode(), version, built_at, valid_until)
