@@ -121,14 +121,17 @@ async def _active(
     request: Request[Any, Any, Any], services: Services, *, user_tokens: bool, tenant_id: str | None
 ) -> Response[bytes]:
     """The ids of the access tokens valid now, as the process keeps them (see
-    domain/active_tokens.py); gzip-compressed when the client accepts it."""
+    domain/active_tokens.py); gzip-compressed when the client accepts it and the answer is
+    kept."""
     now = utcnow()
     await services.validity.require_m2m_switch_on(now)
     answer = await services.active_lists.answer(
         user_tokens=user_tokens, tenant_id=tenant_id, now=now
     )
     vary = {"Vary": "Accept-Encoding"}
-    if accepts_gzip(request.headers.get("accept-encoding", "")):
+    # Compressed once per kept answer; one built for this request alone goes as it is (a
+    # client that accepts gzip accepts that too).
+    if answer.kept and accepts_gzip(request.headers.get("accept-encoding", "")):
         return Response(
             await answer.gzipped(),
             media_type=MediaType.JSON,
