@@ -9,8 +9,12 @@ An answer is built by PostgreSQL in one statement and kept until something could
 - the first of its tokens expires;
 - MAX_AGE_SECONDS pass (a change made around the API, in SQL, shows by then);
 - and it is never used while this process may have missed an invalidation (its subscription
-  is not current): each request then asks PostgreSQL, as without this cache.
-Concurrent requests for an answer being built wait for that one build. The gzip form is made
+  is not current).
+A request that finds no usable answer waits for a build of the same answer that began less
+than SHARED_BUILD_SECONDS ago with no change applied here since, or begins one: so many
+requests at once cost one statement, subscription or not, and each answer still reflects what
+was committed before the request came, but for its last SHARED_BUILD_SECONDS (and all that
+this process changed itself). The gzip form is made
 once per kept answer, the first time a client asks for it; an answer built for one request
 (not kept) is sent as it is.
 """
@@ -31,6 +35,10 @@ from domain.tokens import active_access_token_ids
 from domain.validity import ENTRY_TTL_SECONDS, ValidityCache
 
 MAX_AGE_SECONDS: Final = float(ENTRY_TTL_SECONDS)
+# A request arriving while a build that began less than this ago is under way waits for it
+# rather than start its own: that build's read began within the propagation bound of the
+# request (the same 100 ms as the validity cache), whatever the subscription says.
+SHARED_BUILD_SECONDS: Final = 0.1
 # Answers kept (one per kind and tenant asked for): the SDKs ask for all tenants at once.
 MAX_ANSWERS: Final = 64
 # Level 1: a third of level 6's time on 100,000 ids, for a few percent more bytes.
@@ -66,12 +74,19 @@ class ActiveAnswer:
         return self._gzipped
 
 
+@dataclass
+class _Build:
+    started_at: float  # monotonic clock
+    generation: int  # the validity cache's when it began
+    task: asyncio.Future[ActiveAnswer]
+
+
 class ActiveTokenLists:
     def __init__(self, validity: ValidityCache, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._validity = validity
         self._sessions = sessions
         self._answers: OrderedDict[Key, ActiveAnswer] = OrderedDict()
-        self._builds: dict[Key, asyncio.Lock] = {}
+        self._builds: dict[Key, _Build] = {}
 
     async def answer(
         self, *, user_tokens: bool, tenant_id: str | None, now: datetime
@@ -80,21 +95,25 @@ class ActiveTokenLists:
         kept = self._usable(key, now)
         if kept is not None:
             return kept
-        if self._validity.version is None:
-            # An invalidation may have been missed: ask PostgreSQL, and keep nothing.
-            return await self._build(key, now)
-        lock = self._builds.setdefault(key, asyncio.Lock())
-        async with lock:
-            kept = self._usable(key, now)
-            if kept is not None:
-                return kept
-            built = await self._build(key, now)
-            if built.version is not None:
-                self._answers[key] = built
-                self._answers.move_to_end(key)
-                while len(self._answers) > MAX_ANSWERS:
-                    self._answers.popitem(last=False)
-            return built
+        clock = time.monotonic()
+        generation = self._validity.generation
+        build = self._builds.get(key)
+        if (
+            build is None
+            or clock - build.started_at >= SHARED_BUILD_SECONDS
+            # A change applied here since it began (this process's own deletion included).
+            or build.generation != generation
+        ):
+            build = _Build(clock, generation, asyncio.ensure_future(self._build(key, now)))
+            self._builds[key] = build
+        # Shielded: a client that hangs up does not cancel the build the others wait for.
+        built = await asyncio.shield(build.task)
+        if built.kept and self._answers.get(key) is not built:
+            self._answers[key] = built
+            self._answers.move_to_end(key)
+            while len(self._answers) > MAX_ANSWERS:
+                self._answers.popitem(last=False)
+        return built
 
     def _usable(self, key: Key, now: datetime) -> ActiveAnswer | None:
         kept = self._answers.get(key)

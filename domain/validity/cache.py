@@ -173,6 +173,12 @@ class ValidityCache:
         return math.inf if self._redis is None else self._fresh_as_of
 
     @property
+    def generation(self) -> int:
+        """Bumped by every invalidation (or announcement of new access tokens) applied here,
+        whether or not the subscription is current."""
+        return self._generation
+
+    @property
     def version(self) -> int | None:
         """A number that changes whenever an invalidation (or an announcement of new access
         tokens) is applied here; None while one may have been missed (not listening). What is
