@@ -20,4 +20,5 @@ EXPOSE 8000
 # that serve no HTTP.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=2)"]
+# Granian serves the API; `docker stop` (SIGTERM) lets it answer the requests in flight first.
 CMD ["m2m", "serve", "--host", "0.0.0.0", "--port", "8000"]

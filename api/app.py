@@ -41,6 +41,7 @@ from api.routes import (
 )
 from api.security_headers import with_security_headers
 from api.state import Services
+from domain.active_tokens import ActiveTokenLists
 from domain.auth import EndUserVerifier, VendorAuthenticator
 from domain.clock import utcnow
 from domain.db import StatementTimeouts, create_engine, create_session_factory
@@ -60,6 +61,8 @@ logger = logging.getLogger("m2m.api")
 # Redis must fail fast: validation falls back to PostgreSQL rather than wait on it.
 REDIS_TIMEOUT_SECONDS = 0.25
 KEY_REFRESH_SECONDS = 30
+# What each API process logs once it serves: what waits for the service looks for it.
+STARTED = "Application startup complete."
 
 
 async def start_services(settings: Settings) -> Services:
@@ -103,6 +106,7 @@ async def start_services(settings: Settings) -> Services:
         keyring=keyring,
         redis=redis,
         validity=validity,
+        active_lists=ActiveTokenLists(validity, sessions),
         limiter=RateLimiter(
             redis=redis,
             prefix=settings.redis_prefix,
@@ -143,9 +147,13 @@ async def _refresh_keys_forever(keyring: KeyRing) -> None:
             logger.exception("reloading signing keys failed; keeping the keys already loaded")
 
 
-def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Litestar:
+def create_app(
+    settings: Settings, *, freeze_after_start: bool = False, announce_start: bool = False
+) -> Litestar:
     """The app; `freeze_after_start` for a process that serves this app and nothing else (the
-    objects built at start are then never collected: not for tests that build many apps)."""
+    objects built at start are then never collected: not for tests that build many apps);
+    `announce_start` logs "Application startup complete." once the process serves (Granian
+    says nothing then; uvicorn, under `m2m dev`, says it itself)."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -160,6 +168,8 @@ def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Lites
             # in the middle of requests).
             gc.collect()
             gc.freeze()
+        if announce_start:
+            logger.info(STARTED)
         try:
             yield
         finally:
@@ -211,4 +221,5 @@ def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Lites
 
 def create_app_from_environment() -> Litestar:
     """Entry point for `m2m serve` workers: settings come from the environment."""
-    return create_app(load_settings(os.environ, mode="serve"), freeze_after_start=True)
+    settings = load_settings(os.environ, mode="serve")
+    return create_app(settings, freeze_after_start=True, announce_start=True)

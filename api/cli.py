@@ -72,21 +72,17 @@ def _preflight(settings: Settings) -> None:
 
 
 def run_uvicorn(
-    app: str | Callable[[], Any],
+    app: Callable[[], Any],
     *,
     host: str,
     port: int,
-    workers: int,
     readable_logs: bool = False,
     sockets: list[socket.socket] | None = None,
 ) -> None:
-    """uvicorn.run with the service's options, keeping TCP_NODELAY with several workers; its
-    own lines (startup, access, errors) in the service's log format. One worker may serve
-    `sockets` bound beforehand instead of binding `host` and `port` itself."""
+    """One uvicorn process (`m2m dev`) with the service's options, serving `sockets` bound
+    beforehand; its own lines (startup, access, errors) in the service's log format."""
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
-    from api.listener import shared_listener
     from domain.logs import log_config
 
     config = uvicorn.Config(
@@ -94,27 +90,51 @@ def run_uvicorn(
         factory=True,
         host=host,
         port=port,
-        workers=workers,
         # The app reads X-Forwarded-For itself, from the proxies M2M_TRUSTED_PROXIES names only:
         # uvicorn's own handling would let any client behind a trusted address pick its address.
         proxy_headers=False,
         server_header=False,
+        # The app writes the access lines itself (api/request_ids.py), as under `m2m serve`.
+        access_log=False,
         log_level="info",
         log_config=log_config(readable=readable_logs),
     )
-    if workers == 1:
-        server = uvicorn.Server(config)
-        server.run(sockets=sockets)
-        if not server.started:
-            sys.exit(3)
-        return
-    # uvicorn binds the shared listener with proto 0, and asyncio sets TCP_NODELAY only on
-    # accepted sockets whose proto is IPPROTO_TCP (Kludex/uvicorn#3149): without this, every
-    # keep-alive answer waits about 40 ms for the client's delayed ACK.
-    # The listener also hands each worker one connection per turn of its event loop, so that a
-    # few connections opened at once are spread over the workers (see api/listener.py).
-    listener = shared_listener(config.bind_socket())
-    Multiprocess(config, sockets=[listener]).run()
+    server = uvicorn.Server(config)
+    server.run(sockets=sockets)
+    if not server.started:
+        sys.exit(3)
+
+
+# How long a stopping worker waits for the requests in flight before it is killed.
+DRAIN_SECONDS = 30
+
+
+def run_granian(target: str, *, host: str, port: int, workers: int) -> None:
+    """Serve the ASGI app factory `target` ("module:function") with Granian: `workers`
+    processes, each accepting from the one listening socket in Granian's own (Rust) accept
+    loop, so that connections spread over the workers as they come. On SIGTERM or SIGINT a
+    worker stops accepting, answers the requests in flight (up to DRAIN_SECONDS), then exits;
+    a worker that dies is started again. Granian's lines leave through the service's log
+    format; the access lines are the app's own (api/request_ids.py)."""
+    from granian.constants import Interfaces
+    from granian.server import Server
+
+    from domain.logs import log_config
+
+    server = Server(
+        target,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        factory=True,
+        backlog=2048,
+        log_dictconfig=log_config(),
+        log_access=False,
+        respawn_failed_workers=True,
+        workers_kill_timeout=DRAIN_SECONDS,
+    )
+    server.serve()
 
 
 @click.group()
@@ -129,21 +149,23 @@ def main() -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option("--migrate", "migrate_first", is_flag=True, help="Migrate the database first.")
 def serve(host: str, port: int, workers: int, migrate_first: bool) -> None:
-    """Run the API (uvicorn) against PostgreSQL and Redis."""
+    """Run the API (Granian) against PostgreSQL and Redis."""
     from domain.logs import configure_logging
 
     settings = _settings("serve")
     if migrate_first:
         _migrate(settings)
     configure_logging()
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # /metrics sums the counters of every worker process through this directory. Set
+        # before the app is first imported: the workers are forked from this process, and
+        # prometheus_client chooses how it counts when it is imported.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="m2m-metrics-")
     _preflight(settings)
     # Log lines like every other line serve writes: one JSON object each, for the collector.
     for line in serve_addresses(settings, host=host, port=port):
         logging.getLogger("m2m.serve").info(line)
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # /metrics sums the counters of every worker process through this directory.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="m2m-metrics-")
-    run_uvicorn("api.app:create_app_from_environment", host=host, port=port, workers=workers)
+    run_granian("api.app:create_app_from_environment", host=host, port=port, workers=workers)
 
 
 def serve_addresses(settings: Settings, *, host: str, port: int) -> list[str]:
@@ -197,7 +219,6 @@ def dev(port: int, data_dir: Path) -> None:
         partial(create_app, settings),
         host="127.0.0.1",
         port=port,
-        workers=1,
         readable_logs=readable,
         sockets=[listener],
     )

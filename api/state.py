@@ -9,6 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from domain.active_tokens import ActiveTokenLists
 from domain.auth import EndUserVerifier, VendorAuthenticator
 from domain.jobs import JobQueue
 from domain.keys import KeyRing, MasterKey, Signer
@@ -53,6 +54,8 @@ class Services:
     keyring: KeyRing
     redis: Redis | None  # None in `m2m dev`
     validity: ValidityCache
+    # /active's answers, kept while the validity cache says nothing changed.
+    active_lists: ActiveTokenLists
     limiter: RateLimiter
     # The shape of new client secrets and refresh tokens, and their offline check.
     secret_shape: SecretShape

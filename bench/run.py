@@ -1,6 +1,7 @@
-"""The benchmark, in one command: a throwaway stack, wrk loads side by side, one Markdown table.
+"""The benchmark, in one command: a throwaway stack and the peer, wrk loads side by side, one
+Markdown table.
 
-    python bench/run.py [--duration 10] [--connections 4[,16]]
+    python bench/run.py [--duration 10] [--connections 4,64] [--no-peer]
 
 See bench/README.md for what is measured and how to read it.
 """
@@ -37,7 +38,11 @@ from loadgen import (
     run_wrk,
     wrk_version,
 )
-from report import Kind, Row, render
+from peer import DEFAULT_SOURCE, Peer, PeerFailed
+from peer import KEY_PREFIX as PEER_KEY_PREFIX
+from peer import install as install_peer
+from peer import start as start_peer
+from report import PEER_OF, Kind, PeerLoad, Row, render
 from seed import ACTIVE, EXCHANGE, REFRESH, VALIDATE, RouteFailed, RouteMissing, ServiceClient
 from stack import (
     Server,
@@ -81,8 +86,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--connections",
         type=_connection_levels,
-        default=[4],
-        help="comma-separated connection counts, e.g. 4,16 (default 4)",
+        default=[4, 64],
+        help="comma-separated connection counts (default 4,64)",
+    )
+    parser.add_argument(
+        "--peer",
+        type=Path,
+        default=DEFAULT_SOURCE,
+        help="the peer's source (oidc-provider), copied to a temporary directory to run",
+    )
+    parser.add_argument(
+        "--no-peer", action="store_true", help="measure without the peer (no ratios to it)"
+    )
+    parser.add_argument(
+        "--peer-redis",
+        default="redis://127.0.0.1:6379/7",
+        help="the Redis database the peer keeps its tokens in (its keys under oidc: are "
+        "deleted before and after the run, nothing else)",
     )
     parser.add_argument(
         "--active-tokens",
@@ -231,7 +251,27 @@ def start_baseline(env: dict[str, str], workdir: Path, cleanup: ExitStack) -> st
     return f"http://{HOST}:{port}"
 
 
-ACCESS_LOG_LINE = re.compile(r'^\{.*"logger": "uvicorn\.access"')
+def start_peer_process(
+    args: argparse.Namespace, env: dict[str, str], workdir: Path, cleanup: ExitStack
+) -> Peer:
+    print(f"bench: installing the peer from {args.peer} (npm ci in a temporary copy)")
+    installed = install_peer(args.peer, workdir)
+
+    def forget_peer_keys() -> None:
+        with quietly("deleting the peer's Redis keys"):
+            deleted = delete_redis_keys(args.peer_redis, PEER_KEY_PREFIX)
+            print(f"bench: deleted {deleted} Redis keys of the peer")
+
+    # Registered before its stop, so that it runs after it (the last registered runs first).
+    cleanup.callback(forget_peer_keys)
+    peer_env = {name: value for name, value in env.items() if not name.startswith("M2M_")}
+    log = workdir / "peer.log"
+    peer = start_peer(installed, redis_url=args.peer_redis, workers=WORKERS, log=log, env=peer_env)
+    cleanup.callback(peer.server.stop)
+    return peer
+
+
+ACCESS_LOG_LINE = re.compile(r'^\{.*"logger": "m2m\.access"')
 
 
 def save_service_errors(log: Path) -> None:
@@ -260,6 +300,7 @@ class Seeded:
     validate_credential: tuple[str, str]
     exchange_credential: tuple[str, str]
     refresh_credentials: list[tuple[str, str]]
+    shared_credential: tuple[str, str]
 
 
 def seed(
@@ -276,9 +317,17 @@ def seed(
     refresh_credentials = [
         client.create_client_credential(role_id) for _ in range(max(args.connections))
     ]
+    # A fleet of machines on one account credential: every connection refreshes its own chain.
+    shared_credential = client.create_client_credential(role_id)
     client.set_strategy("AccessToken")
     access_token = client.create_access_token()
-    return Seeded(access_token, validate_credential, exchange_credential, refresh_credentials)
+    return Seeded(
+        access_token,
+        validate_credential,
+        exchange_credential,
+        refresh_credentials,
+        shared_credential,
+    )
 
 
 @dataclass(frozen=True)
@@ -320,16 +369,13 @@ def measurements(
             body=json.dumps({"clientId": client_id, "secret": secret}),
         )
 
-    def refresh(connections: int) -> Load:
-        probe = client.exchange(*seeded.refresh_credentials[0])["refresh_token"]
+    def chains(credentials: list[tuple[str, str]]) -> Load:
+        probe = client.exchange(*credentials[0])["refresh_token"]
         client.refresh(probe)
-        # One fresh token per connection, on its own credential, and one for wrk's check.
+        # One fresh token per connection, and one for wrk's check.
         chain_starts = [
             client.exchange(*credential)["refresh_token"]
-            for credential in [
-                *seeded.refresh_credentials[:connections],
-                seeded.refresh_credentials[0],
-            ]
+            for credential in [*credentials, credentials[0]]
         ]
         tokens_file = workdir / "refresh-tokens.txt"
         tokens_file.write_text("\n".join(chain_starts) + "\n")
@@ -340,12 +386,23 @@ def measurements(
             env={"BENCH_REFRESH_TOKENS": str(tokens_file)},
         )
 
-    def active(connections: int) -> Load:
-        ids, size = client.active_ids()
-        note = f"{len(ids):,} ids, {size / 1e6:.1f} MB an answer"
-        if len(ids) < active_tokens:
-            note += f" (fewer than the {active_tokens:,} seeded)"
-        return Load(url=service + ACTIVE, headers=client.vendor_headers, note=note)
+    def refresh_own_credentials(connections: int) -> Load:
+        return chains(seeded.refresh_credentials[:connections])
+
+    def refresh_shared_credential(connections: int) -> Load:
+        return chains([seeded.shared_credential] * connections)
+
+    def active(gzip: bool) -> Callable[[int], Load]:
+        def prepare(connections: int) -> Load:
+            ids, size = client.active_ids(gzip=gzip)
+            note = f"{len(ids):,} ids, {size / 1e6:.1f} MB an answer"
+            if len(ids) < active_tokens:
+                note += f" (fewer than the {active_tokens:,} seeded)"
+            encoding = {"Accept-Encoding": "gzip" if gzip else "identity"}
+            headers = {**client.vendor_headers, **encoding}
+            return Load(url=service + ACTIVE, headers=headers, note=note)
+
+        return prepare
 
     return [
         Measurement("baseline: constant JSON", Kind.BASELINE, None, baseline),
@@ -357,8 +414,23 @@ def measurements(
             validate_client_jwt,
         ),
         Measurement("exchange", Kind.EXCHANGE, "ClientCredentials", exchange),
-        Measurement("refresh (chained)", Kind.REFRESH, "ClientCredentials", refresh),
-        Measurement(f"/active, {active_tokens:,} tokens", Kind.ACTIVE, None, active),
+        Measurement(
+            "refresh, a credential per connection",
+            Kind.REFRESH,
+            "ClientCredentials",
+            refresh_own_credentials,
+        ),
+        Measurement(
+            "refresh, chains of one shared credential",
+            Kind.REFRESH,
+            "ClientCredentials",
+            refresh_shared_credential,
+        ),
+        Measurement(f"/active, {active_tokens:,} tokens", Kind.ACTIVE, None, active(False)),
+        # As the SDKs' HTTP clients (requests, axios) ask by default.
+        Measurement(
+            f"/active, {active_tokens:,} tokens, gzip asked", Kind.ACTIVE, None, active(True)
+        ),
     ]
 
 
@@ -366,14 +438,48 @@ def measurements(
 
 
 class Runner:
-    def __init__(self, client: ServiceClient, args: argparse.Namespace, transcript: Path) -> None:
+    def __init__(
+        self,
+        client: ServiceClient,
+        args: argparse.Namespace,
+        transcript: Path,
+        peer: Peer | None,
+    ) -> None:
         self.client = client
         self.args = args
         self.transcript = transcript
         self.strategy: str | None = None
+        self.peer = peer
+        self.peer_results: dict[tuple[PeerLoad, int], LoadResult | None] = {}
+
+    def peer_figure(self, what: PeerLoad, connections: int) -> LoadResult | None:
+        """The peer's figure at this connection count, measured when a row first needs it
+        (so right before that row: the machine is shared, and its load drifts within a run)."""
+        if self.peer is None:
+            return None
+        key = (what, connections)
+        if key not in self.peer_results:
+            prepare = {
+                PeerLoad.INTROSPECTION: self.peer.introspection,
+                PeerLoad.GRANT: self.peer.client_credentials_grant,
+            }[what]
+            try:
+                if self.args.warmup:
+                    self._load(prepare(), connections, self.args.warmup)
+                result = self._load(prepare(), connections, self.args.duration)
+            except (PeerFailed, WrkFailed) as failure:
+                print(f"bench: [{connections} conns] {what.value} failed: {failure}")
+                result = None
+            else:
+                print(f"bench: [{connections} conns] {what.value}: {describe_result(result)}")
+            self.peer_results[key] = result
+        return self.peer_results[key]
 
     def measure(self, measurement: Measurement, connections: int) -> Row:
         row = Row(measurement.title, measurement.kind, connections)
+        peer_load = PEER_OF.get(measurement.kind)
+        if peer_load is not None:
+            row.peer = self.peer_figure(peer_load, connections)
         try:
             if measurement.strategy and measurement.strategy != self.strategy:
                 self.client.set_strategy(measurement.strategy)
@@ -402,7 +508,10 @@ class Runner:
 def describe(row: Row) -> str:
     if row.result is None:
         return f"not available ({row.unavailable})" if row.unavailable else f"failed: {row.failure}"
-    result = row.result
+    return describe_result(row.result)
+
+
+def describe_result(result: LoadResult) -> str:
     if result.requests == 0:
         return "no answer completed during the run"
     failed = [result.failed_answers] if result.failed_answers else []
@@ -428,9 +537,15 @@ def preamble(
         "",
         f"Each figure: {wrk.split(' [')[0]}, 1 thread, {args.duration} s after a {args.warmup} s "
         f"warm-up, keep-alive connections to {HOST}, on the same machine as the servers. "
-        f"Both servers: uvicorn with {WORKERS} worker processes, started the same way "
+        f"Service and baseline: Granian with {WORKERS} worker processes, started the same way "
         f"(`m2m serve --workers {WORKERS}`, `bench/baseline.py --workers {WORKERS}`). "
-        "req/s counts answers below 400; a row with more than 1% failed requests is invalid.",
+        + (
+            "Peer: not run (--no-peer). "
+            if args.no_peer
+            else f"Peer: oidc-provider (Node) with WORKERS={WORKERS} ADAPTER=redis, each of its "
+            "figures measured right before the first row compared with it. "
+        )
+        + "req/s counts answers below 400; a row with more than 1% failed requests is invalid.",
         "",
         f"Service: a fresh database with {args.active_tokens:,} access tokens seeded for "
         f"`/active`; exchange rate limits raised with {limits} (read by the service: {read}).",
@@ -453,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return run(args)
-    except (WrkMissing, ServerFailed, RouteMissing, RouteFailed) as error:
+    except (WrkMissing, ServerFailed, RouteMissing, RouteFailed, PeerFailed) as error:
         print(f"bench: {error}", file=sys.stderr)
     except subprocess.CalledProcessError as error:
         print(
@@ -506,6 +621,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench: starting m2m serve and the baseline, {WORKERS} workers each")
         service_url = start_service(env, workdir, cleanup)
         baseline_url = start_baseline(env, workdir, cleanup)
+        peer = None if args.no_peer else start_peer_process(args, env, workdir, cleanup)
 
         client = ServiceClient(service_url, TENANT_ID)
         cleanup.callback(client.close)
@@ -520,7 +636,7 @@ def run(args: argparse.Namespace) -> int:
         )
         bound: Argon2Bound | None = None
 
-        runner = Runner(client, args, transcript)
+        runner = Runner(client, args, transcript, peer)
         rows = []
         plan = measurements(client, seeded, baseline_url, workdir, args.active_tokens)
         if args.only is not None:

@@ -115,8 +115,9 @@ class ServiceClient:
         answer: dict[str, Any] = expect(self.http.post(VALIDATE, headers=headers), 200)
         return answer
 
-    def active_ids(self) -> tuple[list[str], int]:
-        """The ids `/active` answers, and the size of that answer in bytes."""
-        response = self.http.get(ACTIVE, headers=self.vendor_headers)
+    def active_ids(self, *, gzip: bool = False) -> tuple[list[str], int]:
+        """The ids `/active` answers, and the size of that answer in bytes as sent."""
+        encoding = {"Accept-Encoding": "gzip" if gzip else "identity"}
+        response = self.http.get(ACTIVE, headers={**self.vendor_headers, **encoding})
         ids: list[str] = expect(response, 200)
-        return ids, len(response.content)
+        return ids, int(response.headers.get("content-length", len(response.content)))

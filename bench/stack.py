@@ -15,6 +15,7 @@ import redis
 
 STARTUP_TIMEOUT_SECONDS = 90
 STOP_TIMEOUT_SECONDS = 10
+# What each process of `m2m serve` (and of the baseline) logs once it serves.
 READY_LINE = "Application startup complete."
 
 
@@ -102,12 +103,21 @@ class ServerFailed(Exception):
 
 
 class Server:
-    """A uvicorn server in its own process group, so that stopping it stops its workers too."""
+    """A server in its own process group, so that stopping it stops its workers too; started
+    once each of its processes has logged `ready_line`."""
 
     def __init__(
-        self, name: str, command: list[str], *, env: dict[str, str], cwd: Path, log: Path
+        self,
+        name: str,
+        command: list[str],
+        *,
+        env: dict[str, str],
+        cwd: Path,
+        log: Path,
+        ready_line: str = READY_LINE,
     ) -> None:
         self.name = name
+        self._ready_line = ready_line
         self._command = command
         self._env = env
         self._cwd = cwd
@@ -126,7 +136,7 @@ class Server:
                 start_new_session=True,
             )
         deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while self.log_text().count(READY_LINE) < workers:
+        while self.log_text().count(self._ready_line) < workers:
             if self._process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise ServerFailed(self.name, self.log_tail())

@@ -36,6 +36,8 @@ class AfterCommit:
     recreated_users: list[str] = field(default_factory=list)
     # The M2M switch as just committed, when it was set.
     m2m_switch: bool | None = None
+    # Access tokens were created: the lists of valid ones (/active) change.
+    new_access_tokens: bool = False
     jobs: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def delete_tenant(self, tenant_id: str, created_at: datetime) -> AfterCommit:
@@ -72,6 +74,10 @@ class AfterCommit:
         self.m2m_switch = on
         return self
 
+    def add_access_tokens(self) -> AfterCommit:
+        self.new_access_tokens = True
+        return self
+
     def enqueue(self, job: str, **arguments: Any) -> AfterCommit:
         self.jobs.append((job, arguments))
         return self
@@ -97,6 +103,8 @@ class AfterCommit:
             await validity.forget_user(user_id)
         if self.m2m_switch is not None:
             await validity.set_m2m_switch(self.m2m_switch)
+        if self.new_access_tokens:
+            await validity.announce_new_access_tokens()
         if self.jobs:
             if jobs is None:
                 raise RuntimeError("jobs were left to enqueue where no job queue is available")

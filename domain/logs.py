@@ -1,7 +1,7 @@
 """The log format of every process (API, worker, beat): one JSON object per line, or a readable
 line for `m2m dev` on a terminal, carrying the request id or the job and run id of each line.
 
-The standard library's logging, with one formatter, rather than structlog: uvicorn, Celery,
+The standard library's logging, with one formatter, rather than structlog: Granian, uvicorn, Celery,
 SQLAlchemy and Litestar all log through it, so one formatter on the root handler formats every
 line of the process, theirs included, with no second pipeline and no extra dependency.
 """
@@ -116,31 +116,14 @@ class ReadableFormatter(logging.Formatter):
         return line
 
 
-class AccessLineFields(logging.Filter):
-    """uvicorn's access lines: the path without its query string (a client may put a token
-    there, whatever the routes accept), and the method, path and status as fields."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and len(args) == 5:
-            client, method, target, version, status = args
-            path = str(target).partition("?")[0]
-            record.args = (client, method, path, version, status)
-            record.method = method
-            record.path = path
-            record.status = status
-        return True
-
-
 def log_config(*, readable: bool = False) -> dict[str, Any]:
-    """The logging configuration of a process (uvicorn takes it as its `log_config`): every
-    line through one handler on stderr, JSON unless `readable`."""
+    """The logging configuration of a process (Granian takes it as its `log_dictconfig`, uvicorn
+    as its `log_config`): every line through one handler on stderr, JSON unless `readable`."""
     formatter = ReadableFormatter if readable else JsonFormatter
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"m2m": {"()": formatter}},
-        "filters": {"access": {"()": AccessLineFields}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
@@ -148,12 +131,15 @@ def log_config(*, readable: bool = False) -> dict[str, Any]:
                 "stream": "ext://sys.stderr",
             }
         },
-        # uvicorn's loggers lose the handlers of its own configuration: their lines leave
-        # through the root's handler, like every other line.
+        # The servers' loggers lose the handlers of their own configuration: their lines leave
+        # through the root's handler, like every other line. (The access lines are the app's:
+        # api/request_ids.py.)
         "loggers": {
+            "_granian": {"handlers": [], "propagate": True, "level": "INFO"},
+            "granian.access": {"handlers": [], "propagate": True},
             "uvicorn": {"handlers": [], "propagate": True},
             "uvicorn.error": {"handlers": [], "propagate": True},
-            "uvicorn.access": {"handlers": [], "propagate": True, "filters": ["access"]},
+            "uvicorn.access": {"handlers": [], "propagate": True},
         },
         "root": {"handlers": ["stderr"], "level": "INFO"},
     }

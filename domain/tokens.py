@@ -746,9 +746,10 @@ def _valid_now(now: datetime) -> sa.ColumnElement[bool]:
 
 async def active_access_token_ids(
     session: AsyncSession, *, user_tokens: bool, tenant_id: str | None, now: datetime
-) -> str:
+) -> tuple[str, datetime | None]:
     """The JSON array of the ids of the access tokens valid now, of one tenant or of all, built
-    by the database in one statement (100,000 ids: no Python object per row).
+    by the database in one statement (100,000 ids: no Python object per row), and the first
+    expiry among them (None if none of them expires): the array holds until then.
 
     "Valid now" is: exists, has not expired, and its tenant (and user) is not deleted, as
     validation reads it; the M2M switch is the caller's to check.
@@ -759,15 +760,15 @@ async def active_access_token_ids(
     else:
         array = sa.func.json_group_array(AccessToken.id)
     statement = (
-        sa.select(array)
+        sa.select(array, sa.func.min(AccessToken.expires_at))
         .join(Tenant, sa.and_(Tenant.id == AccessToken.tenant_id, not_deleted(Tenant)))
         .outerjoin(User, sa.and_(User.id == AccessToken.user_id, not_deleted(User)))
         .where(kind, _valid_now(now), sa.or_(AccessToken.user_id.is_(None), User.id.is_not(None)))
     )
     if tenant_id is not None:
         statement = statement.where(AccessToken.tenant_id == tenant_id)
-    ids: str | None = await session.scalar(statement)
-    return ids or "[]"  # json_agg of no rows is NULL
+    ids, first_expiry = (await session.execute(statement)).one()
+    return ids or "[]", first_expiry  # json_agg of no rows is NULL
 
 
 # --- every token of one tenant, as the vendor's console shows them ---------------------------
@@ -999,12 +1000,13 @@ async def roll_access_token(
         await session.execute(sa.delete(AccessToken).where(AccessToken.id == token_id))
         _record(session, caller, "deleted", kind, token_id, scope, now, replacedBy=new.id)
         await session.flush()
-        return issued, kind.rows.deleted([token_id])
+        return issued, kind.rows.deleted([token_id]).add_access_tokens()
     old.replaced_by_id = new.id
     old.expires_at = old_ends
     await session.flush()
     # Cached entries carry the old expiry: dropped, so the next validation reads the new one.
-    return issued, AfterCommit().evict_tokens(access_token_ids=[token_id])
+    # The new token is announced like a creation (the SDKs' active-token lists).
+    return issued, AfterCommit().evict_tokens(access_token_ids=[token_id]).add_access_tokens()
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -364,7 +364,7 @@ def _answers(url: str) -> bool:
 
 
 @pytest.mark.processes
-def test_m2m_serve_writes_uvicorn_lines_as_json_with_the_request_id_and_no_query(
+def test_m2m_serve_writes_its_lines_as_json_with_the_request_id_and_no_query(
     settings: Settings, tmp_path: Path
 ) -> None:
     port = free_port()
@@ -394,7 +394,7 @@ def test_m2m_serve_writes_uvicorn_lines_as_json_with_the_request_id_and_no_query
     assert all(set(line) >= LINE_KEYS for line in lines), text
     assert any(line["message"] == "Application startup complete." for line in lines), text
     [access] = [line for line in lines if line.get("request_id") == "live-1"]
-    assert access["logger"] == "uvicorn.access"
+    assert access["logger"] == "m2m.access"
     assert (access["method"], access["path"], access["status"]) == ("GET", LIVE, 200)
     assert "query-secret" not in text
     assert "\\u001b" not in text  # no copy of a line with terminal colours

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from datetime import timedelta
 
 import httpx
@@ -111,6 +112,41 @@ async def test_active_leaves_out_expired_deleted_and_orphaned_tokens(
 
     assert listed == [kept["id"]]
     assert expiring["id"] not in listed
+
+
+async def test_active_lists_a_token_created_after_an_answer_at_once(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory
+) -> None:
+    scene = await build_scene(factory)
+    first = await create_access_token(client, vendor, scene.tenant.id)
+    assert await active(client, vendor, VENDOR_TENANTS) == [first["id"]]
+    assert await active(client, vendor, VENDOR_TENANTS) == [first["id"]]  # kept by the process
+
+    second = await create_access_token(client, vendor, scene.tenant.id)
+
+    assert await active(client, vendor, VENDOR_TENANTS) == sorted([first["id"], second["id"]])
+
+
+async def test_active_is_gzip_compressed_when_the_client_accepts_it(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory
+) -> None:
+    scene = await build_scene(factory)
+    ids = sorted([(await create_access_token(client, vendor, scene.tenant.id))["id"] for _ in "ab"])
+    url = f"{VENDOR_TENANTS}/active"
+
+    async with client.stream("GET", url, headers={**vendor, "Accept-Encoding": "gzip"}) as sent:
+        compressed = b"".join([chunk async for chunk in sent.aiter_raw()])
+    plain = await client.get(url, headers={**vendor, "Accept-Encoding": "identity"})
+    refused = await client.get(url, headers={**vendor, "Accept-Encoding": "br, gzip;q=0"})
+
+    assert sent.status_code == 200
+    assert sent.headers["content-encoding"] == "gzip"
+    assert "Accept-Encoding" in sent.headers["vary"]
+    assert gzip.decompress(compressed) == plain.content
+    for answer in (plain, refused):
+        assert answer.status_code == 200
+        assert "content-encoding" not in answer.headers
+        assert sorted(answer.json()) == ids
 
 
 async def test_user_access_token_data_carries_the_roles_its_user_holds_now(

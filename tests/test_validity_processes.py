@@ -154,3 +154,46 @@ async def test_switching_m2m_through_one_process_is_in_effect_on_the_other_withi
     for client in (pair.a, pair.b):
         assert await status_of(client, doomed_headers) == 401
         assert await status_of(client, kept_headers) == 200
+
+
+ACTIVE_TENANT_TOKENS = "/identity/resources/vendor-only/tenants/access-tokens/v1/active"
+
+
+async def seconds_until_b_lists(
+    pair: Pair, vendor: dict[str, str], token_id: str, listed: bool, since: float
+) -> float:
+    """Poll process B's /active until it lists `token_id` (or no longer does)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        answer = await pair.b.get(ACTIVE_TENANT_TOKENS, headers=vendor)
+        assert answer.status_code == 200, answer.text
+        if (token_id in answer.json()) == listed:
+            return loop.time() - since
+        if loop.time() - since > 5:
+            raise AssertionError(f"B's /active never {'listed' if listed else 'dropped'} it")
+
+
+async def test_active_on_the_other_process_changes_within_100_ms_of_a_creation_or_deletion(
+    pair: Pair, vendor: dict[str, str], factory: Factory
+) -> None:
+    scene = await build_scene(factory)
+    tenant = {**vendor, "frontegg-tenant-id": scene.tenant.id}
+    await use_access_tokens(pair, vendor)
+    first = await created(pair.a, TENANT_ACCESS, tenant, {"roleIds": []})
+    for _ in range(2):  # B's second answer is the one it keeps
+        assert first["id"] in (await pair.b.get(ACTIVE_TENANT_TOKENS, headers=vendor)).json()
+    loop = asyncio.get_running_loop()
+
+    second = await created(pair.a, TENANT_ACCESS, tenant, {"roleIds": []})
+    took_created = await seconds_until_b_lists(pair, vendor, second["id"], True, loop.time())
+    deleted = await pair.a.delete(f"{TENANT_ACCESS}/{first['id']}", headers=tenant)
+    answered = loop.time()
+    assert deleted.status_code == 200
+    took_deleted = await seconds_until_b_lists(pair, vendor, first["id"], False, answered)
+
+    assert took_created < PROMISE_SECONDS, f"B listed it {took_created * 1000:.0f} ms later"
+    assert took_deleted < PROMISE_SECONDS, f"B still listed it {took_deleted * 1000:.0f} ms later"
+    for client in (pair.a, pair.b):
+        listed = (await client.get(ACTIVE_TENANT_TOKENS, headers=vendor)).json()
+        assert second["id"] in listed
+        assert first["id"] not in listed

@@ -37,6 +37,7 @@ from api.schemas.tokens import (
 from api.security_headers import CARRIES_SECRET
 from api.transaction import commit
 from domain import tokens
+from domain.after_commit import AfterCommit
 from domain.models import ClientCredential
 
 USER_API_TOKENS = "/identity/resources/users/api-tokens/v1"
@@ -125,7 +126,7 @@ async def create_user_access_token(
         expires_in_minutes=data.minutes,
         now=now,
     )
-    await commit(db_session, services)
+    await commit(db_session, services, AfterCommit().add_access_tokens())
     return created_user_access_token_response(issued)
 
 
@@ -254,7 +255,7 @@ async def create_tenant_access_token(
         expires_in_minutes=data.minutes,
         now=now,
     )
-    await commit(db_session, services)
+    await commit(db_session, services, AfterCommit().add_access_tokens())
     return created_tenant_access_token_response(issued)
 
 

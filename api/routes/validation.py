@@ -9,7 +9,7 @@ from typing import Any
 from litestar import MediaType, Request, Response, get, post
 from msgspec.json import encode as encode_json
 
-from api.dependencies import CallerDep, ServicesDep, SessionDep
+from api.dependencies import CallerDep, ServicesDep
 from api.guards import VENDOR_ONLY
 from api.schemas.common import OptionalTenantHeader, PathId
 from api.schemas.validation import (
@@ -25,7 +25,6 @@ from api.state import Services
 from domain.clock import utcnow
 from domain.errors import InvalidInput, Unauthenticated
 from domain.keys import UnsupportedAlgorithm
-from domain.tokens import active_access_token_ids
 from domain.validity import ACCESS_TOKEN_TYPES, ALL_TOKEN_TYPES, CREDENTIAL_TYPES
 
 VALIDATE = "/identity/resources/auth/v1/validate"
@@ -100,28 +99,59 @@ async def introspect_token(
 
 @get(VENDOR_USER_ACCESS_TOKENS + ACTIVE, dependencies=VENDOR_ONLY)
 async def active_user_access_tokens(
+    request: Request[Any, Any, Any],
     vendor: CallerDep,
     services: ServicesDep,
-    db_session: SessionDep,
     tenant_id: OptionalTenantHeader,
-) -> Response[str]:
-    now = utcnow()
-    await services.validity.require_m2m_switch_on(now)
-    ids = await active_access_token_ids(db_session, user_tokens=True, tenant_id=tenant_id, now=now)
-    return Response(ids, media_type=MediaType.JSON)
+) -> Response[bytes]:
+    return await _active(request, services, user_tokens=True, tenant_id=tenant_id)
 
 
 @get(VENDOR_TENANT_ACCESS_TOKENS + ACTIVE, dependencies=VENDOR_ONLY)
 async def active_tenant_access_tokens(
+    request: Request[Any, Any, Any],
     vendor: CallerDep,
     services: ServicesDep,
-    db_session: SessionDep,
     tenant_id: OptionalTenantHeader,
-) -> Response[str]:
+) -> Response[bytes]:
+    return await _active(request, services, user_tokens=False, tenant_id=tenant_id)
+
+
+async def _active(
+    request: Request[Any, Any, Any], services: Services, *, user_tokens: bool, tenant_id: str | None
+) -> Response[bytes]:
+    """The ids of the access tokens valid now, as the process keeps them (see
+    domain/active_tokens.py); gzip-compressed when the client accepts it and the answer is
+    kept."""
     now = utcnow()
     await services.validity.require_m2m_switch_on(now)
-    ids = await active_access_token_ids(db_session, user_tokens=False, tenant_id=tenant_id, now=now)
-    return Response(ids, media_type=MediaType.JSON)
+    answer = await services.active_lists.answer(
+        user_tokens=user_tokens, tenant_id=tenant_id, now=now
+    )
+    vary = {"Vary": "Accept-Encoding"}
+    # Compressed once per kept answer; one built for this request alone goes as it is (a
+    # client that accepts gzip accepts that too).
+    if answer.kept and accepts_gzip(request.headers.get("accept-encoding", "")):
+        return Response(
+            await answer.gzipped(),
+            media_type=MediaType.JSON,
+            headers={**vary, "Content-Encoding": "gzip"},
+        )
+    return Response(answer.body, media_type=MediaType.JSON, headers=vary)
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether Accept-Encoding lists gzip (or *) without q=0."""
+    for item in accept_encoding.split(","):
+        coding, _, parameters = item.strip().partition(";")
+        if coding.strip().lower() not in ("gzip", "*"):
+            continue
+        quality = parameters.strip().lower().removeprefix("q=").strip()
+        try:
+            return not parameters.strip() or float(quality) > 0
+        except ValueError:
+            return False
+    return False
 
 
 @get(VENDOR_USER_ACCESS_TOKENS + ONE, dependencies=VENDOR_ONLY)

@@ -173,6 +173,19 @@ class ValidityCache:
         return math.inf if self._redis is None else self._fresh_as_of
 
     @property
+    def generation(self) -> int:
+        """Bumped by every invalidation (or announcement of new access tokens) applied here,
+        whether or not the subscription is current."""
+        return self._generation
+
+    @property
+    def version(self) -> int | None:
+        """A number that changes whenever an invalidation (or an announcement of new access
+        tokens) is applied here; None while one may have been missed (not listening). What is
+        derived from the database may be kept while it stays the same (`/active`'s answers)."""
+        return self._generation if self._fresh(self._clock()) else None
+
+    @property
     def reading_redis(self) -> bool:
         """Whether reads go to Redis now: False without Redis, and while the breaker is open."""
         return self._redis is not None and self._clock() >= self._redis_down_until
@@ -275,6 +288,15 @@ class ValidityCache:
         keys = [_token_key("at", i) for i in access_token_ids]
         keys += [_token_key("cc", i) for i in client_ids]
         await self._bury({key: DELETED for key in keys})
+
+    async def announce_new_access_tokens(self) -> None:
+        """Access tokens were created: what lists the valid ones changes here at once, and
+        everywhere within the propagation bound. No entry changes."""
+        self._generation += 1
+        if self._redis is None:
+            return
+        redis = self._redis
+        await self._redis_call(lambda: redis.publish(self._channel, "[]"), always=True)
 
     async def invalidate_user(self, user_id: str, created_at: datetime) -> None:
         """A deleted user: every token of it, whichever kind, is invalid."""

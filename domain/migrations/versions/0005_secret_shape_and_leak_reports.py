@@ -22,9 +22,7 @@ def upgrade() -> None:
         batch.create_unique_constraint(
             op.f("uq_client_credentials_secret_lookup"), ["secret_lookup"]
         )
-        batch.add_column(
-            sa.Column("previous_secret_lookup", sa.String(length=64), nullable=True)
-        )
+        batch.add_column(sa.Column("previous_secret_lookup", sa.String(length=64), nullable=True))
         batch.create_index(
             op.f("ix_client_credentials_previous_secret_lookup"), ["previous_secret_lookup"]
         )
