@@ -24,6 +24,7 @@ from api.dependencies import (
 )
 from api.errors import EXCEPTION_HANDLERS
 from api.metrics import count_requests
+from api.reference import openapi_config
 from api.request_ids import with_request_ids
 from api.routes import (
     configuration,
@@ -187,7 +188,7 @@ def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Lites
         middleware=[count_requests],
         cors_config=cors,
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=None,
+        openapi_config=openapi_config(),
         debug=False,
         # The process's logging is configured once, by `m2m` (domain/logs.py): Litestar's own
         # configuration would replace the root handler with one of a plain-text format.

@@ -8,7 +8,7 @@ from litestar import MediaType, Request, delete, get, patch, post
 
 from api.dependencies import ActingDep, CallerDep, NowDep, ServicesDep, SessionDep
 from api.guards import CALLER
-from api.schemas.common import PathId, read_body
+from api.schemas.common import PathId, read_body, reads
 from api.schemas.tokens import (
     CreatedTenantAccessTokenOut,
     CreatedTenantApiTokenOut,
@@ -51,7 +51,12 @@ DELETED = MediaType.TEXT
 # --- user client credentials -----------------------------------------------------------------
 
 
-@post(USER_API_TOKENS, dependencies=CALLER, status_code=201, opt=CARRIES_SECRET)
+@post(
+    USER_API_TOKENS,
+    dependencies=CALLER,
+    status_code=201,
+    opt=reads(CreateUserApiTokenRequest, CARRIES_SECRET),
+)
 async def create_user_api_token(
     request: Request[Any, Any, Any],
     caller: CallerDep,
@@ -60,7 +65,7 @@ async def create_user_api_token(
     services: ServicesDep,
     now: NowDep,
 ) -> CreatedUserApiTokenOut:
-    data = await read_body(request, CreateUserApiTokenRequest)
+    data: CreateUserApiTokenRequest = await read_body(request)
     issued = await tokens.create_user_client_credential(
         db_session,
         caller,
@@ -99,7 +104,12 @@ async def delete_user_api_token(
 # --- user access tokens ----------------------------------------------------------------------
 
 
-@post(USER_ACCESS_TOKENS, dependencies=CALLER, status_code=201, opt=CARRIES_SECRET)
+@post(
+    USER_ACCESS_TOKENS,
+    dependencies=CALLER,
+    status_code=201,
+    opt=reads(CreateUserAccessTokenRequest, CARRIES_SECRET),
+)
 async def create_user_access_token(
     request: Request[Any, Any, Any],
     caller: CallerDep,
@@ -108,7 +118,7 @@ async def create_user_access_token(
     services: ServicesDep,
     now: NowDep,
 ) -> CreatedUserAccessTokenOut:
-    data = await read_body(request, CreateUserAccessTokenRequest)
+    data: CreateUserAccessTokenRequest = await read_body(request)
     issued = await tokens.create_user_access_token(
         db_session,
         caller,
@@ -151,7 +161,7 @@ async def delete_user_access_token(
     [TENANT_API_TOKENS_V2, TENANT_API_TOKENS],
     dependencies=CALLER,
     status_code=201,
-    opt=CARRIES_SECRET,
+    opt=reads(CreateTenantApiTokenRequest, CARRIES_SECRET),
 )
 async def create_tenant_api_token(
     request: Request[Any, Any, Any],
@@ -161,7 +171,7 @@ async def create_tenant_api_token(
     services: ServicesDep,
     now: NowDep,
 ) -> CreatedTenantApiTokenOut:
-    data = await read_body(request, CreateTenantApiTokenRequest)
+    data: CreateTenantApiTokenRequest = await read_body(request)
     issued = await tokens.create_tenant_client_credential(
         db_session,
         caller,
@@ -186,7 +196,12 @@ async def get_tenant_api_tokens(
     return [tenant_api_token_response(view) for view in listed]
 
 
-@patch(TENANT_API_TOKENS + ONE, dependencies=CALLER, status_code=200)
+@patch(
+    TENANT_API_TOKENS + ONE,
+    dependencies=CALLER,
+    status_code=200,
+    opt=reads(UpdateTenantApiTokenRequest),
+)
 async def update_tenant_api_token(
     token_id: PathId,
     request: Request[Any, Any, Any],
@@ -196,7 +211,7 @@ async def update_tenant_api_token(
     services: ServicesDep,
     now: NowDep,
 ) -> TenantApiTokenOut:
-    data = await read_body(request, UpdateTenantApiTokenRequest)
+    data: UpdateTenantApiTokenRequest = await read_body(request)
     change = tokens.CredentialChange(
         description=given(data.description),
         metadata=given(data.metadata),
@@ -226,7 +241,12 @@ async def delete_tenant_api_token(
 # --- tenant access tokens --------------------------------------------------------------------
 
 
-@post(TENANT_ACCESS_TOKENS, dependencies=CALLER, status_code=201, opt=CARRIES_SECRET)
+@post(
+    TENANT_ACCESS_TOKENS,
+    dependencies=CALLER,
+    status_code=201,
+    opt=reads(CreateTenantAccessTokenRequest, CARRIES_SECRET),
+)
 async def create_tenant_access_token(
     request: Request[Any, Any, Any],
     caller: CallerDep,
@@ -235,7 +255,7 @@ async def create_tenant_access_token(
     services: ServicesDep,
     now: NowDep,
 ) -> CreatedTenantAccessTokenOut:
-    data = await read_body(request, CreateTenantAccessTokenRequest)
+    data: CreateTenantAccessTokenRequest = await read_body(request)
     issued = await tokens.create_tenant_access_token(
         db_session,
         caller,

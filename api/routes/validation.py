@@ -11,10 +11,13 @@ from msgspec.json import encode as encode_json
 
 from api.dependencies import CallerDep, ServicesDep, SessionDep
 from api.guards import VENDOR_ONLY
-from api.schemas.common import OptionalTenantHeader, PathId
+from api.schemas.common import FORM, OptionalTenantHeader, PathId, answers, reads
 from api.schemas.validation import (
+    IntrospectForm,
+    IntrospectionOut,
     TenantAccessTokenGrantsOut,
     UserAccessTokenGrantsOut,
+    ValidatedOut,
     inactive_response,
     introspection_response,
     tenant_access_token_grants_response,
@@ -66,7 +69,7 @@ def _explained(services: Services, token: str, refused: UnsupportedAlgorithm) ->
     return refused
 
 
-@post(VALIDATE, status_code=200)
+@post(VALIDATE, status_code=200, opt=answers(ValidatedOut))
 async def validate_token(request: Request[Any, Any, Any]) -> Response[bytes]:
     # The hot path, kept lean on purpose: services from the app state rather than through DI,
     # headers read from the ASGI scope, and the body encoded here (Litestar's own encoding of a
@@ -80,7 +83,12 @@ async def validate_token(request: Request[Any, Any, Any]) -> Response[bytes]:
     return Response(encode_json(validated_response(validated)), media_type=MediaType.JSON)
 
 
-@post(INTROSPECT, dependencies=VENDOR_ONLY, status_code=200)
+@post(
+    INTROSPECT,
+    dependencies=VENDOR_ONLY,
+    status_code=200,
+    opt=reads(IntrospectForm, answers(IntrospectionOut), media_type=FORM),
+)
 async def introspect_token(
     request: Request[Any, Any, Any], vendor: CallerDep, services: ServicesDep
 ) -> dict[str, Any]:

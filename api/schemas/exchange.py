@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, unquote_plus
 
 import msgspec
@@ -42,6 +42,29 @@ class RefreshRequest(Body):
     """RefreshApiTokenDto."""
 
     refresh_token: Credential
+
+
+# --- OAuth 2.0 forms: what the API reference says of them (read_form parses the body itself) ---
+
+
+class OAuthTokenForm(msgspec.Struct, kw_only=True):
+    """RFC 6749 token request: client_credentials (the client authenticates by HTTP Basic or by
+    client_id and client_secret here), or refresh_token."""
+
+    grant_type: Literal["client_credentials", "refresh_token"]
+    client_id: Credential | None = None
+    client_secret: Credential | None = None
+    refresh_token: Credential | None = None
+    scope: str | None = None
+
+
+class OAuthRevokeForm(msgspec.Struct, kw_only=True):
+    """RFC 7009 revocation request; the client authenticates as on /oauth/token."""
+
+    token: Annotated[str, msgspec.Meta(min_length=1)]
+    token_type_hint: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    client_id: Credential | None = None
+    client_secret: Credential | None = None
 
 
 class TokenPairOut(msgspec.Struct, kw_only=True):
