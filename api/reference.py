@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Final
@@ -280,9 +281,16 @@ def build_document(app: Litestar, generated: dict[str, Any]) -> dict[str, Any]:
     schema_of = dict(zip(models, schemas, strict=True))
     document.setdefault("components", {}).setdefault("schemas", {}).update(components)
     document["components"]["securitySchemes"] = SECURITY_SCHEMES
+    tags: dict[str, str] = {}
     for method, path, handler in routes:
         operation = document["paths"][path][method.lower()]
         _describe(operation, method, path, handler, schema_of)
+        # Grouped by feature: the route module's name, described by its docstring.
+        module = sys.modules[handler.fn.__module__]
+        feature = module.__name__.rsplit(".", 1)[-1]
+        operation["tags"] = [feature]
+        tags.setdefault(feature, (module.__doc__ or "").strip().split("\n\n")[0])
+    document["tags"] = [{"name": name, "description": text} for name, text in sorted(tags.items())]
     return document
 
 
