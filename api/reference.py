@@ -36,9 +36,10 @@ from api.schemas.common import (
 from api.schemas.configuration import ConfigurationRequest
 from api.schemas.directory import AddPermissionsBody, AddRolesBody, CreateTenantRequest
 from api.schemas.exchange import ExchangeRequest, OAuthTokenForm, RefreshRequest
-from api.schemas.tokens import CreateTenantApiTokenRequest, CreateUserApiTokenRequest
+from api.schemas.tokens import CreateTenantApiTokenBody, CreateUserApiTokenRequest
 from api.schemas.vendor import VendorAuthRequest
 from domain.errors import NotFound
+from domain.tokens import TENANT_HEADER, USER_HEADER
 
 PATH: Final = "/schema"
 JSON_DOCUMENT: Final = "/openapi.json"
@@ -212,15 +213,21 @@ FRONTEGG_OPERATIONS: Final[dict[tuple[str, str], str]] = {
 }
 
 # Examples of the bodies, shown on the page and tried first by the fuzzing.
-EXAMPLES: Final[dict[type[Any], Any]] = {
+EXAMPLES: Final[dict[Any, Any]] = {
     VendorAuthRequest: {"clientId": "vendor-client-id", "secret": "the-vendor-secret"},
     ExchangeRequest: {"clientId": "3f1c…", "secret": "a1b2…"},
     RefreshRequest: {"refreshToken": "r-3f1c…"},
     CreateTenantRequest: {"tenantId": "acme", "name": "Acme Inc."},
-    AddRolesBody: [{"key": "admin", "name": "Admin", "description": "Runs the account"}],
+    AddRolesBody: [
+        {"key": "admin", "name": "Admin", "level": 1, "description": "Runs the account"}
+    ],
     AddPermissionsBody: [{"key": "reports.read", "name": "Read reports"}],
     CreateUserApiTokenRequest: {"description": "CI deploys", "expiresInMinutes": 1440},
-    CreateTenantApiTokenRequest: {"description": "Billing sync", "roleIds": []},
+    # fe.secure.read.tenantApiTokens: built in, with the same id in every installation.
+    CreateTenantApiTokenBody: {
+        "description": "Billing sync",
+        "permissionIds": ["5c99f17b-f9a7-587f-93d5-f831c50ddd04"],
+    },
     ConfigurationRequest: {"apiTokensEnabled": True},
     OAuthTokenForm: {"grant_type": "client_credentials"},
 }
@@ -270,7 +277,7 @@ def build_document(app: Litestar, generated: dict[str, Any]) -> dict[str, Any]:
     """Litestar's document of `app`, completed from the routes' declarations."""
     document = copy.deepcopy(generated)
     routes = api_routes(app)
-    models: list[type[Any]] = [ErrorOut, OAuthErrorOut]
+    models: list[Any] = [ErrorOut, OAuthErrorOut]
     for _, _, handler in routes:
         for model in (declared_body(handler), handler.opt.get(ANSWER_OPTION)):
             if model is not None and model not in models:
@@ -313,6 +320,7 @@ def _describe(
         success = next(code for code in operation["responses"] if code.startswith("2"))
         operation["responses"][success]["content"] = {JSON: {"schema": schema_of[answer]}}
     dependencies = handler.resolve_dependencies()
+    _describe_headers(operation, dependencies)
     security = SECURITY_BY_ROUTE.get((method, path))
     if security is None:
         if "caller" in dependencies:
@@ -342,6 +350,31 @@ def _describe(
         ).strip()
 
 
+ACTING_HEADERS: Final = {
+    TENANT_HEADER: "The account the vendor acts in: required when the vendor calls, ignored for "
+    "an end user (its session names its account).",
+    USER_HEADER: "The user the vendor acts for, on the user-token routes: required when the "
+    "vendor calls them, ignored for an end user.",
+}
+
+
+def _describe_headers(operation: dict[str, Any], dependencies: dict[str, Any]) -> None:
+    """A header is a string, never null; frontegg-tenant-id is required of the vendor: always on
+    the vendor-only routes that act in a tenant, and on the token routes when the vendor calls
+    (an end user's session names its own account)."""
+    for parameter in operation.get("parameters", []):
+        if parameter["in"] != "header":
+            continue
+        schema = parameter["schema"]
+        if "oneOf" in schema:
+            schema.pop("oneOf")
+            schema["type"] = "string"
+        if parameter["name"] == TENANT_HEADER and "tenant_id" in dependencies:
+            parameter["required"] = True  # the vendor-only routes that act in an account
+        elif parameter["name"] in ACTING_HEADERS and "acting" in dependencies:
+            parameter["description"] = ACTING_HEADERS[parameter["name"]]
+
+
 def _refusals(
     method: str, path: str, handler: Any, security: list[Any], body: type[Any] | None
 ) -> dict[str, str]:
@@ -353,7 +386,7 @@ def _refusals(
     if security or body is not None:
         refusals["401"] = "Missing, invalid or expired credentials."
         refusals["403"] = "The caller may not do this."
-    if "{" in path or (security and method != "GET"):
+    if "{" in path or security:
         refusals["404"] = "What the request names does not exist (for this caller)."
     if security and method in {"POST", "PUT", "PATCH"}:
         refusals["409"] = "It conflicts with what exists (a key or an id taken)."

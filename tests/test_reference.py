@@ -230,3 +230,12 @@ async def test_the_reference_page_works_from_the_service_alone_under_its_csp(
         await screenshot_viewport(page, "api-reference-operation")
     watched.assert_clean()
     assert elsewhere == []
+
+
+async def test_options_names_every_method_of_the_path(client: httpx.AsyncClient) -> None:
+    roles = await client.options("/identity/resources/roles/v1")
+    tokens = await client.options("/identity/resources/tenants/access-tokens/v1")
+
+    assert roles.status_code == 204
+    assert roles.headers["allow"] == "GET, OPTIONS, POST"
+    assert tokens.headers["allow"] == "GET, OPTIONS, POST"

@@ -15,6 +15,7 @@ from api.schemas.tokens import (
     CreatedUserAccessTokenOut,
     CreatedUserApiTokenOut,
     CreateTenantAccessTokenRequest,
+    CreateTenantApiTokenBody,
     CreateTenantApiTokenRequest,
     CreateUserAccessTokenRequest,
     CreateUserApiTokenRequest,
@@ -161,7 +162,7 @@ async def delete_user_access_token(
     [TENANT_API_TOKENS_V2, TENANT_API_TOKENS],
     dependencies=CALLER,
     status_code=201,
-    opt=reads(CreateTenantApiTokenRequest, CARRIES_SECRET),
+    opt=reads(CreateTenantApiTokenBody, CARRIES_SECRET),
 )
 async def create_tenant_api_token(
     request: Request[Any, Any, Any],

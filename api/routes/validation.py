@@ -106,7 +106,7 @@ async def introspect_token(
     return introspection_response(validated)
 
 
-@get(VENDOR_USER_ACCESS_TOKENS + ACTIVE, dependencies=VENDOR_ONLY)
+@get(VENDOR_USER_ACCESS_TOKENS + ACTIVE, dependencies=VENDOR_ONLY, opt=answers(list[str]))
 async def active_user_access_tokens(
     vendor: CallerDep,
     services: ServicesDep,
@@ -119,7 +119,7 @@ async def active_user_access_tokens(
     return Response(ids, media_type=MediaType.JSON)
 
 
-@get(VENDOR_TENANT_ACCESS_TOKENS + ACTIVE, dependencies=VENDOR_ONLY)
+@get(VENDOR_TENANT_ACCESS_TOKENS + ACTIVE, dependencies=VENDOR_ONLY, opt=answers(list[str]))
 async def active_tenant_access_tokens(
     vendor: CallerDep,
     services: ServicesDep,

@@ -80,7 +80,7 @@ JSON: Final = "application/json"
 FORM: Final = "application/x-www-form-urlencoded"
 
 
-def reads(model: type[Any], *more: dict[str, Any], media_type: str = JSON) -> dict[str, Any]:
+def reads(model: Any, *more: dict[str, Any], media_type: str = JSON) -> dict[str, Any]:
     """A route's `opt` declaring its body: `@post(PATH, opt=reads(CreateThing))`, merged with any
     other options given (`reads(CreateThing, CARRIES_SECRET)`). A JSON body is then read with
     `read_body(request)`; a form body (media_type=FORM) is read by its own parser and the struct
@@ -94,7 +94,7 @@ def reads(model: type[Any], *more: dict[str, Any], media_type: str = JSON) -> di
 ANSWER_OPTION: Final = "answer"
 
 
-def answers(model: type[Any], *more: dict[str, Any]) -> dict[str, Any]:
+def answers(model: Any, *more: dict[str, Any]) -> dict[str, Any]:
     """A route's `opt` naming the struct its 200 answer has, where the handler returns bytes it
     encoded itself (the hot path) or a plain dict: the API reference describes that struct."""
     merged: dict[str, Any] = {}
@@ -103,10 +103,9 @@ def answers(model: type[Any], *more: dict[str, Any]) -> dict[str, Any]:
     return {**merged, ANSWER_OPTION: model}
 
 
-def declared_body(route_handler: Any) -> type[Any] | None:
-    """The struct a route declares with `reads`, or None."""
-    model: type[Any] | None = route_handler.opt.get(BODY_OPTION)
-    return model
+def declared_body(route_handler: Any) -> Any:
+    """The struct (or the type) a route declares with `reads`, or None."""
+    return route_handler.opt.get(BODY_OPTION)
 
 
 async def read_body(request: Request[Any, Any, Any], model: type[T] | None = None) -> T:
@@ -117,7 +116,7 @@ async def read_body(request: Request[Any, Any, Any], model: type[T] | None = Non
     """
     declared = declared_body(request.route_handler)
     if declared is not None and model is not None and declared is not model:
-        raise TypeError(f"the route declares {declared.__name__} and decodes {model.__name__}")
+        raise TypeError(f"the route declares {declared} and decodes {model}")
     target: Any = declared or model
     if target is None:
         raise TypeError("read_body needs the route to declare its body: opt=reads(Struct)")

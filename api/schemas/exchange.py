@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, unquote_plus
 
 import msgspec
@@ -47,15 +47,27 @@ class RefreshRequest(Body):
 # --- OAuth 2.0 forms: what the API reference says of them (read_form parses the body itself) ---
 
 
-class OAuthTokenForm(msgspec.Struct, kw_only=True):
-    """RFC 6749 token request: client_credentials (the client authenticates by HTTP Basic or by
-    client_id and client_secret here), or refresh_token."""
+class ClientCredentialsForm(
+    msgspec.Struct, kw_only=True, tag_field="grant_type", tag="client_credentials"
+):
+    """RFC 6749 client_credentials: the client authenticates by HTTP Basic, or by client_id and
+    client_secret here."""
 
-    grant_type: Literal["client_credentials", "refresh_token"]
     client_id: Credential | None = None
     client_secret: Credential | None = None
-    refresh_token: Credential | None = None
     scope: str | None = None
+
+
+class RefreshTokenForm(msgspec.Struct, kw_only=True, tag_field="grant_type", tag="refresh_token"):
+    """RFC 6749 refresh_token: client authentication optional; when given, the refresh token
+    must be that client's."""
+
+    refresh_token: Credential
+    client_id: Credential | None = None
+    client_secret: Credential | None = None
+
+
+OAuthTokenForm = ClientCredentialsForm | RefreshTokenForm
 
 
 class OAuthRevokeForm(msgspec.Struct, kw_only=True):
