@@ -286,6 +286,9 @@ def build_document(app: Litestar, generated: dict[str, Any]) -> dict[str, Any]:
         models, ref_template="#/components/schemas/{name}"
     )
     schema_of = dict(zip(models, schemas, strict=True))
+    for _, _, handler in routes:
+        if declared_body(handler) is not None:
+            _without_nul(schema_of[declared_body(handler)], components, set())
     document.setdefault("components", {}).setdefault("schemas", {}).update(components)
     document["components"]["securitySchemes"] = SECURITY_SCHEMES
     tags: dict[str, str] = {}
@@ -299,6 +302,45 @@ def build_document(app: Litestar, generated: dict[str, Any]) -> dict[str, Any]:
         tags.setdefault(feature, (module.__doc__ or "").strip().split("\n\n")[0])
     document["tags"] = [{"name": name, "description": text} for name, text in sorted(tags.items())]
     return document
+
+
+NO_NUL: Final = "^[^\\x00]*$"
+# A value inside a body's free-form object (metadata): any JSON, its strings without NUL.
+FREE_VALUE: Final = {
+    "anyOf": [
+        {"type": "string", "pattern": NO_NUL},
+        {"type": ["number", "boolean", "null", "array"]},
+        {"type": "object", "propertyNames": {"pattern": NO_NUL}},
+    ]
+}
+
+
+def _without_nul(schema: Any, components: dict[str, Any], seen: set[str]) -> None:
+    """States in a body's schema what every body refuses (api/schemas/common.py `Body`): a NUL
+    in any string or key."""
+    if isinstance(schema, list):
+        for item in schema:
+            _without_nul(item, components, seen)
+        return
+    if not isinstance(schema, dict):
+        return
+    reference = schema.get("$ref")
+    if isinstance(reference, str):
+        name = reference.rsplit("/", 1)[1]
+        if name in components and name not in seen:
+            seen.add(name)
+            _without_nul(components[name], components, seen)
+    if schema.get("type") == "string" and not {"enum", "const", "pattern"} & set(schema):
+        schema["pattern"] = NO_NUL
+    if schema.get("type") == "object" and "properties" not in schema:
+        schema.setdefault("propertyNames", {"pattern": NO_NUL})
+        schema.setdefault("additionalProperties", copy.deepcopy(FREE_VALUE))
+    for key in ("properties", "$defs"):
+        for child in (schema.get(key) or {}).values():
+            _without_nul(child, components, seen)
+    for key in ("items", "anyOf", "oneOf", "allOf", "then", "if"):
+        if key in schema:
+            _without_nul(schema[key], components, seen)
 
 
 def _describe(

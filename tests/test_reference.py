@@ -118,6 +118,33 @@ async def test_a_body_is_described_by_the_struct_the_route_decodes_with(
     assert "length <= 255" in refused.json()["errors"][0]
 
 
+async def test_a_whole_number_written_as_a_float_is_the_integer_it_names(
+    client: httpx.AsyncClient, vendor: dict[str, str]
+) -> None:
+    """JSON has one kind of number and JSON Schema's integer takes 1.0: the API reference says
+    integer, so the routes take 1.0 as 1; 1.5 and "1" stay refused."""
+    roles = "/identity/resources/roles/v1"
+    whole = await client.post(roles, json=[{"key": "a", "name": "A", "level": 2.0}], headers=vendor)
+    half = await client.post(roles, json=[{"key": "b", "name": "B", "level": 1.5}], headers=vendor)
+    text = await client.post(roles, json=[{"key": "c", "name": "C", "level": "1"}], headers=vendor)
+    listed = await client.get(roles, headers=vendor)
+
+    assert whole.status_code == 201, whole.text
+    assert whole.json()[0]["level"] == 2
+    assert half.status_code == 400
+    assert half.json()["errors"] == ["Expected `int`, got `float` - at `$[0].level`"]
+    assert text.status_code == 400
+    assert text.json()["errors"] == ["Expected `int`, got `str` - at `$[0].level`"]
+    assert sorted(role["key"] for role in listed.json()) == ["a"]
+
+
+async def test_every_body_string_is_described_without_nul(document: dict[str, Any]) -> None:
+    create = document["components"]["schemas"]["CreateTenantApiTokenRequest"]["properties"]
+
+    assert create["roleIds"]["items"]["pattern"] == "^[^\\x00]*$"
+    assert create["metadata"]["propertyNames"] == {"pattern": "^[^\\x00]*$"}
+
+
 async def test_every_operation_says_who_may_call_it_and_how_it_refuses(
     document: dict[str, Any],
 ) -> None:

@@ -122,7 +122,14 @@ async def read_body(request: Request[Any, Any, Any], model: type[T] | None = Non
         raise TypeError("read_body needs the route to declare its body: opt=reads(Struct)")
     raw = await request.body()
     try:
-        decoded: T = msgspec.json.decode(raw, type=target, strict=True)
+        try:
+            decoded: T = msgspec.json.decode(raw, type=target, strict=True)
+        except msgspec.ValidationError as error:
+            if _FLOAT_REFUSED not in str(error):
+                raise
+            # JSON has one kind of number: 1.0 is the integer 1 (as JSON Schema, and so the API
+            # reference, says). Only a refused body pays for the second decoding.
+            decoded = msgspec.convert(_integral_floats_as_ints(msgspec.json.decode(raw)), target)
         return decoded
     except msgspec.ValidationError as error:
         raise InvalidInput(_with_allowed_values(str(error), target)) from None
@@ -132,6 +139,26 @@ async def read_body(request: Request[Any, Any, Any], model: type[T] | None = Non
         # The decoder stops at the interpreter's recursion limit, cleanly: this is bad input.
         message = f"Malformed JSON body: nested too deeply (at most {MAX_DEPTH} levels)"
         raise InvalidInput(message) from None
+
+
+_FLOAT_REFUSED = "got `float`"
+
+
+def _integral_floats_as_ints(value: Any) -> Any:
+    """`value` with every float that is a whole number (1.0, 2e3) made an int, walked with a
+    stack of its own (the decoder bounded the nesting already)."""
+    root = [value]
+    pending: list[tuple[Any, Any]] = [(root, 0)]
+    while pending:
+        container, key = pending.pop()
+        item = container[key]
+        if isinstance(item, float) and item.is_integer():
+            container[key] = int(item)
+        elif isinstance(item, dict):
+            pending.extend((item, name) for name in item)
+        elif isinstance(item, list):
+            pending.extend((item, index) for index in range(len(item)))
+    return root[0]
 
 
 _REFUSED_AT = re.compile(r" - at `(\$[^`]*)`$")
