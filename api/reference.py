@@ -25,7 +25,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import OpenAPIRenderPlugin
 from litestar.routes import HTTPRoute
 
-from api.errors import OAUTH_ERRORS
+from api.errors import OAUTH_ERRORS, error_response
 from api.schemas.common import (
     ANSWER_OPTION,
     BODY_MEDIA_TYPE_OPTION,
@@ -249,8 +249,19 @@ def openapi_config() -> OpenAPIConfig:
         '`{"error", "error_description"}`.',
         path=PATH,
         render_plugins=[ReferencePage(), DocumentJson(), DocumentYaml()],
+        openapi_router=Router(
+            PATH, route_handlers=[], include_in_schema=False, after_request=_json_not_found
+        ),
         create_examples=False,
     )
+
+
+async def _json_not_found(response: Response[Any]) -> Response[Any]:
+    """Litestar answers a path under /schema it does not know with an HTML page: every error
+    of this service is JSON (api/errors.py)."""
+    if response.status_code == 404 and response.media_type == MediaType.HTML:
+        return error_response(404, ["Not Found"])
+    return response
 
 
 def _version() -> str:

@@ -205,10 +205,13 @@ async def test_every_frontegg_operation_of_the_reference_names_its_operation(
     assert unnamed == []
 
 
-async def test_an_unknown_reference_asset_is_not_found(client: httpx.AsyncClient) -> None:
+async def test_an_unknown_reference_asset_or_page_is_a_json_404(client: httpx.AsyncClient) -> None:
     missing = await client.get("/schema/assets/app.py")
     script = await client.get("/schema/assets/reference.js")
+    elsewhere = await client.get("/schema/redoc")
 
+    assert elsewhere.status_code == 404
+    assert elsewhere.json() == {"errors": ["Not Found"]}
     assert missing.status_code == 404
     assert missing.json() == {"errors": ["No reference asset app.py"]}
     assert script.status_code == 200
