@@ -12,6 +12,7 @@ from msgspec.json import encode as encode_json
 from api.dependencies import CallerDep, ServicesDep, SessionDep
 from api.guards import VENDOR_ONLY
 from api.schemas.common import FORM, OptionalTenantHeader, PathId, answers, reads
+from api.schemas.exchange import read_form
 from api.schemas.validation import (
     IntrospectForm,
     IntrospectionOut,
@@ -40,6 +41,7 @@ ONE = "/{token_id:str}"
 WHAT_VALIDATE_TAKES = (
     "an access token in X-API-KEY, or a client-credential JWT in Authorization: Bearer"
 )
+MAX_TOKEN_TYPE_HINT = 64
 VENDOR_TOKEN_REFUSED = f"This is a vendor token: validate takes {WHAT_VALIDATE_TAKES}"
 
 
@@ -92,10 +94,12 @@ async def validate_token(request: Request[Any, Any, Any]) -> Response[bytes]:
 async def introspect_token(
     request: Request[Any, Any, Any], vendor: CallerDep, services: ServicesDep
 ) -> dict[str, Any]:
-    form = await request.form()
-    token = form.get("token")
-    if not isinstance(token, str) or not token.strip():
+    # Decoded as strictly as the other OAuth routes' forms: no NUL, no repeated field.
+    form = await read_form(request)
+    token = form.get("token", max_length=None)  # a JWT grows with its claims; the body is bounded
+    if token is None or not token.strip():
         raise InvalidInput("token is required (application/x-www-form-urlencoded)")
+    form.get("token_type_hint", MAX_TOKEN_TYPE_HINT)
     # token_type_hint is only a hint (RFC 7662 lets a server ignore it): both kinds are tried.
     try:
         validated = await services.validity.validate(
