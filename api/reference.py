@@ -29,6 +29,7 @@ from api.errors import OAUTH_ERRORS, error_response
 from api.schemas.common import (
     ANSWER_OPTION,
     BODY_MEDIA_TYPE_OPTION,
+    FORM,
     JSON,
     PathId,
     declared_body,
@@ -300,6 +301,8 @@ def build_document(app: Litestar, generated: dict[str, Any]) -> dict[str, Any]:
     for _, _, handler in routes:
         if declared_body(handler) is not None:
             _without_nul(schema_of[declared_body(handler)], components, set())
+            if handler.opt.get(BODY_MEDIA_TYPE_OPTION) == FORM:
+                _form_fields(schema_of[declared_body(handler)], components)
     document.setdefault("components", {}).setdefault("schemas", {}).update(components)
     document["components"]["securitySchemes"] = SECURITY_SCHEMES
     tags: dict[str, str] = {}
@@ -324,6 +327,17 @@ FREE_VALUE: Final = {
         {"type": "object", "propertyNames": {"pattern": NO_NUL}},
     ]
 }
+
+
+def _form_fields(schema: dict[str, Any], components: dict[str, Any]) -> None:
+    """A form's fields beyond those named are kept and ignored, each given once, as a string
+    (api/schemas/exchange.py `read_form`)."""
+    for member in [schema, *schema.get("anyOf", []), *schema.get("oneOf", [])]:
+        reference = member.get("$ref")
+        if isinstance(reference, str):
+            target = components[reference.rsplit("/", 1)[1]]
+            target["additionalProperties"] = {"type": "string", "pattern": NO_NUL}
+            target["propertyNames"] = {"pattern": NO_NUL}
 
 
 def _without_nul(schema: Any, components: dict[str, Any], seen: set[str]) -> None:
