@@ -12,6 +12,8 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.di import Provide
+from litestar.routes import HTTPRoute
+from litestar.types import Message, Scope
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -24,6 +26,7 @@ from api.dependencies import (
 )
 from api.errors import EXCEPTION_HANDLERS
 from api.metrics import count_requests
+from api.reference import openapi_config
 from api.request_ids import with_request_ids
 from api.routes import (
     configuration,
@@ -147,6 +150,27 @@ async def _refresh_keys_forever(keyring: KeyRing) -> None:
             logger.exception("reloading signing keys failed; keeping the keys already loaded")
 
 
+def allow_every_method(message: Message, scope: Scope) -> None:
+    """OPTIONS names every method of its path. Litestar's own answer names only the methods of
+    the first handler registered on a path (its Allow is built before the others join), so it is
+    set here from the app's routes."""
+    if message["type"] != "http.response.start" or scope.get("method") != "OPTIONS":
+        return
+    route_handler: Any = scope.get("route_handler")
+    if route_handler is None or route_handler.http_methods != {"OPTIONS"}:
+        return
+    paths = route_handler.paths
+    methods = {
+        method
+        for route in scope["app"].routes
+        if isinstance(route, HTTPRoute) and route.path in paths
+        for method in route.methods
+    }
+    headers = [(name, value) for name, value in message.get("headers", ()) if name != b"allow"]
+    headers.append((b"allow", ", ".join(sorted(methods)).encode()))
+    message["headers"] = headers
+
+
 def create_app(
     settings: Settings, *, freeze_after_start: bool = False, announce_start: bool = False
 ) -> Litestar:
@@ -202,9 +226,10 @@ def create_app(
         },
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[count_requests],
+        before_send=[allow_every_method],
         cors_config=cors,
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=None,
+        openapi_config=openapi_config(),
         debug=False,
         # The process's logging is configured once, by `m2m` (domain/logs.py): Litestar's own
         # configuration would replace the root handler with one of a plain-text format.

@@ -169,9 +169,12 @@ def serve(host: str, port: int, workers: int, migrate_first: bool) -> None:
 
 
 def serve_addresses(settings: Settings, *, host: str, port: int) -> list[str]:
-    """What `m2m serve` says on start: where the API listens, and the console when enabled."""
+    """What `m2m serve` says on start: where the API listens, its reference, and the console
+    when enabled."""
+    from api.reference import PATH
+
     base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-    lines = [f"m2m serve: the API at {base}"]
+    lines = [f"m2m serve: the API at {base}", f"m2m serve: the API reference at {base}{PATH}"]
     if settings.console_enabled:
         lines.append(f"m2m serve: the vendor's console at {base}/console")
     return lines

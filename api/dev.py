@@ -211,9 +211,12 @@ def _write_private(path: Path, text: str) -> bool:
 
 def banner(environment: DevEnvironment, settings: Settings, *, port: int) -> str:
     """What `m2m dev` prints on start: the vendor secret only on the start that made it."""
+    from api.reference import PATH
+
     base = f"http://127.0.0.1:{port}"
     lines = [
         f"m2m dev: listening on {base}; tokens name the issuer {settings.issuer}",
+        f"m2m dev: the API at {base}, its reference at {base}{PATH}",
         f"m2m dev: data in {environment.path} (SQLite; no PostgreSQL or Redis needed)",
     ]
     client_id = settings.vendor_client_id

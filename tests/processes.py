@@ -87,17 +87,19 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(
-    settings: Settings, *, cwd: str | None = None, **extra_env: str
+    settings: Settings, *, cwd: str | None = None, log: Path | None = None, **extra_env: str
 ) -> Iterator[str]:
     """A real `m2m serve` subprocess on a free port (started in `cwd`); yields its base URL,
-    stops it after."""
+    stops it after. Its log goes to `log` when given (a server answering many requests would
+    fill a pipe nobody reads), else to a pipe read if it fails to start."""
     port = free_port()
+    log_file = log.open("wb") if log is not None else None
     process = subprocess.Popen(
         [sys.executable, "-c", "from api.cli import main; main()", "serve", "--port", str(port)],
         env={**serve_environment(settings), **extra_env},
         cwd=cwd,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log_file if log_file is not None else subprocess.PIPE,
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -105,7 +107,8 @@ def running_server(
         deadline = time.monotonic() + 30
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"m2m serve exited: {process.stderr.read().decode()[-2000:]}")
+                said = log.read_bytes() if log is not None else process.stderr.read()
+                raise RuntimeError(f"m2m serve exited: {said.decode()[-2000:]}")
             try:
                 httpx.get(f"{base}/.well-known/jwks.json", timeout=1).raise_for_status()
                 break
@@ -121,6 +124,8 @@ def running_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if log_file is not None:
+            log_file.close()
 
 
 # --- private Redis ----------------------------------------------------------------------------

@@ -359,7 +359,7 @@ def test_a_malformed_m2m_console_enabled_stops_the_start_naming_it() -> None:
 # --- m2m dev --------------------------------------------------------------------------------------
 
 
-def test_m2m_dev_prints_the_console_url_beside_the_vendor_credentials(tmp_path: Path) -> None:
+def test_m2m_dev_prints_the_api_its_reference_and_the_console_url(tmp_path: Path) -> None:
     credentials = DevCredentials.generate(issuer="http://localhost:8123")
     for created in (True, False):
         environment = DevEnvironment(path=tmp_path, credentials=credentials, created=created)
@@ -368,5 +368,9 @@ def test_m2m_dev_prints_the_console_url_beside_the_vendor_credentials(tmp_path: 
         printed = banner(environment, settings, port=8123)
 
         assert "  console:  http://127.0.0.1:8123/console" in printed.splitlines()
+        assert (
+            "m2m dev: the API at http://127.0.0.1:8123, its reference at "
+            "http://127.0.0.1:8123/schema"
+        ) in printed.splitlines()
         off = banner(environment, dataclasses.replace(settings, console_enabled=False), port=8123)
         assert "/console" not in off

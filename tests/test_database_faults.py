@@ -753,6 +753,13 @@ WITHOUT_DATABASE = {
     ("GET", "/portal"),
     ("GET", "/portal/assets/{name:str}"),
     ("GET", "/m2m-api-tokens.js"),
+    # The API reference: its page, its assets, its document (JSON, YAML), and the not-found page
+    # Litestar answers under /schema.
+    ("GET", "/schema"),
+    ("GET", "/schema/assets/{name:str}"),
+    ("GET", "/schema/openapi.json"),
+    ("GET", "/schema/openapi.yaml"),
+    ("GET", "/schema/{path:str}"),
 }
 
 

@@ -192,6 +192,9 @@ def test_m2m_dev_walks_the_readme_flow_and_keeps_its_credentials_across_restarts
         client_id = printed(output, "clientId")
         secret = printed(output, "secret")
         assert f"curl -s -X POST {dev.base}/auth/vendor" in output
+        # The API reference it names is served, from the process alone.
+        assert f"its reference at {dev.base}/schema" in output
+        assert httpx.get(f"{dev.base}/schema/openapi.json").json()["openapi"].startswith("3.1")
         assert secret in output.split("Try it:")[1]  # the curl line works as printed
         tokens = walk_the_readme(dev.base, client_id, secret)
 

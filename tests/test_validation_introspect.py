@@ -166,6 +166,19 @@ async def test_only_the_vendor_may_introspect(
     assert set(response.json()) == {"errors"}
 
 
+async def test_introspection_refuses_a_form_with_nul_or_a_repeated_field(
+    client: httpx.AsyncClient, vendor: dict[str, str]
+) -> None:
+    form = {**vendor, "content-type": "application/x-www-form-urlencoded"}
+    nul = await client.post(INTROSPECT, headers=form, content=b"token=x&token_type_hint=a%00b")
+    repeated = await client.post(INTROSPECT, headers=form, content=b"token=x&token=y")
+
+    assert nul.status_code == 400
+    assert nul.json() == {"errors": ["The form must not contain NUL characters"]}
+    assert repeated.status_code == 400
+    assert repeated.json() == {"errors": ["`token` must not be repeated"]}
+
+
 async def test_introspection_without_a_token_is_a_bad_request(
     client: httpx.AsyncClient, vendor: dict[str, str]
 ) -> None:

@@ -8,7 +8,7 @@ from litestar import Request, get, post
 
 from api.dependencies import CallerDep, NowDep, ServicesDep, SessionDep
 from api.guards import VENDOR_ONLY, VENDOR_OR_MEMBER
-from api.schemas.common import read_body
+from api.schemas.common import read_body, reads
 from api.schemas.configuration import (
     ConfigurationBasicOut,
     ConfigurationRequest,
@@ -30,7 +30,7 @@ async def get_configuration(
     return configuration_response(environment, services.signer.public_key_pem)
 
 
-@post(PATH, dependencies=VENDOR_ONLY, status_code=201)
+@post(PATH, dependencies=VENDOR_ONLY, status_code=201, opt=reads(ConfigurationRequest))
 async def update_configuration_route(
     request: Request[Any, Any, Any],
     vendor: CallerDep,
@@ -38,7 +38,7 @@ async def update_configuration_route(
     services: ServicesDep,
     now: NowDep,
 ) -> dict[str, Any]:
-    data = await read_body(request, ConfigurationRequest)
+    data: ConfigurationRequest = await read_body(request)
     change = ConfigurationChange(
         api_tokens_enabled=data.api_tokens_enabled,
         m2m_strategy=data.machine_to_machine_auth_strategy,

@@ -41,6 +41,10 @@ ASSETS = {
     for path in sorted((WEB / "assets").iterdir())
     if path.suffix in MEDIA_TYPES
 }
+# The bounds domain/console.py enforces with its own messages, stated for the API reference.
+SEARCH_BOUNDS = {"maxLength": console.MAX_SEARCH, "pattern": "^[^\\x00]*$"}
+OFFSET_BOUNDS = {"minimum": 0, "maximum": console.MAX_OFFSET}
+LIMIT_BOUNDS = {"minimum": 1, "maximum": console.MAX_PAGE}
 # Revalidated on every load, so an upgrade of the service never meets a page cached before it.
 REVALIDATE = CacheControlHeader(no_cache=True)
 
@@ -62,12 +66,12 @@ async def console_asset(name: PathId) -> Response[bytes]:
 async def find_tenants(
     vendor: CallerDep,
     db_session: SessionDep,
-    search: Annotated[str, QueryParameter()] = "",
-    offset: Annotated[int, QueryParameter()] = 0,
-    limit: Annotated[int, QueryParameter()] = console.DEFAULT_PAGE,
+    search: Annotated[str, QueryParameter(schema_extra=SEARCH_BOUNDS)] = "",
+    offset: Annotated[int, QueryParameter(schema_extra=OFFSET_BOUNDS)] = 0,
+    limit: Annotated[int, QueryParameter(schema_extra=LIMIT_BOUNDS)] = console.DEFAULT_PAGE,
 ) -> TenantPageOut:
     """Tenants whose name or id contains `search`, by name, a page at a time, with the total.
-    The domain bounds each value (400 beyond)."""
+    The domain bounds each value (400 beyond); the API reference states the bounds."""
     page = await console.find_tenants(db_session, search, offset, limit)
     return tenant_page_response(page)
 

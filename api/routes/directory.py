@@ -8,7 +8,7 @@ from litestar import MediaType, Request, delete, get, patch, post, put
 
 from api.dependencies import CallerDep, NowDep, ServicesDep, SessionDep, TenantDep
 from api.guards import VENDOR_IN_TENANT, VENDOR_ONLY
-from api.schemas.common import OptionalTenantHeader, PathId, read_body
+from api.schemas.common import OptionalTenantHeader, PathId, read_body, reads
 from api.schemas.directory import (
     AddPermissionsBody,
     AddRolesBody,
@@ -51,7 +51,7 @@ PERMISSION = PERMISSIONS + "/{permission_id:str}"
 # --- tenants ----------------------------------------------------------------------------------
 
 
-@post(TENANTS, dependencies=VENDOR_ONLY, status_code=201)
+@post(TENANTS, dependencies=VENDOR_ONLY, status_code=201, opt=reads(CreateTenantRequest))
 async def create_tenant(
     request: Request[Any, Any, Any],
     vendor: CallerDep,
@@ -59,7 +59,7 @@ async def create_tenant(
     services: ServicesDep,
     now: NowDep,
 ) -> TenantOut:
-    data = await read_body(request, CreateTenantRequest)
+    data: CreateTenantRequest = await read_body(request)
     tenant, after = await directory.create_tenant(
         db_session, vendor, data.tenant_id, data.name, now
     )
@@ -94,7 +94,7 @@ async def delete_tenant(
 # --- users ------------------------------------------------------------------------------------
 
 
-@post(USERS_V2, dependencies=VENDOR_IN_TENANT, status_code=201)
+@post(USERS_V2, dependencies=VENDOR_IN_TENANT, status_code=201, opt=reads(CreateUserRequest))
 async def create_user(
     request: Request[Any, Any, Any],
     tenant_id: TenantDep,
@@ -103,7 +103,7 @@ async def create_user(
     services: ServicesDep,
     now: NowDep,
 ) -> UserCreatedOut:
-    data = await read_body(request, CreateUserRequest)
+    data: CreateUserRequest = await read_body(request)
     user, after = await directory.create_user(
         db_session, vendor, tenant_id, data.to_new_user(), now
     )
@@ -132,7 +132,7 @@ async def delete_user(
     await commit(db_session, services, after)
 
 
-@post(USER_ROLES, dependencies=VENDOR_IN_TENANT, status_code=201)
+@post(USER_ROLES, dependencies=VENDOR_IN_TENANT, status_code=201, opt=reads(AssignRolesRequest))
 async def assign_roles_to_user(
     request: Request[Any, Any, Any],
     user_id: PathId,
@@ -142,7 +142,7 @@ async def assign_roles_to_user(
     services: ServicesDep,
     now: NowDep,
 ) -> AssignedRolesOut:
-    data = await read_body(request, AssignRolesRequest)
+    data: AssignRolesRequest = await read_body(request)
     roles = await directory.assign_roles(db_session, vendor, user_id, tenant_id, data.role_ids, now)
     await commit(db_session, services)
     return AssignedRolesOut(
@@ -150,7 +150,7 @@ async def assign_roles_to_user(
     )
 
 
-@put(USER, dependencies=VENDOR_ONLY)
+@put(USER, dependencies=VENDOR_ONLY, opt=reads(UpdateUserRequest))
 async def update_user(
     request: Request[Any, Any, Any],
     user_id: PathId,
@@ -160,7 +160,7 @@ async def update_user(
     services: ServicesDep,
     now: NowDep,
 ) -> UserOut:
-    data = await read_body(request, UpdateUserRequest)
+    data: UpdateUserRequest = await read_body(request)
     user = await directory.update_user(
         db_session, vendor, user_id, tenant_id, data.to_change(), now
     )
@@ -169,7 +169,7 @@ async def update_user(
 
 
 # Frontegg answers with 200 and the roles the user still holds there.
-@delete(USER_ROLES, dependencies=VENDOR_IN_TENANT, status_code=200)
+@delete(USER_ROLES, dependencies=VENDOR_IN_TENANT, status_code=200, opt=reads(UnassignRolesRequest))
 async def unassign_roles_from_user(
     request: Request[Any, Any, Any],
     user_id: PathId,
@@ -179,7 +179,7 @@ async def unassign_roles_from_user(
     services: ServicesDep,
     now: NowDep,
 ) -> AssignedRolesOut:
-    data = await read_body(request, UnassignRolesRequest)
+    data: UnassignRolesRequest = await read_body(request)
     roles = await directory.unassign_roles(
         db_session, vendor, user_id, tenant_id, data.role_ids, now
     )
@@ -199,7 +199,7 @@ async def list_roles(
     return [role_response(role) for role in await directory.list_roles(db_session, tenant_id)]
 
 
-@post(ROLES, dependencies=VENDOR_ONLY, status_code=201)
+@post(ROLES, dependencies=VENDOR_ONLY, status_code=201, opt=reads(AddRolesBody))
 async def create_roles(
     request: Request[Any, Any, Any],
     tenant_id: OptionalTenantHeader,
@@ -208,7 +208,7 @@ async def create_roles(
     services: ServicesDep,
     now: NowDep,
 ) -> list[RoleOut]:
-    data = await read_body(request, AddRolesBody)
+    data: AddRolesBody = await read_body(request)
     roles = await directory.create_roles(
         db_session, vendor, tenant_id, [item.to_new_role() for item in data], now
     )
@@ -216,7 +216,7 @@ async def create_roles(
     return [role_response(role) for role in roles]
 
 
-@patch(ROLE, dependencies=VENDOR_ONLY)
+@patch(ROLE, dependencies=VENDOR_ONLY, opt=reads(UpdateRoleRequest))
 async def update_role(
     request: Request[Any, Any, Any],
     role_id: PathId,
@@ -226,7 +226,7 @@ async def update_role(
     services: ServicesDep,
     now: NowDep,
 ) -> RoleOut:
-    data = await read_body(request, UpdateRoleRequest)
+    data: UpdateRoleRequest = await read_body(request)
     role = await directory.update_role(
         db_session, vendor, role_id, tenant_id, data.to_change(), now
     )
@@ -247,7 +247,7 @@ async def delete_role(
     await commit(db_session, services)
 
 
-@put(ROLE_PERMISSIONS, dependencies=VENDOR_ONLY)
+@put(ROLE_PERMISSIONS, dependencies=VENDOR_ONLY, opt=reads(SetRolePermissionsRequest))
 async def set_role_permissions(
     request: Request[Any, Any, Any],
     role_id: PathId,
@@ -257,7 +257,7 @@ async def set_role_permissions(
     services: ServicesDep,
     now: NowDep,
 ) -> RoleOut:
-    data = await read_body(request, SetRolePermissionsRequest)
+    data: SetRolePermissionsRequest = await read_body(request)
     role = await directory.set_role_permissions(
         db_session, vendor, role_id, tenant_id, data.permission_ids, now
     )
@@ -273,7 +273,7 @@ async def list_permissions(vendor: CallerDep, db_session: SessionDep) -> list[Pe
     return [permission_response(p) for p in await directory.list_permissions(db_session)]
 
 
-@post(PERMISSIONS, dependencies=VENDOR_ONLY, status_code=201)
+@post(PERMISSIONS, dependencies=VENDOR_ONLY, status_code=201, opt=reads(AddPermissionsBody))
 async def create_permissions(
     request: Request[Any, Any, Any],
     vendor: CallerDep,
@@ -281,7 +281,7 @@ async def create_permissions(
     services: ServicesDep,
     now: NowDep,
 ) -> list[PermissionOut]:
-    data = await read_body(request, AddPermissionsBody)
+    data: AddPermissionsBody = await read_body(request)
     permissions = await directory.create_permissions(
         db_session, vendor, [item.to_new_permission() for item in data], now
     )
@@ -289,7 +289,7 @@ async def create_permissions(
     return [permission_response(p) for p in permissions]
 
 
-@patch(PERMISSION, dependencies=VENDOR_ONLY)
+@patch(PERMISSION, dependencies=VENDOR_ONLY, opt=reads(UpdatePermissionRequest))
 async def update_permission(
     request: Request[Any, Any, Any],
     permission_id: PathId,
@@ -298,7 +298,7 @@ async def update_permission(
     services: ServicesDep,
     now: NowDep,
 ) -> PermissionOut:
-    data = await read_body(request, UpdatePermissionRequest)
+    data: UpdatePermissionRequest = await read_body(request)
     permission = await directory.update_permission(
         db_session, vendor, permission_id, data.to_change(), now
     )

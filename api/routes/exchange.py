@@ -14,10 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.dependencies import ClientAddressDep, NowDep, ServicesDep, SessionDep
 from api.errors import OAUTH_ERRORS
 from api.metrics import count_as
-from api.schemas.common import read_body
+from api.schemas.common import FORM, read_body, reads
 from api.schemas.exchange import (
     ExchangeRequest,
     LegacyTokenPairOut,
+    OAuthRevokeForm,
+    OAuthTokenForm,
     OAuthTokenOut,
     RefreshRequest,
     TokenPairOut,
@@ -130,7 +132,7 @@ async def _authenticate(
 @post(
     EXCHANGE_V2,
     status_code=200,
-    opt=CARRIES_SECRET,
+    opt=reads(ExchangeRequest, CARRIES_SECRET),
 )
 async def exchange_api_token(
     request: Request[Any, Any, Any],
@@ -139,7 +141,7 @@ async def exchange_api_token(
     now: NowDep,
     client_address: ClientAddressDep,
 ) -> TokenPairOut:
-    data = await read_body(request, ExchangeRequest)
+    data: ExchangeRequest = await read_body(request)
     pair = await _exchange(db_session, services, data.presented, client_address, now)
     return token_pair_response(pair)
 
@@ -147,7 +149,7 @@ async def exchange_api_token(
 @post(
     EXCHANGE_V1,
     status_code=200,
-    opt=CARRIES_SECRET,
+    opt=reads(ExchangeRequest, CARRIES_SECRET),
 )
 async def exchange_api_token_v1(
     request: Request[Any, Any, Any],
@@ -156,7 +158,7 @@ async def exchange_api_token_v1(
     now: NowDep,
     client_address: ClientAddressDep,
 ) -> LegacyTokenPairOut:
-    data = await read_body(request, ExchangeRequest)
+    data: ExchangeRequest = await read_body(request)
     pair = await _exchange(db_session, services, data.presented, client_address, now)
     return legacy_token_pair_response(pair)
 
@@ -164,7 +166,7 @@ async def exchange_api_token_v1(
 @post(
     REFRESH_V2,
     status_code=200,
-    opt=CARRIES_SECRET,
+    opt=reads(RefreshRequest, CARRIES_SECRET),
 )
 async def refresh_api_token(
     request: Request[Any, Any, Any],
@@ -173,7 +175,7 @@ async def refresh_api_token(
     now: NowDep,
     client_address: ClientAddressDep,
 ) -> TokenPairOut:
-    data = await read_body(request, RefreshRequest)
+    data: RefreshRequest = await read_body(request)
     pair = await _rotate(db_session, services, data.refresh_token, client_address, now)
     return token_pair_response(pair)
 
@@ -185,7 +187,7 @@ async def refresh_api_token(
     OAUTH_TOKEN,
     status_code=200,
     exception_handlers=OAUTH_ERRORS,
-    opt=CARRIES_SECRET,
+    opt=reads(OAuthTokenForm, CARRIES_SECRET, media_type=FORM),
 )
 async def oauth_token(
     request: Request[Any, Any, Any],
@@ -223,6 +225,7 @@ async def oauth_token(
     media_type=MediaType.TEXT,
     cache_control=NO_STORE,
     exception_handlers=OAUTH_ERRORS,
+    opt=reads(OAuthRevokeForm, media_type=FORM),
 )
 async def oauth_revoke(
     request: Request[Any, Any, Any],

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from litestar import Request, post
 
 from api.dependencies import CallerDep, NowDep, ServicesDep, SessionDep
 from api.guards import VENDOR_ONLY
-from api.schemas.common import read_body
+from api.schemas.common import read_body, reads
 from api.schemas.leaks import (
     GitHubLabelOut,
     GitHubMatches,
+    GitHubMatchIn,
     LeakReportOut,
     LeakReportRequest,
     label_of,
@@ -24,7 +24,6 @@ from api.state import Services
 from api.transaction import commit
 from domain import leaks
 from domain.auth import Caller
-from domain.errors import InvalidInput
 
 LEAKS = "/leaks"
 GITHUB = "/leaks/github"
@@ -41,7 +40,12 @@ def _reporting(services: Services, reporter: str, caller: Caller | None) -> leak
 
 
 # Both carry a leaked value in (and GitHub's answer echoes it): never cached.
-@post(LEAKS, status_code=200, dependencies=VENDOR_ONLY, opt=CARRIES_SECRET)
+@post(
+    LEAKS,
+    status_code=200,
+    dependencies=VENDOR_ONLY,
+    opt=reads(LeakReportRequest, CARRIES_SECRET),
+)
 async def report_leak(
     request: Request[Any, Any, Any],
     vendor: CallerDep,
@@ -50,28 +54,21 @@ async def report_leak(
     now: NowDep,
 ) -> LeakReportOut:
     """200 with what the report found and did, whether or not the value was ours."""
-    data = await read_body(request, LeakReportRequest)
+    data: LeakReportRequest = await read_body(request)
     reporting = _reporting(services, "vendor", vendor)
     verdict = await leaks.report_leak(db_session, reporting, data.leak(), now)
     await commit(db_session, services, reporting.after)
     return leak_report_response(verdict)
 
 
-@post(GITHUB, status_code=200, opt=CARRIES_SECRET)
+@post(GITHUB, status_code=200, opt=reads(GitHubMatches, CARRIES_SECRET))
 async def report_github_leaks(
     request: Request[Any, Any, Any], db_session: SessionDep, services: ServicesDep, now: NowDep
 ) -> list[GitHubLabelOut]:
     """GitHub's signed list of matches; the answer labels each, in order."""
-    body = await request.body()
-    await services.github_keys.verify(request.headers, body)
-    try:
-        matches = msgspec.json.decode(body, type=GitHubMatches, strict=True)
-    except msgspec.ValidationError as error:
-        raise InvalidInput(str(error)) from None
-    except msgspec.DecodeError as error:
-        raise InvalidInput(f"Malformed JSON body: {error}") from None
-    except RecursionError:
-        raise InvalidInput("Malformed JSON body: nested too deeply") from None
+    # The signature is over the raw body, checked before it is decoded (the same bytes).
+    await services.github_keys.verify(request.headers, await request.body())
+    matches: list[GitHubMatchIn] = await read_body(request)
     reporting = _reporting(services, "github", None)
     verdicts = await leaks.report_github_matches(
         db_session, reporting, [match.match() for match in matches], now

@@ -8,13 +8,14 @@ from litestar import MediaType, Request, delete, get, patch, post
 
 from api.dependencies import ActingDep, CallerDep, NowDep, ServicesDep, SessionDep
 from api.guards import CALLER
-from api.schemas.common import PathId, read_body
+from api.schemas.common import PathId, read_body, reads
 from api.schemas.tokens import (
     CreatedTenantAccessTokenOut,
     CreatedTenantApiTokenOut,
     CreatedUserAccessTokenOut,
     CreatedUserApiTokenOut,
     CreateTenantAccessTokenRequest,
+    CreateTenantApiTokenBody,
     CreateTenantApiTokenRequest,
     CreateUserAccessTokenRequest,
     CreateUserApiTokenRequest,
@@ -57,7 +58,12 @@ DELETED = MediaType.TEXT
 # --- user client credentials -----------------------------------------------------------------
 
 
-@post(USER_API_TOKENS, dependencies=CALLER, status_code=201, opt=CARRIES_SECRET)
+@post(
+    USER_API_TOKENS,
+    dependencies=CALLER,
+    status_code=201,
+    opt=reads(CreateUserApiTokenRequest, CARRIES_SECRET),
+)
 async def create_user_api_token(
     request: Request[Any, Any, Any],
     caller: CallerDep,
@@ -66,7 +72,7 @@ async def create_user_api_token(
     services: ServicesDep,
     now: NowDep,
 ) -> CreatedUserApiTokenOut:
-    data = await read_body(request, CreateUserApiTokenRequest)
+    data: CreateUserApiTokenRequest = await read_body(request)
     issued = await tokens.create_user_client_credential(
         db_session,
         caller,
@@ -106,7 +112,12 @@ async def delete_user_api_token(
 # --- user access tokens ----------------------------------------------------------------------
 
 
-@post(USER_ACCESS_TOKENS, dependencies=CALLER, status_code=201, opt=CARRIES_SECRET)
+@post(
+    USER_ACCESS_TOKENS,
+    dependencies=CALLER,
+    status_code=201,
+    opt=reads(CreateUserAccessTokenRequest, CARRIES_SECRET),
+)
 async def create_user_access_token(
     request: Request[Any, Any, Any],
     caller: CallerDep,
@@ -115,7 +126,7 @@ async def create_user_access_token(
     services: ServicesDep,
     now: NowDep,
 ) -> CreatedUserAccessTokenOut:
-    data = await read_body(request, CreateUserAccessTokenRequest)
+    data: CreateUserAccessTokenRequest = await read_body(request)
     issued = await tokens.create_user_access_token(
         db_session,
         caller,
@@ -158,7 +169,7 @@ async def delete_user_access_token(
     [TENANT_API_TOKENS_V2, TENANT_API_TOKENS],
     dependencies=CALLER,
     status_code=201,
-    opt=CARRIES_SECRET,
+    opt=reads(CreateTenantApiTokenBody, CARRIES_SECRET),
 )
 async def create_tenant_api_token(
     request: Request[Any, Any, Any],
@@ -168,7 +179,7 @@ async def create_tenant_api_token(
     services: ServicesDep,
     now: NowDep,
 ) -> CreatedTenantApiTokenOut:
-    data = await read_body(request, CreateTenantApiTokenRequest)
+    data: CreateTenantApiTokenRequest = await read_body(request)
     issued = await tokens.create_tenant_client_credential(
         db_session,
         caller,
@@ -194,7 +205,12 @@ async def get_tenant_api_tokens(
     return [tenant_api_token_response(view) for view in listed]
 
 
-@patch(TENANT_API_TOKENS + ONE, dependencies=CALLER, status_code=200)
+@patch(
+    TENANT_API_TOKENS + ONE,
+    dependencies=CALLER,
+    status_code=200,
+    opt=reads(UpdateTenantApiTokenRequest),
+)
 async def update_tenant_api_token(
     token_id: PathId,
     request: Request[Any, Any, Any],
@@ -204,7 +220,7 @@ async def update_tenant_api_token(
     services: ServicesDep,
     now: NowDep,
 ) -> TenantApiTokenOut:
-    data = await read_body(request, UpdateTenantApiTokenRequest)
+    data: UpdateTenantApiTokenRequest = await read_body(request)
     change = tokens.CredentialChange(
         description=given(data.description),
         metadata=given(data.metadata),
@@ -234,7 +250,12 @@ async def delete_tenant_api_token(
 # --- tenant access tokens --------------------------------------------------------------------
 
 
-@post(TENANT_ACCESS_TOKENS, dependencies=CALLER, status_code=201, opt=CARRIES_SECRET)
+@post(
+    TENANT_ACCESS_TOKENS,
+    dependencies=CALLER,
+    status_code=201,
+    opt=reads(CreateTenantAccessTokenRequest, CARRIES_SECRET),
+)
 async def create_tenant_access_token(
     request: Request[Any, Any, Any],
     caller: CallerDep,
@@ -243,7 +264,7 @@ async def create_tenant_access_token(
     services: ServicesDep,
     now: NowDep,
 ) -> CreatedTenantAccessTokenOut:
-    data = await read_body(request, CreateTenantAccessTokenRequest)
+    data: CreateTenantAccessTokenRequest = await read_body(request)
     issued = await tokens.create_tenant_access_token(
         db_session,
         caller,
@@ -287,7 +308,7 @@ async def delete_tenant_access_token(
     [USER_API_TOKENS + ROTATE, TENANT_API_TOKENS + ROTATE],
     dependencies=CALLER,
     status_code=200,
-    opt=CARRIES_SECRET,
+    opt=reads(RotateRequest, CARRIES_SECRET),
 )
 async def rotate_api_token(
     token_id: PathId,
@@ -298,7 +319,7 @@ async def rotate_api_token(
     services: ServicesDep,
     now: NowDep,
 ) -> CreatedUserApiTokenOut | CreatedTenantApiTokenOut:
-    data = await read_body(request, RotateRequest)
+    data: RotateRequest = await read_body(request)
     kind = _credential_kind(request)
     issued = await tokens.rotate_client_credential(
         db_session,
@@ -343,7 +364,7 @@ async def end_api_token_rotation(
     [USER_ACCESS_TOKENS + ROTATE, TENANT_ACCESS_TOKENS + ROTATE],
     dependencies=CALLER,
     status_code=201,
-    opt=CARRIES_SECRET,
+    opt=reads(RotateRequest, CARRIES_SECRET),
 )
 async def roll_access_token(
     token_id: PathId,
@@ -354,7 +375,7 @@ async def roll_access_token(
     services: ServicesDep,
     now: NowDep,
 ) -> CreatedUserAccessTokenOut | CreatedTenantAccessTokenOut:
-    data = await read_body(request, RotateRequest)
+    data: RotateRequest = await read_body(request)
     kind = tokens.ACCESS_TOKEN_KINDS[_resource(request)]
     issued, after = await tokens.roll_access_token(
         db_session,

@@ -11,10 +11,14 @@ from msgspec.json import encode as encode_json
 
 from api.dependencies import CallerDep, ServicesDep
 from api.guards import VENDOR_ONLY
-from api.schemas.common import OptionalTenantHeader, PathId
+from api.schemas.common import FORM, OptionalTenantHeader, PathId, answers, reads
+from api.schemas.exchange import read_form
 from api.schemas.validation import (
+    IntrospectForm,
+    IntrospectionOut,
     TenantAccessTokenGrantsOut,
     UserAccessTokenGrantsOut,
+    ValidatedOut,
     inactive_response,
     introspection_response,
     tenant_access_token_grants_response,
@@ -36,6 +40,7 @@ ONE = "/{token_id:str}"
 WHAT_VALIDATE_TAKES = (
     "an access token in X-API-KEY, or a client-credential JWT in Authorization: Bearer"
 )
+MAX_TOKEN_TYPE_HINT = 64
 VENDOR_TOKEN_REFUSED = f"This is a vendor token: validate takes {WHAT_VALIDATE_TAKES}"
 
 
@@ -65,7 +70,7 @@ def _explained(services: Services, token: str, refused: UnsupportedAlgorithm) ->
     return refused
 
 
-@post(VALIDATE, status_code=200)
+@post(VALIDATE, status_code=200, opt=answers(ValidatedOut))
 async def validate_token(request: Request[Any, Any, Any]) -> Response[bytes]:
     # The hot path, kept lean on purpose: services from the app state rather than through DI,
     # headers read from the ASGI scope, and the body encoded here (Litestar's own encoding of a
@@ -79,14 +84,21 @@ async def validate_token(request: Request[Any, Any, Any]) -> Response[bytes]:
     return Response(encode_json(validated_response(validated)), media_type=MediaType.JSON)
 
 
-@post(INTROSPECT, dependencies=VENDOR_ONLY, status_code=200)
+@post(
+    INTROSPECT,
+    dependencies=VENDOR_ONLY,
+    status_code=200,
+    opt=reads(IntrospectForm, answers(IntrospectionOut), media_type=FORM),
+)
 async def introspect_token(
     request: Request[Any, Any, Any], vendor: CallerDep, services: ServicesDep
 ) -> dict[str, Any]:
-    form = await request.form()
-    token = form.get("token")
-    if not isinstance(token, str) or not token.strip():
+    # Decoded as strictly as the other OAuth routes' forms: no NUL, no repeated field.
+    form = await read_form(request)
+    token = form.get("token", max_length=None)  # a JWT grows with its claims; the body is bounded
+    if token is None or not token.strip():
         raise InvalidInput("token is required (application/x-www-form-urlencoded)")
+    form.get("token_type_hint", MAX_TOKEN_TYPE_HINT)
     # token_type_hint is only a hint (RFC 7662 lets a server ignore it): both kinds are tried.
     try:
         validated = await services.validity.validate(
@@ -97,7 +109,7 @@ async def introspect_token(
     return introspection_response(validated)
 
 
-@get(VENDOR_USER_ACCESS_TOKENS + ACTIVE, dependencies=VENDOR_ONLY)
+@get(VENDOR_USER_ACCESS_TOKENS + ACTIVE, dependencies=VENDOR_ONLY, opt=answers(list[str]))
 async def active_user_access_tokens(
     request: Request[Any, Any, Any],
     vendor: CallerDep,
@@ -107,7 +119,7 @@ async def active_user_access_tokens(
     return await _active(request, services, user_tokens=True, tenant_id=tenant_id)
 
 
-@get(VENDOR_TENANT_ACCESS_TOKENS + ACTIVE, dependencies=VENDOR_ONLY)
+@get(VENDOR_TENANT_ACCESS_TOKENS + ACTIVE, dependencies=VENDOR_ONLY, opt=answers(list[str]))
 async def active_tenant_access_tokens(
     request: Request[Any, Any, Any],
     vendor: CallerDep,

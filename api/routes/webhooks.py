@@ -7,13 +7,15 @@ from typing import Any
 from litestar import Request, post
 
 from api.dependencies import NowDep, ServicesDep, SessionDep
+from api.schemas.common import reads
+from api.schemas.webhooks import UserDeletedEvent
 from api.transaction import commit
 from domain import webhooks
 
 USER_DELETED = "/webhooks/users/deleted"
 
 
-@post(USER_DELETED, status_code=204)
+@post(USER_DELETED, status_code=204, opt=reads(UserDeletedEvent))
 async def user_deleted(
     request: Request[Any, Any, Any], db_session: SessionDep, services: ServicesDep, now: NowDep
 ) -> None:

@@ -38,7 +38,16 @@ Email = Annotated[
 ]
 RoleLevel = Annotated[int, msgspec.Meta(ge=0, le=32767)]
 NonEmptyIdList = Annotated[list[Id], msgspec.Meta(min_length=1, max_length=MAX_IDS)]
-StringifiedJson = Annotated[str, msgspec.Meta(max_length=MAX_METADATA_BYTES)]
+# Frontegg's user metadata: a JSON object, stringified (domain/directory.py parses it). The
+# format names that for the API reference (a JSON Schema pattern cannot).
+JSON_OBJECT_FORMAT = "json-object"
+StringifiedJson = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=MAX_METADATA_BYTES,
+        extra_json_schema={"format": JSON_OBJECT_FORMAT, "contentMediaType": "application/json"},
+    ),
+]
 
 
 # --- requests ---------------------------------------------------------------------------------
@@ -71,8 +80,11 @@ class CreateUserRequest(Body):
     ) = None
     skip_invite_email: bool | None = None
     email_metadata: dict[str, Any] | None = None
-    # Declared only to refuse it with a clear message rather than "unknown field".
-    password: Any = msgspec.UNSET
+    # Declared only to refuse it with a clear message rather than "unknown field" (the API
+    # reference says no value is accepted).
+    password: Annotated[
+        Any, msgspec.Meta(extra_json_schema={"not": {}, "description": "Not accepted."})
+    ] = msgspec.UNSET
 
     def __post_init__(self) -> None:
         if self.password is not msgspec.UNSET:
@@ -199,7 +211,15 @@ class UpdatePermissionRequest(Body):
 
 
 # Frontegg takes roles and permissions in batches: a JSON array of 1..MAX_BATCH items.
-AddRolesBody = Annotated[list[AddRoleRequest], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+# A rule across fields, for the API reference (domain/directory.py enforces it).
+MIGRATE_ONLY_A_DEFAULT_ROLE = {
+    "if": {"properties": {"migrateRole": {"const": True}}, "required": ["migrateRole"]},
+    "then": {"properties": {"isDefault": {"const": True}}, "required": ["isDefault"]},
+}
+AddRolesBody = Annotated[
+    list[Annotated[AddRoleRequest, msgspec.Meta(extra_json_schema=MIGRATE_ONLY_A_DEFAULT_ROLE)]],
+    msgspec.Meta(min_length=1, max_length=MAX_BATCH),
+]
 AddPermissionsBody = Annotated[
     list[AddPermissionRequest], msgspec.Meta(min_length=1, max_length=MAX_BATCH)
 ]

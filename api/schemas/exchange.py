@@ -44,6 +44,41 @@ class RefreshRequest(Body):
     refresh_token: Credential
 
 
+# --- OAuth 2.0 forms: what the API reference says of them (read_form parses the body itself) ---
+
+
+class ClientCredentialsForm(
+    msgspec.Struct, kw_only=True, tag_field="grant_type", tag="client_credentials"
+):
+    """RFC 6749 client_credentials: the client authenticates by HTTP Basic, or by client_id and
+    client_secret here."""
+
+    client_id: Credential | None = None
+    client_secret: Credential | None = None
+    scope: str | None = None
+
+
+class RefreshTokenForm(msgspec.Struct, kw_only=True, tag_field="grant_type", tag="refresh_token"):
+    """RFC 6749 refresh_token: client authentication optional; when given, the refresh token
+    must be that client's."""
+
+    refresh_token: Credential
+    client_id: Credential | None = None
+    client_secret: Credential | None = None
+
+
+OAuthTokenForm = ClientCredentialsForm | RefreshTokenForm
+
+
+class OAuthRevokeForm(msgspec.Struct, kw_only=True):
+    """RFC 7009 revocation request; the client authenticates as on /oauth/token."""
+
+    token: Annotated[str, msgspec.Meta(min_length=1)]
+    token_type_hint: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    client_id: Credential | None = None
+    client_secret: Credential | None = None
+
+
 class TokenPairOut(msgspec.Struct, kw_only=True):
     """ApiTokenAuthV2Response: snake_case, as Frontegg's v2 route answers."""
 

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
 from api.schemas.common import Body, IdList, Out, Text, iso
 from domain.models import AccessToken, ClientCredential
-from domain.tokens import Issued, TokenView
+from domain.tokens import MAX_EXPIRES_IN_MINUTES, Issued, TokenView
 
 # --- requests --------------------------------------------------------------------------------
 
 
 class ExpiringTokenRequest(Body):
-    # Absent means the token never expires; its range is checked once, in domain.tokens.
-    expires_in_minutes: int | UnsetType = UNSET
+    # Absent means the token never expires; its range is checked once, in domain.tokens (the
+    # API reference states it).
+    expires_in_minutes: (
+        Annotated[
+            int,
+            msgspec.Meta(extra_json_schema={"minimum": 1, "maximum": MAX_EXPIRES_IN_MINUTES}),
+        ]
+        | UnsetType
+    ) = UNSET
 
     @property
     def minutes(self) -> int | None:
@@ -38,6 +45,18 @@ class CreateTenantApiTokenRequest(ExpiringTokenRequest):
     metadata: dict[str, Any] = {}
     role_ids: IdList = []
     permission_ids: IdList = []
+
+
+# roleIds or permissionIds, non-empty: said for the API reference (domain/grants.py enforces it).
+GRANTS_GIVEN = {
+    "anyOf": [
+        {"required": ["roleIds"], "properties": {"roleIds": {"minItems": 1}}},
+        {"required": ["permissionIds"], "properties": {"permissionIds": {"minItems": 1}}},
+    ]
+}
+CreateTenantApiTokenBody = Annotated[
+    CreateTenantApiTokenRequest, msgspec.Meta(extra_json_schema=GRANTS_GIVEN)
+]
 
 
 class UpdateTenantApiTokenRequest(Body):

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from api.schemas.common import Out, iso
 from domain.validity import AccessTokenGrants, Validated
+
+
+class IntrospectForm(msgspec.Struct, kw_only=True):
+    """RFC 7662 introspection request (the route reads the form itself); the hint is ignored."""
+
+    token: Annotated[str, msgspec.Meta(min_length=1)]
+    token_type_hint: str | None = None
+
+
+class IntrospectionOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """RFC 7662: `{"active": false}` alone for a token not active now; for an active one the
+    standard members, then Frontegg's own."""
+
+    active: bool
+    token_type: str | None = None
+    type: str | None = None
+    sub: str | None = None
 
 
 class ValidatedOut(Out, omit_defaults=True):
