@@ -71,6 +71,7 @@ async def _exchange(
         now=now,
     )
     await commit(db_session, services)
+    services.usage.note_credential(pair.client_id, now, address)
     # A busy credential need not be pruned on every exchange. Asked only once the exchange has
     # committed, so that a failed one does not spend the credential's window.
     if services.prune_debounce.due(presented.client_id, time.monotonic()):
@@ -82,6 +83,7 @@ async def _rotate(
     db_session: AsyncSession,
     services: Services,
     refresh_token: str,
+    address: str,
     now: datetime,
     client_id: str | None = None,
 ) -> TokenPair:
@@ -98,6 +100,7 @@ async def _rotate(
         await commit(db_session, services)  # the family stays revoked although this fails
         raise
     await commit(db_session, services)
+    services.usage.note_credential(pair.client_id, now, address)
     return pair
 
 
@@ -156,10 +159,14 @@ async def exchange_api_token_v1(
     opt=CARRIES_SECRET,
 )
 async def refresh_api_token(
-    request: Request[Any, Any, Any], db_session: SessionDep, services: ServicesDep, now: NowDep
+    request: Request[Any, Any, Any],
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+    client_address: ClientAddressDep,
 ) -> TokenPairOut:
     data = await read_body(request, RefreshRequest)
-    pair = await _rotate(db_session, services, data.refresh_token, now)
+    pair = await _rotate(db_session, services, data.refresh_token, client_address, now)
     return token_pair_response(pair)
 
 
@@ -198,7 +205,7 @@ async def oauth_token(
             else None
         )
         count_as(request, "refresh")
-        pair = await _rotate(db_session, services, refresh_token, now, client_id)
+        pair = await _rotate(db_session, services, refresh_token, client_address, now, client_id)
     return oauth_token_response(pair)
 
 

@@ -9,6 +9,7 @@ import msgspec
 
 from api.schemas.common import Out, iso
 from api.schemas.configuration import RefreshSeconds, Seconds
+from api.schemas.tokens import LastUse, last_use_of
 from domain.console import TenantPage
 from domain.models import Tenant, User
 from domain.tokens import KindedToken
@@ -25,7 +26,7 @@ class TenantPageOut(Out):
     total: int
 
 
-class ListedTokenOut(Out):
+class ListedTokenOut(LastUse):
     kind: str
     id: str
     description: str | None
@@ -99,6 +100,7 @@ def _listed_token(listed: KindedToken) -> ListedTokenOut:
         expires=iso(token.expires_at),
         role_ids=listed.view.role_ids,
         permission_ids=listed.view.permission_ids,
+        **last_use_of(token),
     )
 
 
