@@ -18,7 +18,7 @@ from api.state import Services
 from domain.auth import Caller
 from domain.clock import utcnow
 from domain.errors import MissingHeader
-from domain.logs import current_client_address
+from domain.logs import current_request_origin
 from domain.ratelimit import client_address
 from domain.tokens import TENANT_HEADER, Acting
 
@@ -78,5 +78,7 @@ def provide_client_address(request: Request[Any, Any, Any], services: ServicesDe
         request.headers.getall("x-forwarded-for", []),
         services.settings.trusted_proxies,
     )
-    current_client_address.set(address)
+    origin = current_request_origin.get()
+    if origin is not None:
+        origin.address = address
     return address

@@ -11,7 +11,7 @@ from typing import Final
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from domain.logs import current_client_address, current_request_id
+from domain.logs import RequestOrigin, current_request_id, current_request_origin
 
 HEADER: Final = b"x-request-id"
 # What a proxy or a client sends in practice (UUIDs, hex, base64, prefixed ids); anything longer
@@ -48,12 +48,11 @@ def with_request_ids(app: ASGIApp) -> ASGIApp:
             await send(message)
 
         token = current_request_id.set(request_id)
-        # Set by the route once it reads it; never one left by an earlier request of this task.
-        address_token = current_client_address.set(None)
+        origin_token = current_request_origin.set(RequestOrigin())
         try:
             await app(scope, receive, send_with_id)
         finally:
-            current_client_address.reset(address_token)
+            current_request_origin.reset(origin_token)
             current_request_id.reset(token)
 
     return middleware

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.auth import Caller
 from domain.errors import Forbidden, InvalidInput, NotFound
-from domain.logs import current_client_address, current_job, current_request_id
+from domain.logs import current_job, current_request_id, current_request_origin
 from domain.models import AuditEvent
 
 # Who may act, as the trail names them: the vendor, an end user (actor id: the user), a
@@ -71,7 +71,8 @@ def record(
         actor_type, actor_id = JOB, job
     else:
         actor_type, actor_id = SYSTEM, None
-    address = current_client_address.get()
+    origin = current_request_origin.get()
+    address = origin.address if origin is not None else None
     session.add(
         AuditEvent(
             at=now,
