@@ -658,6 +658,7 @@ def routes() -> dict[tuple[str, str], tuple[str, Call]]:
         ),
         ("POST", "/webhooks/users/deleted"): (house, post_user_deleted),
         ("GET", "/ops/jobs"): (house, lambda c, w: c.get("/ops/jobs", headers=w.vendor)),
+        ("GET", "/audits/v1"): (house, lambda c, w: c.get("/audits/v1", headers=w.vendor)),
         ("GET", "/metrics"): (house, lambda c, w: c.get("/metrics", headers=w.vendor)),
         ("GET", "/portal/v1/session"): (
             house,
