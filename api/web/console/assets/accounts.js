@@ -2,6 +2,7 @@
 // its own tokens of both kinds and its users' personal tokens. The vendor creates account
 // tokens of the environment's kind here, and deletes any token.
 
+import { activitySection } from "./activity.js";
 import { ApiError, call, paths } from "./api.js";
 import { confirmDialog, openDialog } from "./dialogs.js";
 import { expiresIn, h, table, uid, when } from "./dom.js";
@@ -155,6 +156,19 @@ export async function tenantView(ctx, tenantId) {
     const left = expiresIn(token.expires);
     return h("span", { class: left === "Expired" ? "expired" : null, text: left });
   };
+  // When it was last used (right within a minute), and from where most recently.
+  const lastUsed = (token) =>
+    token.lastUsedAt
+      ? h(
+          "span",
+          { class: "person" },
+          when(token.lastUsedAt),
+          token.lastUsedFrom.length
+            ? h("span", { class: "muted", title: token.lastUsedFrom.map((use) => use.address).join(", "), text: `from ${token.lastUsedFrom[0].address}` })
+            : null,
+        )
+      : h("span", { class: "muted", text: "Never" });
+  const activity = await activitySection(tenantId, person);
   const accountTokens = listing.tokens.filter((token) => token.userId === null);
   const personalTokens = listing.tokens.filter((token) => token.userId !== null);
   const disabled = !config.apiTokensEnabled;
@@ -186,6 +200,7 @@ export async function tenantView(ctx, tenantId) {
           { label: "Created by", cell: (token) => person(token.createdByUserId) ?? h("span", { class: "muted", text: "Vendor" }) },
           { label: "Created", cell: created },
           { label: "Expires in", cell: expires },
+          { label: "Last used", cell: lastUsed },
           { label: "Roles", cell: given },
           { label: "Actions", cell: remove, class: "actions-cell" },
         ],
@@ -206,6 +221,7 @@ export async function tenantView(ctx, tenantId) {
           { label: "Created by", cell: (token) => person(token.createdByUserId) ?? h("span", { class: "muted", text: "Vendor" }) },
           { label: "Created", cell: created },
           { label: "Expires in", cell: expires },
+          { label: "Last used", cell: lastUsed },
           { label: "Roles", cell: () => h("span", { class: "muted", text: "Its owner's" }) },
           { label: "Actions", cell: remove, class: "actions-cell" },
         ],
@@ -213,6 +229,7 @@ export async function tenantView(ctx, tenantId) {
         { empty: "No user of this account has a personal token." },
       ),
     ),
+    activity,
   );
 }
 
