@@ -45,15 +45,22 @@ class _Use:
 
 
 def readable_address(raw: bytes | str | None) -> str | None:
-    """The address a header names, normalised, or None when it is not an IP address."""
+    """The address a header names, normalised, or None when it is not an IP address. A network
+    is kept as such: an exchange's client address is an IPv6 client's /64, as the rate limits
+    count it (domain/ratelimit.py)."""
     if raw is None:
         return None
     if isinstance(raw, bytes):
         if len(raw) > MAX_ADDRESS_BYTES:
             return None
         raw = raw.decode("latin-1")
+    text = raw.strip()
     try:
-        return str(ipaddress.ip_address(raw.strip()))
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    try:
+        return str(ipaddress.ip_network(text, strict=False)) if "/" in text else None
     except ValueError:
         return None
 

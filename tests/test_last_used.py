@@ -131,7 +131,7 @@ async def test_a_header_that_is_no_address_records_the_use_without_it_and_a_refu
         f"{TENANT_ACCESS}/{other['id']}", headers={**vendor, "frontegg-tenant-id": tenant.id}
     )
 
-    for garbage in ["not-an-address", "1.2.3.4; DROP TABLE", "x" * 500, ""]:
+    for garbage in ["not-an-address", "1.2.3.4; DROP TABLE", "10.0.0.0/33", "x" * 500, ""]:
         response = await validate(client, {**api_key(token["secret"]), ADDRESS: garbage})
         assert response.status_code == 200
     refused = await validate(client, {**api_key(other["secret"]), ADDRESS: "10.9.9.9"})
@@ -169,6 +169,20 @@ async def test_an_exchange_and_a_refresh_record_the_credentials_use_from_the_cli
         {"address": "198.51.100.9", "lastUsedAt": iso(T0 + timedelta(minutes=5))},
         {"address": "198.51.100.4", "lastUsedAt": iso(T0)},
     ]
+
+
+async def test_an_ipv6_client_of_an_exchange_is_recorded_by_its_64_as_rate_limits_count_it(
+    app: Litestar, vendor: dict[str, str], factory: Factory, services: Services
+) -> None:
+    async with client_at(app, "2001:db8:1:2:3:4:5:6") as client:
+        credential = await simple_credential(client, vendor, factory)
+        await exchange_ok(client, credential)
+        await services.usage.write(services.sessions)
+        response = await client.get(
+            TENANT_API, headers={**vendor, "frontegg-tenant-id": credential.tenant_id}
+        )
+    (listed,) = response.json()
+    assert [use["address"] for use in listed["lastUsedFrom"]] == ["2001:db8:1:2::/64"]
 
 
 async def test_an_earlier_use_written_later_by_another_process_never_moves_last_used_back(
