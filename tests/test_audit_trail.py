@@ -12,10 +12,14 @@ import pytest
 import sqlalchemy as sa
 from freezegun import freeze_time
 from litestar import Litestar
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.state import Services
+from domain import job_runs, jobs
+from domain.clock import utcnow
+from domain.jobs import JobContext
 from domain.models import AuditEvent
-from tests.factories import Factory
+from tests.factories import Factory, add_access_token
 from tests.steps import (
     TENANT_ACCESS,
     client_at,
@@ -239,3 +243,23 @@ async def test_a_request_nobody_authenticated_is_recorded_as_the_system_with_its
     stored = await db.scalar(sa.select(sa.func.count()).select_from(AuditEvent))
     assert stored is not None
     assert stored >= 2
+
+
+async def test_a_jobs_changes_name_the_job_and_no_address(
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    factory: Factory,
+    services: Services,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    tenant = await factory.tenant()
+    token_id = await add_access_token(
+        sessions, tenant.id, expires_at=datetime.now(UTC) - timedelta(minutes=1)
+    )
+    context = JobContext(sessions=sessions, validity=services.validity, clock=utcnow)
+    await job_runs.run_job(context, jobs.EXPIRE_TOKENS)
+
+    (expired,) = (await trail(client, vendor, tokenId=token_id))["items"]
+    assert expired["action"] == "access_token.expired"
+    assert expired["actor"] == {"type": "job", "id": jobs.EXPIRE_TOKENS, "address": None}
+    assert expired["requestId"] is None
