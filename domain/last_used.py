@@ -33,6 +33,9 @@ ADDRESSES_KEPT: Final = 5
 ROWS_PER_BATCH: Final = 500
 # A header value longer than any IPv6 address with a zone is no address.
 MAX_ADDRESS_BYTES: Final = 64
+# Addresses held per token between writes: whoever holds a token may send any header values,
+# and memory must not grow with them.
+ADDRESSES_HELD: Final = 16
 
 
 @dataclass
@@ -110,6 +113,9 @@ class UsageRecorder:
         if address is not None:
             # Raw until written: bytes from the header, decoded and checked off the hot path.
             use.addresses[address] = at
+            if len(use.addresses) > ADDRESSES_HELD:
+                newest = sorted(use.addresses.items(), key=lambda item: item[1])[-ADDRESSES_KEPT:]
+                use.addresses = dict(newest)
 
     @property
     def pending(self) -> int:

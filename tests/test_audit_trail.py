@@ -35,8 +35,12 @@ pytestmark = both_backends
 
 AUDITS = "/audits/v1"
 READ_AUDITS = "fe.secure.read.audits"
-# Soon after now: the vendor's token (valid an hour) still holds at every frozen time below.
-T0 = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)
+
+
+def soon() -> datetime:
+    """A minute from now: the vendor's token (issued now, valid an hour) holds at every frozen
+    time a test derives from it."""
+    return datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)
 
 
 def iso(moment: datetime) -> str:
@@ -67,9 +71,10 @@ async def test_an_entry_says_who_did_what_to_which_token_when_from_where_with_th
     app: Litestar, vendor: dict[str, str], factory: Factory
 ) -> None:
     tenant = await factory.tenant()
+    t0 = soon()
     async with client_at(app, "192.0.2.44") as client:
         await configure(client, vendor, machineToMachineAuthStrategy="AccessToken")
-        with freeze_time(T0, real_asyncio=True):
+        with freeze_time(t0, real_asyncio=True):
             response = await client.post(
                 TENANT_ACCESS,
                 headers={**vendor, "frontegg-tenant-id": tenant.id, "X-Request-ID": "create-1"},
@@ -84,7 +89,7 @@ async def test_an_entry_says_who_did_what_to_which_token_when_from_where_with_th
         "items": [
             {
                 "id": page["items"][0]["id"],
-                "at": iso(T0),
+                "at": iso(t0),
                 "action": "token.created",
                 "actor": {"type": "vendor", "id": None, "address": "192.0.2.44"},
                 "target": {"type": "access_token", "id": token_id},
@@ -127,12 +132,13 @@ async def test_filters_by_account_user_token_action_and_time(
     tenant = await factory.tenant()
     other = await factory.tenant(name="Other")
     user = await factory.user(tenant.id)
-    with freeze_time(T0, real_asyncio=True):
+    t0 = soon()
+    with freeze_time(t0, real_asyncio=True):
         early = await create_access_token(client, vendor, tenant.id)
-    with freeze_time(T0 + timedelta(minutes=10), real_asyncio=True):
+    with freeze_time(t0 + timedelta(minutes=10), real_asyncio=True):
         personal = await create_access_token(client, vendor, tenant.id, user_id=user.id)
         elsewhere = await create_access_token(client, vendor, other.id)
-    with freeze_time(T0 + timedelta(minutes=20), real_asyncio=True):
+    with freeze_time(t0 + timedelta(minutes=20), real_asyncio=True):
         await delete_token(client, vendor, TENANT_ACCESS, early["id"], tenant.id)
 
     def targets(page: dict[str, Any]) -> list[tuple[str, str]]:
@@ -156,8 +162,8 @@ async def test_filters_by_account_user_token_action_and_time(
         vendor,
         tenantId=tenant.id,
         **{
-            "from": (T0 + timedelta(minutes=5)).isoformat(),
-            "to": (T0 + timedelta(minutes=15)).isoformat().replace("+00:00", "Z"),
+            "from": (t0 + timedelta(minutes=5)).isoformat(),
+            "to": (t0 + timedelta(minutes=15)).isoformat().replace("+00:00", "Z"),
         },
     )
     assert targets(window) == [("token.created", personal["id"])]

@@ -185,6 +185,28 @@ async def test_an_ipv6_client_of_an_exchange_is_recorded_by_its_64_as_rate_limit
     assert [use["address"] for use in listed["lastUsedFrom"]] == ["2001:db8:1:2::/64"]
 
 
+async def test_a_flood_of_addresses_for_one_token_holds_little_memory_and_keeps_the_newest(
+    factory: Factory, services: Services, db: AsyncSession
+) -> None:
+    tenant = await factory.tenant()
+    token_id = await add_access_token(services.sessions, tenant.id)
+    recorder = UsageRecorder()
+    for number in range(10_000):
+        address = f"10.{number // 65536}.{number // 256 % 256}.{number % 256}".encode()
+        recorder.note_access_token(token_id, T0 + timedelta(milliseconds=number), address)
+        assert len(recorder._tokens[token_id].addresses) <= 16
+
+    await recorder.write(services.sessions)
+    row = await stored_token(db, token_id)
+    assert [entry["address"] for entry in row.last_used_addresses] == [
+        "10.0.39.15",
+        "10.0.39.14",
+        "10.0.39.13",
+        "10.0.39.12",
+        "10.0.39.11",
+    ]
+
+
 async def test_an_earlier_use_written_later_by_another_process_never_moves_last_used_back(
     factory: Factory, services: Services, db: AsyncSession
 ) -> None:

@@ -29,6 +29,9 @@ LISTED_KEYS = {
     "permissionIds",
     "roleIds",
     "expires",
+    # Beyond Frontegg's fields (README "Last used").
+    "lastUsedAt",
+    "lastUsedFrom",
 }
 
 

@@ -33,7 +33,18 @@ async def test_created_user_api_token_has_frontegg_fields_and_only_a_hash_is_sto
     )
     assert response.status_code == 201, response.text
     created = response.json()
-    assert set(created) == {"clientId", "description", "metadata", "createdAt", "secret", "expires"}
+    # Frontegg's fields, the secret, and the last use (none yet) beside them.
+    assert set(created) == {
+        "clientId",
+        "description",
+        "metadata",
+        "createdAt",
+        "secret",
+        "expires",
+        "lastUsedAt",
+        "lastUsedFrom",
+    }
+    assert (created["lastUsedAt"], created["lastUsedFrom"]) == (None, [])
     assert uuid.UUID(created["clientId"]).version == 4
     assert created["description"] == "deploy bot"
     assert created["metadata"] == {"team": "ops"}
