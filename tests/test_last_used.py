@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from freezegun import freeze_time
 from litestar import Litestar
@@ -18,6 +19,7 @@ from domain.last_used import UsageRecorder
 from domain.models import AccessToken
 from domain.settings import Settings
 from tests.factories import Factory, add_access_token
+from tests.processes import running_server
 from tests.steps import (
     TENANT_ACCESS,
     api_key,
@@ -326,3 +328,23 @@ async def test_the_console_lists_each_tokens_last_use(
     (listed,) = response.json()["tokens"]
     assert listed["lastUsedAt"] == iso(T0)
     assert listed["lastUsedFrom"] == [{"address": "203.0.113.8", "lastUsedAt": iso(T0)}]
+
+
+@serve_only
+@pytest.mark.processes
+async def test_m2m_serve_writes_the_uses_it_holds_when_stopped_with_sigterm(
+    settings: Settings, vendor: dict[str, str], client: httpx.AsyncClient, factory: Factory,
+    db: AsyncSession,
+) -> None:  # fmt: skip
+    tenant = await factory.tenant()
+    token = await create_access_token(client, vendor, tenant.id)
+    # Its periodic write is 30 s away: only the one at shutdown can store the use in time.
+    with running_server(settings, M2M_LAST_USED_WRITE_SECONDS="30") as base:
+        async with httpx.AsyncClient(base_url=base) as live:
+            answer = await validate(live, {**api_key(token["secret"]), ADDRESS: "192.0.2.77"})
+        assert answer.status_code == 200, answer.text
+        assert (await stored_token(db, token["id"])).last_used_at is None
+    # running_server's exit sent SIGTERM and waited for the process to end.
+    row = await stored_token(db, token["id"])
+    assert row.last_used_at is not None
+    assert [entry["address"] for entry in row.last_used_addresses] == ["192.0.2.77"]
