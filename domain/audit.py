@@ -144,6 +144,7 @@ async def read_trail(
     """The events matching `wanted`, newest first (by id, the order they were written), `limit`
     of them after `cursor`. The vendor reads every account's and the environment's own; an end
     user with READ_AUDITS reads only its own account's, whatever tenant it names."""
+    caller.require(READ_AUDITS)
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit must be from 1 to {MAX_PAGE}")
     for name, value in (
@@ -155,7 +156,6 @@ async def read_trail(
         _checked(name, value)
     if wanted.since is not None and wanted.until is not None and wanted.since >= wanted.until:
         raise InvalidInput("from must be before to")
-    caller.require(READ_AUDITS)
     tenant_id = wanted.tenant_id
     if not caller.is_vendor:
         if caller.tenant_id is None:
