@@ -7,7 +7,7 @@ import gc
 import logging
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from litestar import Litestar
@@ -29,6 +29,7 @@ from api.metrics import count_requests
 from api.reference import openapi_config
 from api.request_ids import with_request_ids
 from api.routes import (
+    audits,
     configuration,
     console,
     directory,
@@ -48,8 +49,9 @@ from domain.active_tokens import ActiveTokenLists
 from domain.auth import EndUserVerifier, VendorAuthenticator
 from domain.clock import utcnow
 from domain.db import StatementTimeouts, create_engine, create_session_factory
-from domain.jobs import JobContext, JobQueue
+from domain.jobs import JobQueue, job_context
 from domain.keys import KeyRing, MasterKey
+from domain.last_used import UsageRecorder
 from domain.leaks import GitHubScanningKeys
 from domain.ratelimit import RateLimiter
 from domain.secrets import Argon2Parameters, SecretHasher, SecretShape
@@ -122,6 +124,7 @@ async def start_services(settings: Settings) -> Services:
         ),
         jobs=_job_queue(settings, redis, sessions, validity),
         started_at=utcnow(),
+        usage=UsageRecorder(enabled=settings.record_last_used),
     )
 
 
@@ -134,10 +137,20 @@ def _job_queue(
     """Celery beside Redis; without Redis (`m2m dev`) the jobs run in this process."""
     if redis is not None:
         return CeleryJobQueue(settings)
-    context = JobContext(
-        sessions=sessions, validity=validity, clock=utcnow, batch_size=settings.job_batch_size
-    )
-    return InProcessJobs(context)
+    return InProcessJobs(job_context(settings, sessions, validity))
+
+
+async def _write_usage_until(stopping: asyncio.Event, services: Services) -> None:
+    """Write the token uses this process saw every M2M_LAST_USED_WRITE_SECONDS, and once more
+    when `stopping` is set. Never cancelled halfway through a write: uses taken for a write that
+    was cancelled would be lost."""
+    while not stopping.is_set():
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), services.settings.last_used_write_seconds)
+        try:
+            await services.usage.write(services.sessions)
+        except Exception:
+            logger.exception("writing last-used times failed; kept for the next write")
 
 
 async def _refresh_keys_forever(keyring: KeyRing) -> None:
@@ -186,6 +199,8 @@ def create_app(
         await services.validity.start()
         await services.jobs.start()
         refresher = asyncio.create_task(_refresh_keys_forever(services.keyring))
+        stopping = asyncio.Event()
+        usage_writer = asyncio.create_task(_write_usage_until(stopping, services))
         if freeze_after_start:
             # What exists now (modules, the app, the services) lives as long as the process: out
             # of the collector's sight, a full collection no longer walks it (it took tens of ms,
@@ -198,6 +213,8 @@ def create_app(
             yield
         finally:
             refresher.cancel()
+            stopping.set()
+            await asyncio.gather(usage_writer, return_exceptions=True)
             await services.close()
 
     route_handlers: list[Any] = [
@@ -211,6 +228,7 @@ def create_app(
         *webhooks.ROUTES,
         *leaks.ROUTES,
         *ops.ROUTES,
+        *audits.ROUTES,
         *(console.ROUTES if settings.console_enabled else []),
         *portal.ROUTES,
     ]

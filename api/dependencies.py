@@ -18,6 +18,7 @@ from api.state import Services
 from domain.auth import Caller
 from domain.clock import utcnow
 from domain.errors import MissingHeader
+from domain.logs import current_request_origin
 from domain.ratelimit import client_address
 from domain.tokens import TENANT_HEADER, Acting
 
@@ -70,9 +71,14 @@ def provide_tenant_id(vendor: CallerDep, tenant_header: OptionalTenantHeader) ->
 
 def provide_client_address(request: Request[Any, Any, Any], services: ServicesDep) -> str:
     """The address the rate limits count this request by: the socket's peer, or what the
-    trusted proxies (M2M_TRUSTED_PROXIES) say in X-Forwarded-For (domain/ratelimit.py)."""
-    return client_address(
+    trusted proxies (M2M_TRUSTED_PROXIES) say in X-Forwarded-For (domain/ratelimit.py). The
+    audit trail records it for whatever the request changes."""
+    address = client_address(
         request.client.host if request.client else None,
         request.headers.getall("x-forwarded-for", []),
         services.settings.trusted_proxies,
     )
+    origin = current_request_origin.get()
+    if origin is not None:
+        origin.address = address
+    return address

@@ -7,7 +7,13 @@ from typing import Any
 from litestar import Request
 from litestar.di import Provide
 
-from api.dependencies import ServicesDep, SessionDep, provide_acting, provide_tenant_id
+from api.dependencies import (
+    ServicesDep,
+    SessionDep,
+    provide_acting,
+    provide_client_address,
+    provide_tenant_id,
+)
 from domain.auth import VENDOR, Caller
 from domain.errors import Forbidden, Unauthenticated
 from domain.grants import permissions_of
@@ -26,6 +32,7 @@ def bearer_token(request: Request[Any, Any, Any]) -> str | None:
 
 async def provide_vendor(request: Request[Any, Any, Any], services: ServicesDep) -> Caller:
     """Only the vendor passes."""
+    provide_client_address(request, services)  # for the audit trail of what it changes
     token = bearer_token(request)
     if token is None:
         raise Unauthenticated("Missing vendor token")
@@ -47,6 +54,7 @@ async def provide_caller(
     request: Request[Any, Any, Any], services: ServicesDep, db_session: SessionDep
 ) -> Caller:
     """The vendor, or (when self-service is configured) an end user with its permissions."""
+    provide_client_address(request, services)  # for the audit trail of what it changes
     token = bearer_token(request)
     if token is None:
         raise Unauthenticated("Missing token")

@@ -12,7 +12,7 @@ from typing import Final
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
-from domain.logs import current_request_id
+from domain.logs import RequestOrigin, current_request_id, current_request_origin
 
 HEADER: Final = b"x-request-id"
 # One line per answer: client, method, path (never the query string: a client may put a token
@@ -55,9 +55,11 @@ def with_request_ids(app: ASGIApp) -> ASGIApp:
             await send(message)
 
         token = current_request_id.set(request_id)
+        origin_token = current_request_origin.set(RequestOrigin())
         try:
             await app(scope, receive, send_with_id)
         finally:
+            current_request_origin.reset(origin_token)
             _log_access(scope, status)
             current_request_id.reset(token)
 

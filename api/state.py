@@ -13,6 +13,7 @@ from domain.active_tokens import ActiveTokenLists
 from domain.auth import EndUserVerifier, VendorAuthenticator
 from domain.jobs import JobQueue
 from domain.keys import KeyRing, MasterKey, Signer
+from domain.last_used import UsageRecorder
 from domain.leaks import GitHubScanningKeys
 from domain.ratelimit import RateLimiter
 from domain.secrets import SecretHasher, SecretShape
@@ -65,6 +66,8 @@ class Services:
     # When this process started: /ops/jobs counts a never-run job overdue from here.
     started_at: datetime
     prune_debounce: Debounce = field(default_factory=lambda: Debounce(PRUNE_AFTER_EXCHANGE_SECONDS))
+    # Token uses seen by this process and not yet written (domain/last_used.py).
+    usage: UsageRecorder = field(default_factory=UsageRecorder)
 
     @property
     def signer(self) -> Signer:
@@ -72,6 +75,8 @@ class Services:
         return self.keyring.signer
 
     async def close(self) -> None:
+        # The uses seen since the last periodic write, before the database goes away.
+        await self.usage.write(self.sessions)
         await self.jobs.close()
         await self.validity.close()
         self.hasher.close()

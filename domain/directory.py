@@ -906,7 +906,7 @@ PERMISSION_FIELDS = ("key", "name", "description", "category_id")
 
 
 async def _permission_to_change(session: AsyncSession, permission_id: str) -> Permission:
-    """The permission, locked for the change. The six fe.secure.* permissions are refused:
+    """The permission, locked for the change. The built-in fe.secure.* permissions are refused:
     the token routes and self-service decide by their keys, so they stay as the first
     migration made them."""
     permission = await session.get(Permission, permission_id, with_for_update=True)

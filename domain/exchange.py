@@ -110,6 +110,7 @@ class TokenPair:
     refresh_token: str = field(repr=False)
     expires_in: int
     expires_at: datetime
+    client_id: str = ""  # the credential it was issued to (its last use is recorded)
 
 
 @dataclass(frozen=True)
@@ -796,4 +797,5 @@ def _token_pair(
         refresh_token=refresh_token,
         expires_in=credential.token_seconds,
         expires_at=expires_at,
+        client_id=credential.client_id,
     )

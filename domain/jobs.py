@@ -20,14 +20,17 @@ from sqlalchemy.orm import aliased
 
 from domain import audit
 from domain.after_commit import AfterCommit
+from domain.clock import utcnow
 from domain.db import StatementTimeouts
 from domain.exchange import (
     refresh_tokens_beyond_cap,
     usable_refresh_token,
 )
+from domain.last_used import announce_unused_token
 from domain.models import (
     ENVIRONMENT_ROW_ID,
     AccessToken,
+    AuditEvent,
     ClientCredential,
     Environment,
     JobRun,
@@ -36,6 +39,7 @@ from domain.models import (
     User,
     WebhookDelivery,
 )
+from domain.settings import Settings
 from domain.validity import ValidityCache
 
 logger = logging.getLogger("m2m.jobs")
@@ -47,6 +51,8 @@ PRUNE_REFRESH_TOKENS: Final = "prune_refresh_tokens"
 CASCADE_DELETIONS: Final = "cascade_deletions"
 PROPAGATE_M2M_SWITCH: Final = "propagate_m2m_switch"
 RECONCILE_CACHE: Final = "reconcile_cache"
+DELETE_UNUSED_TOKENS: Final = "delete_unused_tokens"
+PRUNE_AUDIT_EVENTS: Final = "prune_audit_events"
 
 # The jobs' statements work on batches, and may wait for a request's row locks (each request's
 # statements are bounded by the API's timeouts): bounds above any normal run's, below a hang.
@@ -78,6 +84,25 @@ class JobContext:
     validity: ValidityCache
     clock: Callable[[], datetime]
     batch_size: int = 2000
+    # The unused-token policy (None: off) and how long the audit trail is kept.
+    delete_unused_after_days: int | None = None
+    unused_warning_days: int = 7
+    audit_retention: timedelta = timedelta(days=365)
+
+
+def job_context(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], validity: ValidityCache
+) -> JobContext:
+    """The context the settings describe, on the clock every process reads."""
+    return JobContext(
+        sessions=sessions,
+        validity=validity,
+        clock=utcnow,
+        batch_size=settings.job_batch_size,
+        delete_unused_after_days=settings.delete_unused_after_days,
+        unused_warning_days=settings.unused_warning_days,
+        audit_retention=timedelta(days=settings.audit_retention_days),
+    )
 
 
 @dataclass(frozen=True)
@@ -179,7 +204,7 @@ def _rowcount(result: Any) -> int:
 async def _in_batches(
     context: JobContext,
     claim: sa.Select[Any],
-    act: Callable[[AsyncSession, list[str]], Awaitable[AfterCommit | None]],
+    act: Callable[[AsyncSession, list[Any]], Awaitable[AfterCommit | None]],
 ) -> int:
     """Claim up to batch_size ids with `claim` (rows locked, SKIP LOCKED: another copy of the
     job takes other rows), `act` on them in the same transaction, commit, then apply what `act`
@@ -357,6 +382,131 @@ async def reconcile_cache(context: JobContext) -> Counts:
     return await context.validity.reconcile(context.clock())
 
 
+# --- the unused-token policy -----------------------------------------------------------------
+
+_TOKEN_TABLES: Final = (
+    (AccessToken, AccessToken.id, "access_token", "AccessToken"),
+    (ClientCredential, ClientCredential.client_id, "client_credential", "ApiToken"),
+)
+
+
+async def delete_unused_tokens(context: JobContext) -> Counts:
+    """When M2M_DELETE_UNUSED_TOKENS_AFTER_DAYS is set: warn about every token (access token or
+    credential, not expired) unused for that many days less M2M_UNUSED_TOKEN_WARNING_DAYS, and
+    delete those warned at least the warning's days ago and still unused; a token never used
+    counts from its creation. A use clears the warning (domain/last_used.py), so a token is
+    never deleted without a warning that many days before. Deletions invalidate as the
+    DELETE routes do.
+    """
+    counts: Counts = {"warned": 0, "deleted": 0}
+    days = context.delete_unused_after_days
+    if days is None:
+        return counts
+    now = context.clock()
+    warning = timedelta(days=context.unused_warning_days)
+    idle_since = now - timedelta(days=days)
+    for model, id_column, target, suffix in _TOKEN_TABLES:
+        last_used = sa.func.coalesce(model.last_used_at, model.created_at)
+        pending = [model.expired_at.is_(None)]
+
+        async def warn(
+            session: AsyncSession,
+            ids: list[str],
+            model: Any = model,
+            id_column: Any = id_column,
+            target: str = target,
+        ) -> None:
+            owners = await session.execute(
+                sa.update(model)
+                .where(id_column.in_(ids))
+                .values(unused_warning_at=now)
+                .returning(id_column, model.tenant_id, model.user_id, model.last_used_at)
+            )
+            for token_id, tenant_id, user_id, used_at in owners.all():
+                announce_unused_token(
+                    session,
+                    target_type=target,
+                    token_id=token_id,
+                    tenant_id=tenant_id,
+                    user_id=user_id,
+                    last_used_at=used_at,
+                    deleted_at=now + warning,
+                    now=now,
+                )
+
+        async def delete(
+            session: AsyncSession,
+            ids: list[str],
+            model: Any = model,
+            id_column: Any = id_column,
+            target: str = target,
+            suffix: str = suffix,
+        ) -> AfterCommit:
+            gone = (
+                await session.execute(
+                    sa.delete(model)
+                    .where(id_column.in_(ids))
+                    .returning(id_column, model.tenant_id, model.user_id)
+                )
+            ).all()
+            for token_id, tenant_id, user_id in gone:
+                kind = ("user" if user_id is not None else "tenant") + suffix
+                details: dict[str, Any] = {"kind": kind, "reason": "unused", "unusedDays": days}
+                if user_id is not None:
+                    details["userId"] = user_id
+                audit.record(
+                    session,
+                    None,
+                    "token.deleted",
+                    target_type=target,
+                    target_id=token_id,
+                    now=now,
+                    tenant_id=tenant_id,
+                    details=details,
+                )
+            deleted = [row[0] for row in gone]
+            if model is AccessToken:
+                return AfterCommit().delete_tokens(access_token_ids=deleted)
+            return AfterCommit().delete_tokens(client_ids=deleted)
+
+        counts["deleted"] += await _in_batches(
+            context,
+            sa.select(id_column)
+            .where(
+                *pending,
+                last_used < idle_since,
+                model.unused_warning_at <= now - warning,
+            )
+            .order_by(id_column),
+            delete,
+        )
+        counts["warned"] += await _in_batches(
+            context,
+            sa.select(id_column)
+            .where(*pending, last_used < idle_since + warning, model.unused_warning_at.is_(None))
+            .order_by(id_column),
+            warn,
+        )
+    return counts
+
+
+# --- audit retention --------------------------------------------------------------------------
+
+
+async def prune_audit_events(context: JobContext) -> Counts:
+    """Delete the audit events older than M2M_AUDIT_RETENTION_DAYS, a batch per transaction."""
+    now = context.clock()
+
+    async def delete(session: AsyncSession, ids: list[int]) -> None:
+        await session.execute(sa.delete(AuditEvent).where(AuditEvent.id.in_(ids)))
+
+    return {
+        "audit_events": await _in_batches(
+            context, audit.prune_before(now, context.audit_retention), delete
+        )
+    }
+
+
 # --- running and recording ----------------------------------------------------------------------
 
 Job = Callable[..., Awaitable[Counts]]
@@ -367,6 +517,8 @@ JOBS: Final[dict[str, Job]] = {
     CASCADE_DELETIONS: cascade_deletions,
     PROPAGATE_M2M_SWITCH: propagate_m2m_switch,
     RECONCILE_CACHE: reconcile_cache,
+    DELETE_UNUSED_TOKENS: delete_unused_tokens,
+    PRUNE_AUDIT_EVENTS: prune_audit_events,
 }
 
 # The periodic jobs. The cascade is also swept periodically, so that a deletion whose task
@@ -376,4 +528,6 @@ SCHEDULES: Final = (
     Schedule(PRUNE_REFRESH_TOKENS, timedelta(minutes=10)),
     Schedule(RECONCILE_CACHE, timedelta(minutes=5)),
     Schedule(CASCADE_DELETIONS, timedelta(minutes=5)),
+    Schedule(DELETE_UNUSED_TOKENS, timedelta(hours=1)),
+    Schedule(PRUNE_AUDIT_EVENTS, timedelta(hours=1)),
 )

@@ -189,6 +189,8 @@ async def announce_leak(
             "source": leak.source,
             "policy": reporting.policy,
         },
+        # A report from a scanner (GitHub) has no caller: the leak report itself acted.
+        actor=audit.Actor(audit.LEAK_REPORT, reporting.reporter),
     )
 
 

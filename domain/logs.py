@@ -22,6 +22,23 @@ from sqlalchemy.exc import DBAPIError
 # The request being answered, set by the API for the whole of its handling: every line logged
 # meanwhile, by any module, carries it.
 current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
+
+
+class RequestOrigin:
+    """Where the request being answered came from: its client address (domain/ratelimit.py
+    client_address), filled in once a route reads it (authentication, the exchange routes) and
+    recorded by the audit trail. One mutable object per request: a dependency resolved in a
+    task of its own still fills in the request's."""
+
+    __slots__ = ("address",)
+
+    def __init__(self) -> None:
+        self.address: str | None = None
+
+
+current_request_origin: ContextVar[RequestOrigin | None] = ContextVar(
+    "current_request_origin", default=None
+)
 # The job run a line belongs to: set by domain.job_runs.run_job.
 current_job: ContextVar[str | None] = ContextVar("current_job", default=None)
 current_run: ContextVar[str | None] = ContextVar("current_run", default=None)

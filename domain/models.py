@@ -194,6 +194,12 @@ class AccessToken(Base):
     # The token it was rolled into: this one lives until the overlap ends (its expires_at), and
     # the expiry job then deletes it rather than keeping it listed as expired.
     replaced_by_id: Mapped[str | None] = mapped_column(sa.String(TOKEN_ID_LENGTH))
+    # The last use (a successful validation; a credential's exchange or refresh), written in
+    # batches by domain/last_used.py, and the last distinct addresses it came from, newest first.
+    last_used_at: Mapped[datetime | None]
+    last_used_addresses: Mapped[list[dict[str, str]]] = mapped_column(JSONType, default=list)
+    # When the unused-token policy warned that it would delete this token; cleared by a use.
+    unused_warning_at: Mapped[datetime | None]
 
 
 def _not_yet_expired_index(table: Any) -> sa.Index:
@@ -247,6 +253,12 @@ class ClientCredential(Base):
     previous_secret_lookup: Mapped[str | None] = mapped_column(sa.String(64), index=True)
     previous_secret_expires_at: Mapped[datetime | None]
     previous_secret_used_at: Mapped[datetime | None]
+    # The last use (a successful validation; a credential's exchange or refresh), written in
+    # batches by domain/last_used.py, and the last distinct addresses it came from, newest first.
+    last_used_at: Mapped[datetime | None]
+    last_used_addresses: Mapped[list[dict[str, str]]] = mapped_column(JSONType, default=list)
+    # When the unused-token policy warned that it would delete this token; cleared by a use.
+    unused_warning_at: Mapped[datetime | None]
 
 
 _not_yet_expired_index(ClientCredential)
@@ -363,7 +375,11 @@ class AuditEvent(Base):
     """Who did what to which object, and when. Never carries a secret."""
 
     __tablename__ = "audit_events"
-    __table_args__ = (sa.Index("ix_audit_events_target", "target_type", "target_id"),)
+    __table_args__ = (
+        sa.Index("ix_audit_events_target", "target_type", "target_id"),
+        # An account's trail, newest first, a page at a time.
+        sa.Index("ix_audit_events_tenant_id_id", "tenant_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(
         sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
@@ -376,3 +392,6 @@ class AuditEvent(Base):
     target_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
     tenant_id: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH), index=True)
     details: Mapped[dict[str, Any]]
+    # Where the acting request came from (its client address) and its request id; NULL for jobs.
+    actor_address: Mapped[str | None] = mapped_column(sa.String(64))
+    request_id: Mapped[str | None] = mapped_column(sa.String(128))

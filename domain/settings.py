@@ -118,6 +118,14 @@ class Settings:
     # POST /leaks/github answers that it is not configured).
     github_secret_scanning_keys_url: str | None = None
     github_secret_scanning_keys_file: str | None = None
+    # Last use of each token (domain/last_used.py): noted at all, and written this often.
+    record_last_used: bool = True
+    last_used_write_seconds: int = 5
+    # The unused-token policy: delete tokens unused this many days (None: never), warning this
+    # many days before.
+    delete_unused_after_days: int | None = None
+    unused_warning_days: int = 7
+    audit_retention_days: int = 365
 
     @property
     def self_service_enabled(self) -> bool:
@@ -215,11 +223,28 @@ def load_settings(
         leak_policy=reader.leak_policy("M2M_LEAK_POLICY"),
         github_secret_scanning_keys_url=reader.optional_url("M2M_GITHUB_SECRET_SCANNING_KEYS_URL"),
         github_secret_scanning_keys_file=reader.optional("M2M_GITHUB_SECRET_SCANNING_KEYS_FILE"),
+        record_last_used=reader.boolean("M2M_RECORD_LAST_USED", default=True),
+        # At most 30 s, so "last used" is right within a minute even when a write is retried.
+        last_used_write_seconds=reader.integer("M2M_LAST_USED_WRITE_SECONDS", 5, low=1, high=30),
+        delete_unused_after_days=reader.optional_integer(
+            "M2M_DELETE_UNUSED_TOKENS_AFTER_DAYS", low=2, high=36_500
+        ),
+        unused_warning_days=reader.integer("M2M_UNUSED_TOKEN_WARNING_DAYS", 7, low=1, high=365),
+        audit_retention_days=reader.integer("M2M_AUDIT_RETENTION_DAYS", 365, low=1, high=36_500),
     )
     if settings.github_secret_scanning_keys_url and settings.github_secret_scanning_keys_file:
         raise ConfigError(
             "M2M_GITHUB_SECRET_SCANNING_KEYS_FILE",
             "set either it or M2M_GITHUB_SECRET_SCANNING_KEYS_URL, not both",
+        )
+    if (
+        settings.delete_unused_after_days is not None
+        and settings.unused_warning_days >= settings.delete_unused_after_days
+    ):
+        raise ConfigError(
+            "M2M_UNUSED_TOKEN_WARNING_DAYS",
+            "must be less than M2M_DELETE_UNUSED_TOKENS_AFTER_DAYS"
+            f" ({settings.delete_unused_after_days})",
         )
     if settings.user_jwt_public_key and settings.user_jwt_jwks_url:
         raise ConfigError(

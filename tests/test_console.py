@@ -7,6 +7,7 @@ the test (tests/pages.py); each test saves the page it ends on in docs/screensho
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -23,6 +24,7 @@ from domain.auth import VendorAuthenticator
 from domain.clock import utcnow
 from domain.jobs import JobContext
 from domain.keys import MasterKey
+from domain.models import AuditEvent
 from domain.ratelimit import RateLimiter
 from domain.settings import Settings
 from tests.browser import chromium, screenshot
@@ -773,3 +775,85 @@ async def test_the_vendor_themes_the_console_with_custom_properties(
     heading = page.get_by_role("heading", name="M2M settings", level=1)
     assert await heading.evaluate("h => getComputedStyle(h).fontFamily") == "serif"
     await screenshot(page, "console-themed")
+
+
+async def test_an_accounts_activity_and_each_tokens_last_use_are_shown(
+    live_server: str,
+    browser: Browser,
+    api: httpx.AsyncClient,
+    vendor_headers: dict[str, str],
+    factory: Factory,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    tenant_id, _ = await populated_tenant(api, vendor_headers, factory, sessions)
+    acme = {**vendor_headers, "frontegg-tenant-id": tenant_id}
+    # Older events than a page holds, so the section pages.
+    long_ago = utcnow() - timedelta(days=3)
+    async with sessions() as session:
+        session.add_all(
+            AuditEvent(
+                at=long_ago,
+                actor_type="job",
+                actor_id=jobs.EXPIRE_TOKENS,
+                action="access_token.expired",
+                target_type="access_token",
+                target_id=f"old-token-{number}",
+                tenant_id=tenant_id,
+                details={},
+            )
+            for number in range(25)
+        )
+        await session.commit()
+    await configure(api, vendor_headers, machineToMachineAuthStrategy="AccessToken")
+    made = await api.post(
+        TENANT_ACCESS,
+        headers={**acme, "X-Request-ID": "made-monitoring"},
+        json={"description": "Monitoring", "roleIds": []},
+    )
+    assert made.status_code == 201, made.text
+    monitoring = made.json()
+    used = await api.post(
+        "/identity/resources/auth/v1/validate",
+        headers={**api_key(monitoring["secret"]), "x-m2m-client-address": "203.0.113.50"},
+    )
+    assert used.status_code == 200, used.text
+
+    async def written() -> bool:
+        listed = (await api.get(TENANT_ACCESS, headers=acme)).json()["accessTokens"]
+        return any(token["lastUsedAt"] for token in listed if token["id"] == monitoring["id"])
+
+    await eventually_true(written, "the live server writes the use (every few seconds)")
+
+    async with watched_page(browser) as watched:
+        page = watched.page
+        await sign_in_to_console(page, live_server)
+        await page.goto(f"{live_server}/console#/accounts/{tenant_id}")
+        row = page.get_by_role("row").filter(has_text="Monitoring")
+        await expect(row.get_by_role("cell", name="from 203.0.113.50")).to_have_attribute(
+            "data-label", "Last used"
+        )
+        never = page.get_by_role("row").filter(has_text="Reporting")
+        await expect(never.locator('td[data-label="Last used"]')).to_have_text("Never")
+
+        activity = page.get_by_role("table", name="Account activity")
+        created = activity.get_by_role("row").filter(has_text="made-monitoring")
+        await expect(created).to_contain_text("token.created")
+        await expect(created).to_contain_text("Vendor")
+        await expect(created).to_contain_text(monitoring["id"])
+        await expect(created).to_contain_text("127.0.0.1")
+        await expect(activity.get_by_role("row")).to_have_count(21)  # the header and a page
+        older = page.get_by_role("button", name="Show older activity")
+        await older.click()
+        await expect(activity.get_by_role("row").filter(has_text="old-token-0")).to_have_count(1)
+        await expect(older).to_be_hidden()
+        await screenshot(page, "console-account-activity")
+    watched.assert_clean()
+
+
+async def eventually_true(check: Any, what: str, within: float = 30.0) -> None:
+    """Poll another process until `check` holds (it writes on its own schedule)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not within {within} s: {what}")
+        await asyncio.sleep(0.1)  # polling another process, not standing in for time

@@ -197,6 +197,8 @@ async def test_a_tenants_tokens_are_every_kind_with_their_owners_and_creators(
         "previousSecretExpires": None,
         "previousSecretLastUsedAt": None,
         "replacedBy": None,
+        "lastUsedAt": None,
+        "lastUsedFrom": [],
     }
     assert listed[personal.client_id]["kind"] == "userApiToken"
     assert listed[personal.client_id]["userId"] == ada.id

@@ -690,6 +690,7 @@ def routes() -> dict[tuple[str, str], tuple[str, Call]]:
         ),
         ("POST", "/leaks/github"): (house, post_github_leak),
         ("GET", "/ops/jobs"): (house, lambda c, w: c.get("/ops/jobs", headers=w.vendor)),
+        ("GET", "/audits/v1"): (house, lambda c, w: c.get("/audits/v1", headers=w.vendor)),
         ("GET", "/metrics"): (house, lambda c, w: c.get("/metrics", headers=w.vendor)),
         ("GET", "/portal/v1/session"): (
             house,

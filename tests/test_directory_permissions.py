@@ -30,7 +30,7 @@ FE_SECURE = {
     f"fe.secure.{action}.{resource}"
     for action in ("read", "write", "delete")
     for resource in ("userApiTokens", "tenantApiTokens")
-}
+} | {"fe.secure.read.audits"}
 
 
 async def custom_keys(db: AsyncSession) -> set[str]:

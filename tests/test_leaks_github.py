@@ -114,7 +114,7 @@ async def test_signed_matches_are_labelled_and_the_live_secret_is_revoked(
     assert (await client.post(EXCHANGE, json=credential.body)).status_code == 401
     assert (await validate(client, bearer(pair["access_token"]))).status_code == 401
     (event,) = await db.scalars(sa.select(AuditEvent).where(AuditEvent.action == "leak.revoked"))
-    assert event.actor_type == "system"
+    assert (event.actor_type, event.actor_id) == ("leak_report", "github")
     assert event.details["reporter"] == "github"
     assert event.details["url"] == WHERE
     assert event.details["source"] == "content"

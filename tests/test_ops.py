@@ -68,6 +68,30 @@ async def test_ops_jobs_lists_each_scheduled_job_with_its_last_run_and_next_due_
     assert due - started == timedelta(seconds=60)
 
 
+async def test_the_unused_token_and_audit_pruning_jobs_appear_in_ops_jobs_and_metrics(
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    services: Services,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await run_every_scheduled_job(services, sessions)
+
+    listed = {
+        job["job"]: job for job in (await client.get("/ops/jobs", headers=vendor)).json()["jobs"]
+    }
+    metrics = (await client.get("/metrics", headers=vendor)).text
+
+    for job, counted in (
+        (jobs.DELETE_UNUSED_TOKENS, "deleted"),
+        (jobs.PRUNE_AUDIT_EVENTS, "audit_events"),
+    ):
+        assert listed[job]["everySeconds"] == 3600
+        assert listed[job]["lastRun"]["outcome"] == "success"
+        assert counted in listed[job]["lastRun"]["counts"]
+        assert f'm2m_job_runs_total{{job="{job}",outcome="success"}}' in metrics
+        assert f'm2m_job_overdue{{job="{job}"}} 0.0' in metrics
+
+
 async def test_a_job_that_missed_two_intervals_is_overdue_and_the_probe_reports_it(
     client: httpx.AsyncClient,
     vendor: dict[str, str],

@@ -4,13 +4,17 @@ the test IdP. Each test saves a screenshot of the page it ends on (docs/screensh
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from playwright.async_api import Page, expect
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from domain.clock import utcnow
+from domain.last_used import UsageRecorder
 from domain.models import Role, Tenant, User
 from domain.settings import Settings
 from tests.browser import chromium, screenshot
@@ -617,3 +621,42 @@ async def test_an_unavailable_service_is_said_as_such_and_tried_again(
             await expect(page.get_by_role("button", name="Create token")).to_be_visible()
             await expect(page.get_by_text("This account has no API tokens yet.")).to_be_visible()
             await screenshot(page, "portal-unavailable")
+
+
+async def test_each_tokens_last_use_is_shown_as_time_since(
+    settings: Settings,
+    factory: Factory,
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    idp_key: rsa.RSAPrivateKey,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    tenant, role, user = await account(factory, READ)
+    made = {}
+    for description in ("Nightly export", "Spare"):
+        answer = await client.post(
+            TENANT_API_V2,
+            headers={**vendor, "frontegg-tenant-id": tenant.id},
+            json={"description": description, "roleIds": [role.id]},
+        )
+        assert answer.status_code == 201, answer.text
+        made[description] = answer.json()["clientId"]
+    # Three hours ago, as an API process writes it (tests/test_last_used.py drives the routes).
+    uses = UsageRecorder()
+    uses.note_credential(made["Nightly export"], utcnow() - timedelta(hours=3), "203.0.113.9")
+    assert await uses.write(sessions) == 1
+
+    with portal_server(settings) as base:
+        async with chromium() as browser:
+            page = await browser.new_page(viewport=DESKTOP)
+            watch = ScriptWatch().attach(page)
+            await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
+            await expect(page.get_by_role("columnheader", name="Last used")).to_be_visible()
+            used = page.get_by_role("row").filter(has_text="Nightly export")
+            await expect(used.get_by_role("cell", name="3 hours ago")).to_have_attribute(
+                "data-label", "Last used"
+            )
+            spare = page.get_by_role("row").filter(has_text="Spare")
+            await expect(spare.locator('td[data-label="Last used"]')).to_have_text("Never")
+            await screenshot(page, "portal-last-used")
+            watch.assert_quiet()

@@ -253,7 +253,7 @@ async def test_the_reference_page_works_from_the_service_alone_under_its_csp(
         await screenshot(page, "api-reference")
         # An operation opens on its body's schema, from the struct the route decodes with.
         create = page.get_by_role(
-            "button", name=re.compile(r"^POST\s*\/identity\/resources\/users\/api-tokens\/v1\b")
+            "button", name=re.compile(r"^POST\s*\/identity\/resources\/users\/api-tokens\/v1\s")
         )
         await create.click()
         await expect(page.get_by_text("expiresInMinutes").first).to_be_visible()

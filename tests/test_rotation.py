@@ -182,6 +182,8 @@ async def test_a_rotation_without_overlap_ends_the_old_secret_at_once(
         "rotatedAt",
         "previousSecretExpires",
         "previousSecretLastUsedAt",
+        "lastUsedAt",
+        "lastUsedFrom",
         "secret",
     }
     assert await exchange_status(client, old.client_id, old.secret) == 401
@@ -504,7 +506,16 @@ async def test_rolling_without_overlap_deletes_the_old_token_at_once_and_a_secon
     response = await rotate(client, headers, USER_ACCESS, old["id"], 0)
     assert response.status_code == 201, response.text
     new = response.json()
-    assert set(new) == {"id", "description", "createdAt", "expires", "replacedBy", "secret"}
+    assert set(new) == {
+        "id",
+        "description",
+        "createdAt",
+        "expires",
+        "replacedBy",
+        "lastUsedAt",
+        "lastUsedFrom",
+        "secret",
+    }
     assert new["expires"] is None
     assert (await validate(client, api_key(old["secret"]))).status_code == 401
     assert (await validate(client, api_key(new["secret"]))).status_code == 200

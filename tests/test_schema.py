@@ -20,7 +20,7 @@ FE_SECURE = {
     f"fe.secure.{action}.{resource}"
     for action in ("read", "write", "delete")
     for resource in ("userApiTokens", "tenantApiTokens")
-}
+} | {"fe.secure.read.audits"}
 
 
 def _head() -> str:
@@ -39,7 +39,9 @@ async def test_migrated_schema_equals_the_models(db: AsyncSession) -> None:
     assert differences == []
 
 
-async def test_migration_seeds_the_environment_and_six_token_permissions(db: AsyncSession) -> None:
+async def test_migration_seeds_the_environment_and_the_built_in_permissions(
+    db: AsyncSession,
+) -> None:
     keys = set(
         (await db.execute(text("SELECT key FROM permissions WHERE fe_permission"))).scalars()
     )

@@ -54,6 +54,8 @@ async def test_created_tenant_access_token_is_a_signed_jwt_with_its_roles(
         "expires",
         "roleIds",
         "createdByUserId",
+        "lastUsedAt",
+        "lastUsedFrom",
     }
     assert uuid.UUID(created["id"]).version == 4
     assert created["roleIds"] == sorted([first.id, second.id])

@@ -33,6 +33,9 @@ LISTED_KEYS = {
     "rotatedAt",
     "previousSecretExpires",
     "previousSecretLastUsedAt",
+    # Beyond Frontegg's fields (README "Last used").
+    "lastUsedAt",
+    "lastUsedFrom",
 }
 
 

@@ -31,7 +31,16 @@ async def test_created_user_access_token_is_a_signed_jwt_naming_its_row(
     response = await client.post(PATH, headers=headers, json={"description": "laptop"})
     assert response.status_code == 201, response.text
     created = response.json()
-    assert set(created) == {"id", "description", "createdAt", "secret", "expires", "replacedBy"}
+    assert set(created) == {
+        "id",
+        "description",
+        "createdAt",
+        "secret",
+        "expires",
+        "replacedBy",
+        "lastUsedAt",
+        "lastUsedFrom",
+    }
     assert created["replacedBy"] is None  # rolled into no other token (README "Rotation")
     assert uuid.UUID(created["id"]).version == 4
     assert created["description"] == "laptop"

@@ -33,6 +33,7 @@ async def test_created_user_api_token_has_frontegg_fields_and_only_a_hash_is_sto
     )
     assert response.status_code == 201, response.text
     created = response.json()
+    # Frontegg's fields, the secret, and the last use (none yet) beside them.
     assert set(created) == {
         "clientId",
         "description",
@@ -43,9 +44,12 @@ async def test_created_user_api_token_has_frontegg_fields_and_only_a_hash_is_sto
         "rotatedAt",
         "previousSecretExpires",
         "previousSecretLastUsedAt",
+        "lastUsedAt",
+        "lastUsedFrom",
     }
-    # Never rotated (README "Rotation").
+    # Never rotated (README "Rotation"), never used.
     assert created["rotatedAt"] is created["previousSecretExpires"] is None
+    assert (created["lastUsedAt"], created["lastUsedFrom"]) == (None, [])
     assert uuid.UUID(created["clientId"]).version == 4
     assert created["description"] == "deploy bot"
     assert created["metadata"] == {"team": "ops"}

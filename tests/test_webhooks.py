@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks.webhooks import Webhook
 
 from api.state import Services
-from domain.models import AccessToken, User, WebhookDelivery
+from domain.models import AccessToken, AuditEvent, User, WebhookDelivery
 from domain.webhooks import WebhooksNotConfigured, verify_signature
 from tests.factories import Factory, build_scene
 from tests.steps import api_key, create_access_token, finish_jobs, validate
@@ -74,6 +74,20 @@ async def test_a_signed_user_deletion_invalidates_the_users_tokens_before_answer
     assert await db.get(User, scene.user.id) is None
     assert list(await db.scalars(sa.select(AccessToken.id))) == [spared["id"]]
     assert (await validate(client, api_key(spared["secret"]))).status_code == 200
+
+
+async def test_a_user_deletion_by_webhook_is_audited_as_the_system_with_its_address_and_id(
+    client: httpx.AsyncClient, factory: Factory, db: AsyncSession
+) -> None:
+    scene = await build_scene(factory)
+    body, headers = signed(user_deleted(scene.user.id))
+
+    response = await client.post(PATH, content=body, headers={**headers, "X-Request-ID": "idp-1"})
+    assert response.status_code == 204, response.text
+
+    (event,) = await db.scalars(sa.select(AuditEvent).where(AuditEvent.action == "user.deleted"))
+    assert (event.actor_type, event.actor_id, event.target_id) == ("system", None, scene.user.id)
+    assert (event.actor_address, event.request_id) == ("127.0.0.1", "idp-1")
 
 
 async def test_a_replayed_webhook_id_changes_nothing(

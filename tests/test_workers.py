@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain import jobs
 from domain.clock import utcnow
-from domain.models import AccessToken, ClientCredential, JobRun, User
+from domain.models import AccessToken, AuditEvent, ClientCredential, JobRun, User
 from domain.settings import Settings
 from tests.factories import Factory, add_access_token, add_credential, add_refresh_tokens
 from tests.processes import PrivatePostgres, running_server, serve_environment
@@ -338,3 +338,78 @@ def test_a_celery_job_whose_database_is_away_is_retried_then_done_once_it_return
         }
     finally:
         runtime.worker_settings.cache_clear()
+
+
+@pytest.mark.processes
+async def test_a_worker_deletes_tokens_unused_past_the_policy_and_prunes_old_audit_events(
+    broker_settings: Settings,
+    queue: CeleryJobQueue,
+    factory: Factory,
+    sessions: async_sessionmaker[AsyncSession],
+    db: AsyncSession,
+    tmp_path: Path,
+) -> None:
+    tenant = await factory.tenant()
+    now = utcnow()
+    idle = await add_access_token(sessions, tenant.id)
+    warned_idle = await add_credential(sessions, tenant.id)
+    fresh = await add_access_token(sessions, tenant.id)
+    async with sessions() as session:
+        # Created 40 days ago: `idle` was never warned, `warned_idle` was 8 days ago.
+        long_ago = now - timedelta(days=40)
+        await session.execute(
+            sa.update(AccessToken).where(AccessToken.id == idle).values(created_at=long_ago)
+        )
+        await session.execute(
+            sa.update(ClientCredential)
+            .where(ClientCredential.client_id == warned_idle)
+            .values(created_at=long_ago, unused_warning_at=now - timedelta(days=8))
+        )
+        session.add_all(
+            AuditEvent(
+                at=now - timedelta(days=age),
+                actor_type="vendor",
+                action="tenant.created",
+                target_type="tenant",
+                target_id=tenant.id,
+                tenant_id=tenant.id,
+                details={},
+            )
+            for age in (3, 3, 3, 0)
+        )
+        await session.commit()
+    log = tmp_path / "worker.log"
+    policy = {
+        "M2M_DELETE_UNUSED_TOKENS_AFTER_DAYS": "30",
+        "M2M_UNUSED_TOKEN_WARNING_DAYS": "7",
+        "M2M_AUDIT_RETENTION_DAYS": "2",
+    }
+
+    with worker_process(broker_settings, log, **policy):
+        await queue.enqueue(jobs.DELETE_UNUSED_TOKENS)
+        await queue.enqueue(jobs.PRUNE_AUDIT_EVENTS)
+
+        async def both_ran() -> bool:
+            done = [
+                run.outcome == "success"
+                for job in (jobs.DELETE_UNUSED_TOKENS, jobs.PRUNE_AUDIT_EVENTS)
+                for run in await runs_of(db, job)
+            ]
+            return done == [True, True]
+
+        await eventually(both_ran, "the unused-token and audit-pruning runs", log)
+
+    (policy_run,) = await runs_of(db, jobs.DELETE_UNUSED_TOKENS)
+    assert policy_run.counts == {"warned": 1, "deleted": 1}
+    assert await db.get(ClientCredential, warned_idle) is None
+    warned = await db.get(AccessToken, idle)
+    assert warned is not None
+    assert warned.unused_warning_at is not None
+    untouched = await db.get(AccessToken, fresh)
+    assert untouched is not None
+    assert untouched.unused_warning_at is None
+    (prune_run,) = await runs_of(db, jobs.PRUNE_AUDIT_EVENTS)
+    assert prune_run.counts["audit_events"] >= 3
+    ages = list(await db.scalars(sa.select(AuditEvent.at)))
+    assert ages
+    assert all(at > now - timedelta(days=2) for at in ages)

@@ -14,10 +14,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from domain.clock import utcnow
 from domain.db import create_engine, create_session_factory
 from domain.job_runs import run_job
-from domain.jobs import JOB_TIMEOUTS, Counts, JobContext
+from domain.jobs import JOB_TIMEOUTS, Counts, job_context
 from domain.settings import Settings, load_settings
 from domain.validity import ValidityCache
 
@@ -42,12 +41,8 @@ async def _run(settings: Settings, job: str, arguments: Mapping[str, Any]) -> Co
     )
     sessions = create_session_factory(engine)
     try:
-        context = JobContext(
-            sessions=sessions,
-            validity=ValidityCache(redis=redis, sessions=sessions, prefix=settings.redis_prefix),
-            clock=utcnow,
-            batch_size=settings.job_batch_size,
-        )
+        validity = ValidityCache(redis=redis, sessions=sessions, prefix=settings.redis_prefix)
+        context = job_context(settings, sessions, validity)
         return await run_job(context, job, arguments)
     finally:
         await redis.aclose()

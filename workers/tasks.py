@@ -9,8 +9,10 @@ from celery import Task
 from domain.job_runs import transient
 from domain.jobs import (
     CASCADE_DELETIONS,
+    DELETE_UNUSED_TOKENS,
     EXPIRE_TOKENS,
     PROPAGATE_M2M_SWITCH,
+    PRUNE_AUDIT_EVENTS,
     PRUNE_REFRESH_TOKENS,
     RECONCILE_CACHE,
     Counts,
@@ -67,3 +69,13 @@ def propagate_m2m_switch(self: Task) -> Counts:
 @app.task(name=task_name(RECONCILE_CACHE), **RETRYING)
 def reconcile_cache(self: Task) -> Counts:
     return _run(RECONCILE_CACHE)
+
+
+@app.task(name=task_name(DELETE_UNUSED_TOKENS), **RETRYING)
+def delete_unused_tokens(self: Task) -> Counts:
+    return _run(DELETE_UNUSED_TOKENS)
+
+
+@app.task(name=task_name(PRUNE_AUDIT_EVENTS), **RETRYING)
+def prune_audit_events(self: Task) -> Counts:
+    return _run(PRUNE_AUDIT_EVENTS)

@@ -74,6 +74,7 @@ async def _exchange(
         now=now,
     )
     await commit(db_session, services)
+    services.usage.note_credential(pair.client_id, now, address)
     # A busy credential need not be pruned on every exchange. Asked only once the exchange has
     # committed, so that a failed one does not spend the credential's window.
     if services.prune_debounce.due(presented.client_id, time.monotonic()):
@@ -105,6 +106,7 @@ async def _rotate(
         await commit(db_session, services)  # the family stays revoked although this fails
         raise
     await commit(db_session, services)
+    services.usage.note_credential(pair.client_id, now, address)
     return pair
 
 

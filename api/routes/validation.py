@@ -29,6 +29,7 @@ from api.state import Services
 from domain.clock import utcnow
 from domain.errors import InvalidInput, Unauthenticated
 from domain.keys import UnsupportedAlgorithm
+from domain.last_used import CLIENT_ADDRESS_HEADER
 from domain.validity import ACCESS_TOKEN_TYPES, ALL_TOKEN_TYPES, CREDENTIAL_TYPES
 
 VALIDATE = "/identity/resources/auth/v1/validate"
@@ -42,23 +43,28 @@ WHAT_VALIDATE_TAKES = (
 )
 MAX_TOKEN_TYPE_HINT = 64
 VENDOR_TOKEN_REFUSED = f"This is a vendor token: validate takes {WHAT_VALIDATE_TAKES}"
+CLIENT_ADDRESS = CLIENT_ADDRESS_HEADER.encode("ascii")
 
 
-def _presented(request: Request[Any, Any, Any]) -> tuple[str, frozenset[str]]:
+def _presented(request: Request[Any, Any, Any]) -> tuple[str, frozenset[str], bytes | None]:
     """The token and the kinds its header may carry: X-API-KEY an access token (it wins when both
-    headers are sent), Authorization: Bearer a client-credential JWT."""
+    headers are sent), Authorization: Bearer a client-credential JWT; and the address the
+    vendor's API says its caller came from (CLIENT_ADDRESS_HEADER), unchecked until written."""
     api_key = authorization = b""
+    address = None
     # The raw ASGI headers (lower-case names): cheaper than building a Headers object.
     for name, value in request.scope["headers"]:
         if name == b"x-api-key":
             api_key = value
         elif name == b"authorization":
             authorization = value
+        elif name == CLIENT_ADDRESS:
+            address = value
     if api_key.strip():
-        return api_key.strip().decode("latin-1"), ACCESS_TOKEN_TYPES
+        return api_key.strip().decode("latin-1"), ACCESS_TOKEN_TYPES, address
     scheme, _, token = authorization.partition(b" ")
     if scheme.lower() == b"bearer" and token.strip():
-        return token.strip().decode("latin-1"), CREDENTIAL_TYPES
+        return token.strip().decode("latin-1"), CREDENTIAL_TYPES, address
     raise Unauthenticated(f"Missing token: {WHAT_VALIDATE_TAKES}")
 
 
@@ -76,11 +82,15 @@ async def validate_token(request: Request[Any, Any, Any]) -> Response[bytes]:
     # headers read from the ASGI scope, and the body encoded here (Litestar's own encoding of a
     # returned struct costs more than the whole validation when it is warm).
     services: Services = request.app.state.services
-    token, types = _presented(request)
+    token, types, address = _presented(request)
+    now = utcnow()
     try:
-        validated = await services.validity.validate(services.keyring, token, types, utcnow())
+        validated = await services.validity.validate(services.keyring, token, types, now)
     except UnsupportedAlgorithm as refused:
         raise _explained(services, token, refused) from None
+    if validated.is_access_token:
+        # In memory only: written in batches (domain/last_used.py), never on this path.
+        services.usage.note_access_token(validated.sub, now, address)
     return Response(encode_json(validated_response(validated)), media_type=MediaType.JSON)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Request, post
 
-from api.dependencies import NowDep, ServicesDep, SessionDep
+from api.dependencies import ClientAddressDep, NowDep, ServicesDep, SessionDep
 from api.schemas.common import reads
 from api.schemas.webhooks import UserDeletedEvent
 from api.transaction import commit
@@ -17,7 +17,11 @@ USER_DELETED = "/webhooks/users/deleted"
 
 @post(USER_DELETED, status_code=204, opt=reads(UserDeletedEvent))
 async def user_deleted(
-    request: Request[Any, Any, Any], db_session: SessionDep, services: ServicesDep, now: NowDep
+    request: Request[Any, Any, Any],
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+    client_address: ClientAddressDep,  # the sender's, for the audit trail
 ) -> None:
     """2xx once every token of the user is invalid. A replayed webhook-id, an unknown user and
     a user already deleted change nothing and are answered 204 too, so the sender stops."""

@@ -9,6 +9,7 @@ import msgspec
 
 from api.schemas.common import Out, iso
 from api.schemas.configuration import RefreshSeconds, Seconds
+from api.schemas.tokens import LastUse, last_use_of
 from domain.console import TenantPage
 from domain.models import Tenant, User
 from domain.tokens import KindedToken
@@ -25,7 +26,7 @@ class TenantPageOut(Out):
     total: int
 
 
-class ListedTokenOut(Out):
+class ListedTokenOut(LastUse):
     kind: str
     id: str
     description: str | None
@@ -109,6 +110,7 @@ def _listed_token(listed: KindedToken) -> ListedTokenOut:
         previous_secret_expires=iso(getattr(token, "previous_secret_expires_at", None)),
         previous_secret_last_used_at=iso(getattr(token, "previous_secret_used_at", None)),
         replaced_by=getattr(token, "replaced_by_id", None),
+        **last_use_of(token),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -88,7 +89,36 @@ def given(value: T | UnsetType) -> T | None:
 # --- responses: a creation response is the listed shape plus the secret, and only it ----------
 
 
-class UserApiTokenOut(Out):
+class UsedFromOut(Out):
+    address: str
+    last_used_at: str
+
+
+class LastUse(Out):
+    """Beyond Frontegg's shapes (added fields only): when the token was last used (a validation
+    of an access token, an exchange or refresh of a credential; right within a minute), and the
+    last distinct addresses it was used from, newest first."""
+
+    last_used_at: str | None
+    last_used_from: list[UsedFromOut]
+
+
+def last_use_of(token: AccessToken | ClientCredential) -> dict[str, Any]:
+    """The LastUse fields of a token row."""
+    return {
+        "last_used_at": iso(token.last_used_at),
+        "last_used_from": [
+            UsedFromOut(address=entry["address"], last_used_at=_iso_text(entry["at"]))
+            for entry in token.last_used_addresses or []
+        ],
+    }
+
+
+def _iso_text(stored: str) -> str:
+    return iso(datetime.fromisoformat(stored))
+
+
+class UserApiTokenOut(LastUse):
     client_id: str
     description: str | None
     metadata: dict[str, Any]
@@ -104,7 +134,7 @@ class CreatedUserApiTokenOut(UserApiTokenOut):
     secret: str
 
 
-class UserAccessTokenOut(Out):
+class UserAccessTokenOut(LastUse):
     id: str
     description: str | None
     created_at: str | None
@@ -120,7 +150,7 @@ class UserAccessTokensOut(Out):
     access_tokens: list[UserAccessTokenOut]
 
 
-class TenantApiTokenOut(Out):
+class TenantApiTokenOut(LastUse):
     client_id: str
     description: str | None
     tenant_id: str
@@ -139,7 +169,7 @@ class CreatedTenantApiTokenOut(TenantApiTokenOut):
     secret: str
 
 
-class TenantAccessTokenOut(Out):
+class TenantAccessTokenOut(LastUse):
     id: str
     description: str | None
     created_at: str | None
@@ -166,7 +196,7 @@ def with_secret(listed: Listed, created: type[Created], secret: str) -> Created:
     return created(**msgspec.structs.asdict(listed), secret=secret)
 
 
-def _rotation(credential: ClientCredential) -> dict[str, str | None]:
+def _rotation(credential: ClientCredential) -> dict[str, Any]:
     """When it was rotated last, when (or since when) the previous secret stops exchanging, and
     its last use since that rotation (None: not used, so every machine has moved)."""
     return {
@@ -185,6 +215,7 @@ def user_api_token_response(view: TokenView[ClientCredential]) -> UserApiTokenOu
         created_at=iso(credential.created_at),
         expires=iso(credential.expires_at),
         **_rotation(credential),
+        **last_use_of(credential),
     )
 
 
@@ -202,6 +233,7 @@ def user_access_token_response(view: TokenView[AccessToken]) -> UserAccessTokenO
         created_at=iso(token.created_at),
         expires=iso(token.expires_at),
         replaced_by=token.replaced_by_id,
+        **last_use_of(token),
     )
 
 
@@ -226,6 +258,7 @@ def tenant_api_token_response(view: TokenView[ClientCredential]) -> TenantApiTok
         role_ids=view.role_ids,
         expires=iso(credential.expires_at),
         **_rotation(credential),
+        **last_use_of(credential),
     )
 
 
@@ -247,6 +280,7 @@ def tenant_access_token_response(view: TokenView[AccessToken]) -> TenantAccessTo
         role_ids=view.role_ids,
         created_by_user_id=token.created_by_user_id,
         replaced_by=token.replaced_by_id,
+        **last_use_of(token),
     )
 
 

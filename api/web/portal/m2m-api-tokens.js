@@ -149,6 +149,18 @@ export function expiresIn(expires, now) {
   return plural(Math.max(1, Math.round(minutes)), "minute");
 }
 
+/** "Never", "Just now", "5 minutes ago", "3 hours ago" or "2 days ago": the time since a use. */
+export function lastUsed(at, now) {
+  if (!at) return "Never";
+  const since = now - Date.parse(at);
+  const minutes = since / 60000;
+  const hours = minutes / 60;
+  if (!(minutes >= 1)) return "Just now";
+  if (hours >= 23.5) return `${plural(Math.round(hours / 24), "day")} ago`;
+  if (minutes >= 59.5) return `${plural(Math.round(hours), "hour")} ago`;
+  return `${plural(Math.round(minutes), "minute")} ago`;
+}
+
 const DATE = new Intl.DateTimeFormat(undefined, { dateStyle: "medium" });
 const DATE_TIME = new Intl.DateTimeFormat(undefined, { dateStyle: "long", timeStyle: "short" });
 
@@ -545,6 +557,7 @@ export class M2mApiTokens extends HTMLElement {
           createdBy: tab.key === "user" ? this.#session.userId : row.createdByUserId ?? null,
           createdAt: row.createdAt,
           expires: row.expires ?? null,
+          lastUsedAt: row.lastUsedAt ?? null,
           roleIds: row.roleIds ?? [],
           permissionIds: row.permissionIds ?? [],
           rotatedAt: row.rotatedAt ?? null,
@@ -734,7 +747,7 @@ export class M2mApiTokens extends HTMLElement {
   }
 
   #table(tab, tokens) {
-    const columns = ["Description", "Kind", "Created by", "Created", "Expires in", "Roles"];
+    const columns = ["Description", "Kind", "Created by", "Created", "Expires in", "Last used", "Roles"];
     const canDelete = this.#can("delete", tab);
     const canRotate = this.#can("write", tab);
     const now = this.clock();
@@ -776,6 +789,17 @@ export class M2mApiTokens extends HTMLElement {
                 text: left,
               })
             : left,
+        ),
+        h(
+          "td",
+          { class: "nowrap", "data-label": "Last used" },
+          token.lastUsedAt
+            ? h("time", {
+                datetime: token.lastUsedAt,
+                title: DATE_TIME.format(new Date(token.lastUsedAt)),
+                text: lastUsed(token.lastUsedAt, now),
+              })
+            : h("span", { class: "none", text: "Never" }),
         ),
         h("td", { class: "roles", "data-label": "Roles", text: this.#rolesOf(token, tab) }),
         canDelete || canRotate

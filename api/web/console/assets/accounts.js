@@ -3,6 +3,7 @@
 // tokens of the environment's kind here, rotates any token (a new secret, or a new access token,
 // while the old one works on for an overlap) and deletes any token.
 
+import { activitySection } from "./activity.js";
 import { ApiError, call, paths } from "./api.js";
 import { confirmDialog, openDialog } from "./dialogs.js";
 import { expiresIn, h, table, uid, when } from "./dom.js";
@@ -199,6 +200,19 @@ export async function tenantView(ctx, tenantId) {
     const left = expiresIn(token.expires);
     return h("span", { class: left === "Expired" ? "expired" : null, text: left });
   };
+  // When it was last used (right within a minute), and from where most recently.
+  const lastUsed = (token) =>
+    token.lastUsedAt
+      ? h(
+          "span",
+          { class: "person" },
+          when(token.lastUsedAt),
+          token.lastUsedFrom.length
+            ? h("span", { class: "muted", title: token.lastUsedFrom.map((use) => use.address).join(", "), text: `from ${token.lastUsedFrom[0].address}` })
+            : null,
+        )
+      : h("span", { class: "muted", text: "Never" });
+  const activity = await activitySection(tenantId, person);
   const accountTokens = listing.tokens.filter((token) => token.userId === null);
   const personalTokens = listing.tokens.filter((token) => token.userId !== null);
   const disabled = !config.apiTokensEnabled;
@@ -230,6 +244,7 @@ export async function tenantView(ctx, tenantId) {
           { label: "Created by", cell: (token) => person(token.createdByUserId) ?? h("span", { class: "muted", text: "Vendor" }) },
           { label: "Created", cell: created },
           { label: "Expires in", cell: expires },
+          { label: "Last used", cell: lastUsed },
           { label: "Roles", cell: given },
           { label: "Actions", cell: actions, class: "actions-cell" },
         ],
@@ -250,6 +265,7 @@ export async function tenantView(ctx, tenantId) {
           { label: "Created by", cell: (token) => person(token.createdByUserId) ?? h("span", { class: "muted", text: "Vendor" }) },
           { label: "Created", cell: created },
           { label: "Expires in", cell: expires },
+          { label: "Last used", cell: lastUsed },
           { label: "Roles", cell: () => h("span", { class: "muted", text: "Its owner's" }) },
           { label: "Actions", cell: actions, class: "actions-cell" },
         ],
@@ -257,6 +273,7 @@ export async function tenantView(ctx, tenantId) {
         { empty: "No user of this account has a personal token." },
       ),
     ),
+    activity,
   );
 }
 

@@ -115,5 +115,6 @@ export const paths = {
   limits: "/console/v1/limits",
   tenant: (tenantId) => `/tenants/resources/tenants/v1/${encodeURIComponent(tenantId)}`,
   tenantTokens: (tenantId) => `/console/v1/tenants/${encodeURIComponent(tenantId)}/tokens`,
+  audits: (query) => `/audits/v1?${new URLSearchParams(Object.entries(query).filter(([, value]) => value != null))}`,
   rolePermissions: (roleId) => `/identity/resources/roles/v1/${encodeURIComponent(roleId)}/permissions`,
 };
