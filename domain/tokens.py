@@ -758,9 +758,14 @@ class Revoked:
     revoked_at: datetime
 
 
-async def _count_live(session: AsyncSession, model: Any, owner: sa.ColumnElement[bool]) -> int:
+async def _count_live(
+    session: AsyncSession, model: Any, owner: sa.ColumnElement[bool], now: datetime
+) -> int:
+    """How many tokens of `model` matching `owner` are alive (an expired one is dead already)."""
     counted = await session.scalar(
-        sa.select(sa.func.count()).select_from(model).where(owner, survived_revocations(model))
+        sa.select(sa.func.count())
+        .select_from(model)
+        .where(owner, *policy.live_tokens_of(model, now))
     )
     return int(counted or 0)
 
@@ -788,9 +793,9 @@ async def revoke_every_token_of_user(
     generation = user.tokens_revoked_at or user.created_at
     mark = _next_mark(user.tokens_revoked_at, now)
     revoked = Revoked(
-        access_tokens=await _count_live(session, AccessToken, AccessToken.user_id == user_id),
+        access_tokens=await _count_live(session, AccessToken, AccessToken.user_id == user_id, now),
         client_credentials=await _count_live(
-            session, ClientCredential, ClientCredential.user_id == user_id
+            session, ClientCredential, ClientCredential.user_id == user_id, now
         ),
         revoked_at=mark,
     )
@@ -813,9 +818,11 @@ async def revoke_every_token_of_tenant(
     generation = tenant.tokens_revoked_at or tenant.created_at
     mark = _next_mark(tenant.tokens_revoked_at, now)
     revoked = Revoked(
-        access_tokens=await _count_live(session, AccessToken, AccessToken.tenant_id == tenant_id),
+        access_tokens=await _count_live(
+            session, AccessToken, AccessToken.tenant_id == tenant_id, now
+        ),
         client_credentials=await _count_live(
-            session, ClientCredential, ClientCredential.tenant_id == tenant_id
+            session, ClientCredential, ClientCredential.tenant_id == tenant_id, now
         ),
         revoked_at=mark,
     )
