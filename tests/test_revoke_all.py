@@ -38,8 +38,10 @@ from tests.steps import (
     user_credential,
     validate,
 )
+from tests.suite import both_backends, serve_only
 
-pytestmark = pytest.mark.usefixtures("fresh_validity_cache")
+# The same behaviour on serve and dev; what another process sees needs Redis (serve only).
+pytestmark = [pytest.mark.usefixtures("fresh_validity_cache"), both_backends]
 
 USERS = "/identity/resources/users/v1"
 TENANTS = "/tenants/resources/tenants/v1"
@@ -162,6 +164,7 @@ async def test_an_owner_revokes_its_own_credentials_refresh_tokens_and_no_one_el
 # --- every token of a user --------------------------------------------------------------------
 
 
+@serve_only  # another API process, through Redis
 async def test_revoking_every_token_of_a_user_ends_them_at_once_everywhere_and_keeps_the_user(
     client: httpx.AsyncClient,
     vendor: dict[str, str],
@@ -227,6 +230,7 @@ async def test_revoking_every_token_of_a_user_ends_them_at_once_everywhere_and_k
     assert actions[-1][1]["accessTokens"] == 1
 
 
+@serve_only  # another API process, through Redis
 async def test_tokens_made_after_the_revocation_work_and_die_with_the_user_later(
     client: httpx.AsyncClient,
     vendor: dict[str, str],
@@ -292,6 +296,7 @@ async def test_revoking_a_user_refuses_unknown_users_and_other_accounts_and_end_
 # --- every token of an account ----------------------------------------------------------------
 
 
+@serve_only  # another API process, through Redis
 async def test_revoking_every_token_of_an_account_ends_its_own_and_its_users_tokens_at_once(
     client: httpx.AsyncClient,
     vendor: dict[str, str],

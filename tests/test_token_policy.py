@@ -24,6 +24,9 @@ from tests.steps import (
     create_access_token,
     validate,
 )
+from tests.suite import both_backends, serve_only
+
+pytestmark = both_backends  # the same behaviour on serve and dev
 
 POLICY = "/identity/resources/tenants/token-policy/v1"
 PERMISSIONS = "/identity/resources/permissions/v1"
@@ -182,6 +185,7 @@ async def test_the_most_tokens_of_a_kind_counts_per_owner_and_frees_a_place_on_d
     assert after_deletion.status_code == 201
 
 
+@serve_only  # concurrent transactions on PostgreSQL (SQLite takes one writer at a time)
 async def test_the_most_tokens_of_a_kind_holds_under_concurrent_creations(
     client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, db: AsyncSession
 ) -> None:
