@@ -16,11 +16,12 @@ from domain.models import Base
 from domain.schema import alembic_config, upgrade_to_head
 from tests.suite import PG_SERVER, _plain_dsn
 
+# The built-in permissions: the six over tokens, and the two over the account token policy.
 FE_SECURE = {
     f"fe.secure.{action}.{resource}"
     for action in ("read", "write", "delete")
     for resource in ("userApiTokens", "tenantApiTokens")
-}
+} | {"fe.secure.read.tokenPolicy", "fe.secure.write.tokenPolicy"}
 
 
 def _head() -> str:
@@ -39,7 +40,9 @@ async def test_migrated_schema_equals_the_models(db: AsyncSession) -> None:
     assert differences == []
 
 
-async def test_migration_seeds_the_environment_and_six_token_permissions(db: AsyncSession) -> None:
+async def test_migration_seeds_the_environment_and_the_built_in_permissions(
+    db: AsyncSession,
+) -> None:
     keys = set(
         (await db.execute(text("SELECT key FROM permissions WHERE fe_permission"))).scalars()
     )
