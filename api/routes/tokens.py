@@ -7,8 +7,8 @@ from typing import Any
 from litestar import MediaType, Request, delete, get, patch, post
 
 from api.dependencies import ActingDep, CallerDep, NowDep, ServicesDep, SessionDep
-from api.guards import CALLER, VENDOR_ONLY
-from api.schemas.common import OptionalTenantHeader, PathId, read_body
+from api.guards import CALLER
+from api.schemas.common import PathId, read_body
 from api.schemas.tokens import (
     CreatedTenantAccessTokenOut,
     CreatedTenantApiTokenOut,
@@ -18,7 +18,6 @@ from api.schemas.tokens import (
     CreateTenantApiTokenRequest,
     CreateUserAccessTokenRequest,
     CreateUserApiTokenRequest,
-    RevokedEveryTokenOut,
     RevokedRefreshTokensOut,
     TenantAccessTokensOut,
     TenantApiTokenOut,
@@ -30,7 +29,6 @@ from api.schemas.tokens import (
     created_user_access_token_response,
     created_user_api_token_response,
     given,
-    revoked_every_token_response,
     tenant_access_token_response,
     tenant_api_token_response,
     user_access_token_response,
@@ -47,9 +45,6 @@ TENANT_API_TOKENS_V2 = "/identity/resources/tenants/api-tokens/v2"
 TENANT_ACCESS_TOKENS = "/identity/resources/tenants/access-tokens/v1"
 ONE = "/{token_id:str}"
 REFRESH_TOKENS = ONE + "/refresh-tokens"
-# Revoke every token of a user or an account; the user or account stays.
-USER_TOKENS = "/identity/resources/users/v1/{user_id:str}/tokens"
-TENANT_TOKENS = "/tenants/resources/tenants/v1/{tenant_id:str}/tokens"
 # Frontegg answers a deletion with 200 and an empty body. The token is invalid here before the
 # response, everywhere within the validity cache's bound (the README's "Validity cache").
 DELETED = MediaType.TEXT
@@ -314,37 +309,6 @@ async def revoke_tenant_api_token_refresh_tokens(
     return RevokedRefreshTokensOut(revoked_refresh_tokens=count)
 
 
-@delete(USER_TOKENS, dependencies=VENDOR_ONLY, status_code=200)
-async def revoke_every_token_of_user(
-    user_id: PathId,
-    tenant_id: OptionalTenantHeader,
-    vendor: CallerDep,
-    db_session: SessionDep,
-    services: ServicesDep,
-    now: NowDep,
-) -> RevokedEveryTokenOut:
-    # Every token of the user is invalid before the answer; the job removes the rows.
-    revoked, after = await tokens.revoke_every_token_of_user(
-        db_session, vendor, user_id, tenant_id, now
-    )
-    await commit(db_session, services, after)
-    return revoked_every_token_response(revoked)
-
-
-@delete(TENANT_TOKENS, dependencies=VENDOR_ONLY, status_code=200)
-async def revoke_every_token_of_tenant(
-    tenant_id: PathId,
-    vendor: CallerDep,
-    db_session: SessionDep,
-    services: ServicesDep,
-    now: NowDep,
-) -> RevokedEveryTokenOut:
-    # Every token in the account is invalid before the answer; the job removes the rows.
-    revoked, after = await tokens.revoke_every_token_of_tenant(db_session, vendor, tenant_id, now)
-    await commit(db_session, services, after)
-    return revoked_every_token_response(revoked)
-
-
 ROUTES = [
     create_user_api_token,
     get_user_api_tokens,
@@ -361,6 +325,4 @@ ROUTES = [
     delete_tenant_access_token,
     revoke_user_api_token_refresh_tokens,
     revoke_tenant_api_token_refresh_tokens,
-    revoke_every_token_of_user,
-    revoke_every_token_of_tenant,
 ]
