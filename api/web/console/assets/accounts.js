@@ -267,6 +267,186 @@ export async function tenantView(ctx, tenantId) {
   );
 }
 
+async function deleteToken(ctx, tenantId, token) {
+  const name = token.description ? `“${token.description}”` : `Token ${token.id}`;
+  const confirmed = await confirmDialog(ctx.root, {
+    title: "Delete this token?",
+    paragraphs: [
+      `${name} (${KIND_NAMES[token.kind].toLowerCase()}) stops working at once, and cannot be restored.`,
+      "Whatever uses it needs a new token.",
+    ],
+    confirm: "Delete token",
+  });
+  if (!confirmed) return;
+  try {
+    await call("DELETE", DELETE_PATHS[token.kind] + encodeURIComponent(token.id), {
+      tenantId,
+      userId: token.userId ?? undefined,
+    });
+  } catch (failure) {
+    if (!(failure instanceof ApiError)) throw failure;
+    ctx.announce(`The token was not deleted: ${failure.message}`);
+    await ctx.reload();
+    return;
+  }
+  ctx.announce(`${name} deleted.`);
+  await ctx.reload(token.userId ? "#personal-tokens-title" : "#account-tokens-title");
+}
+
+// --- creating an account token ------------------------------------------------------------------
+
+function createToken(ctx, tenant, roles, strategy) {
+  let created = false;
+  return openDialog(ctx.root, {
+    title: "Create an account token",
+    build: (dialog, close) => {
+      const content = h("div", {});
+      content.append(
+        creationForm({
+          tenant,
+          roles,
+          strategy,
+          cancel: () => close(false),
+          done: (secretPanel) => {
+            created = true;
+            content.replaceChildren(secretPanel(() => close(true)));
+            content.querySelector("button")?.focus();
+          },
+        }),
+      );
+      return content;
+    },
+  }).then(() => {
+    if (created) ctx.reload("#create-token");
+  });
+}
+
+function creationForm({ tenant, roles, strategy, cancel, done }) {
+  const error = h("p", { class: "field-error", role: "alert" });
+  const description = h("input", { id: "token-description", name: "description", maxlength: 1024, autocomplete: "off" });
+  const expiration = h(
+    "select",
+    { id: "token-expiration", name: "expiration" },
+    EXPIRATIONS.map((choice, index) => h("option", { value: String(index), text: choice.label })),
+  );
+  const roleChoices = roles.map((role) =>
+    h(
+      "label",
+      { class: "choice" },
+      h("input", { type: "checkbox", name: "role", value: role.id }),
+      h("span", {}, h("span", { text: role.name }), h("span", { class: "muted", text: role.tenantId ? " (this account)" : " (every account)" })),
+    ),
+  );
+  const submit = h("button", { type: "submit", class: "primary", text: "Create token" });
+  const form = h(
+    "form",
+    {
+      novalidate: true,
+      onsubmit: async (event) => {
+        event.preventDefault();
+        error.textContent = "";
+        const choice = EXPIRATIONS[Number(expiration.value)];
+        const body = {
+          description: description.value.trim() || null,
+          roleIds: [...form.querySelectorAll("input[name=role]:checked")].map((box) => box.value),
+        };
+        if (choice.minutes !== null) body.expiresInMinutes = choice.minutes;
+        if (strategy === "ClientCredentials" && body.roleIds.length === 0) {
+          error.textContent = "Choose at least one role: client credentials act with the roles they are given.";
+          form.querySelector("input[name=role]")?.focus();
+          return;
+        }
+        const path =
+          strategy === "AccessToken"
+            ? "/identity/resources/tenants/access-tokens/v1"
+            : "/identity/resources/tenants/api-tokens/v2";
+        submit.disabled = true;
+        let answer;
+        try {
+          answer = await call("POST", path, { body, tenantId: tenant.tenantId });
+        } catch (failure) {
+          submit.disabled = false;
+          if (!(failure instanceof ApiError)) throw failure;
+          error.textContent = `The token was not created: ${failure.message}`;
+          return;
+        }
+        done((finish) => secretPanel(answer, strategy, finish));
+      },
+    },
+    h("p", {}, "Kind: ", h("strong", { text: KIND_LABELS[strategy] }), h("span", { class: "muted", text: " — the environment's token kind (M2M settings)." })),
+    h("div", { class: "field" }, h("label", { for: "token-description", text: "Description" }), description),
+    h(
+      "fieldset",
+      {},
+      h("legend", { text: "Roles" }),
+      roleChoices.length ? h("div", { class: "choices" }, roleChoices) : h("p", { class: "muted", text: "No role exists for this account yet (see Roles)." }),
+    ),
+    h("div", { class: "field" }, h("label", { for: "token-expiration", text: "Expiration" }), expiration),
+    error,
+    h(
+      "div",
+      { class: "actions" },
+      h("button", { type: "button", class: "secondary", text: "Cancel", onclick: cancel }),
+      submit,
+    ),
+  );
+  return form;
+}
+
+/** The secret, shown this once; the dialog that holds it leaves the DOM when it closes. */
+function secretPanel(answer, strategy, finish) {
+  const status = h("p", { class: "saved", role: "status" });
+  const fields =
+    strategy === "AccessToken"
+      ? [["Access token", answer.secret, 6]]
+      : [
+          ["Client ID", answer.clientId, 1],
+          ["Secret", answer.secret, 2],
+        ];
+  return h(
+    "div",
+    { class: "secret-panel" },
+    h(
+      "p",
+      { class: "notice warning" },
+      h("strong", { text: "Copy it now. " }),
+      "This is the only time the service shows it: it keeps no copy it could show again.",
+    ),
+    fields.map(([label, value, rows]) => {
+      const id = uid("secret");
+      const box = h("textarea", { id, readonly: true, rows, spellcheck: "false", class: "secret", value });
+      return h(
+        "div",
+        { class: "field" },
+        h("label", { for: id, text: label }),
+        box,
+        h("button", {
+          type: "button",
+          class: "secondary small",
+          text: `Copy ${label.charAt(0).toLowerCase()}${label.slice(1)}`,
+          onclick: async () => {
+            status.textContent = (await copy(box)) ? `${label} copied.` : `Select the ${label.toLowerCase()} and copy it.`;
+          },
+        }),
+      );
+    }),
+    status,
+    h("div", { class: "actions" }, h("button", { type: "button", class: "primary", text: "Done", onclick: finish })),
+  );
+}
+
+async function copy(box) {
+  try {
+    await navigator.clipboard.writeText(box.value);
+    return true;
+  } catch {
+    // No clipboard API (a page served over plain HTTP from another host): the selection's copy.
+    box.focus();
+    box.select();
+    return document.execCommand("copy");
+  }
+}
+
 // --- revoking every token of an account or of a user ----------------------------------------------
 
 async function revokeEveryToken(ctx, { path, tenantId, name, tokens, stays }) {
