@@ -253,8 +253,12 @@ async def cascade_deletions(
             tenants = tenants.where(Tenant.id == tenant_id)
         user_ids = list(await session.scalars(users))
         tenant_ids = list(await session.scalars(tenants))
-        revoking_users = list(await session.execute(_revoking(User, user_id)))
-        revoking_tenants = list(await session.execute(_revoking(Tenant, tenant_id)))
+        named = user_id is not None or tenant_id is not None
+        revoking_users, revoking_tenants = [], []
+        if user_id is not None or not named:
+            revoking_users = list(await session.execute(_revoking(User, user_id)))
+        if tenant_id is not None or not named:
+            revoking_tenants = list(await session.execute(_revoking(Tenant, tenant_id)))
     counts: Counts = {
         "users": 0,
         "tenants": 0,

@@ -358,38 +358,45 @@ async def test_the_cascade_of_a_revocation_deletes_in_batches_and_a_second_run_f
 ) -> None:
     tenant = await factory.tenant()
     user = await factory.user(tenant.id)
+    elsewhere = await factory.tenant()
+    other_user = await factory.user(elsewhere.id)
     made_before = utcnow() - timedelta(seconds=1)
     for _ in range(9):
         await add_access_token(sessions, tenant.id, user.id)
         await add_credential(sessions, tenant.id)
+    other_token = await add_access_token(sessions, elsewhere.id, other_user.id)
     async with sessions() as session:
         await session.execute(sa.update(AccessToken).values(created_at=made_before))
         await session.execute(sa.update(ClientCredential).values(created_at=made_before))
         await session.commit()
     revoked = await client.delete(f"{TENANTS}/{tenant.id}/tokens", headers=vendor)
+    revoked_other = await client.delete(f"{USERS}/{other_user.id}/tokens", headers=vendor)
     kept = await create_access_token(client, vendor, tenant.id)
     context = jobs.JobContext(
         sessions=sessions, validity=services.validity, clock=utcnow, batch_size=4
     )
 
     first = await jobs.cascade_deletions(context, tenant_id=tenant.id)
-    second = await jobs.cascade_deletions(context)
+    # A run naming one tenant leaves the other revocation to its own run, or to the sweep.
+    other_still_there = await db.get(AccessToken, other_token)
+    sweep = await jobs.cascade_deletions(context)
+    again = await jobs.cascade_deletions(context)
 
     assert revoked.json()["accessTokens"] == 9
-    assert first == {
-        "users": 0,
-        "tenants": 0,
-        "access_tokens": 9,
-        "credentials": 9,
-        "refresh_tokens": 0,
-    }
-    assert second == {
+    assert revoked_other.json()["accessTokens"] == 1
+    nothing = {
         "users": 0,
         "tenants": 0,
         "access_tokens": 0,
         "credentials": 0,
         "refresh_tokens": 0,
     }
+    assert first == {**nothing, "access_tokens": 9, "credentials": 9}
+    assert other_still_there is not None
+    assert sweep == {**nothing, "access_tokens": 1}
+    assert again == nothing
+    db.expire_all()
     assert list(await db.scalars(sa.select(AccessToken.id))) == [kept["id"]]
     assert await db.scalar(sa.select(sa.func.count()).select_from(ClientCredential)) == 0
     assert await db.get(User, user.id) is not None
+    assert await db.get(User, other_user.id) is not None
