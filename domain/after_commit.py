@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 class AfterCommit:
     """Cache writes and jobs, in the order they are applied."""
 
-    # Tombstones: the owner was deleted, every token of it is invalid from now on.
+    # Tombstones of a tenant or user generation (its creation or last revoke-all instant): it
+    # was deleted, or revoked every token; every token of that generation is invalid from now on.
     deleted_tenants: list[tuple[str, datetime]] = field(default_factory=list)
     deleted_users: list[tuple[str, datetime]] = field(default_factory=list)
     # Tombstones of single tokens that were deleted.

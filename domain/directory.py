@@ -225,13 +225,14 @@ async def delete_tenant(
     After the commit, the validity cache's tombstone (naming the tenant's creation instant, which
     tells it apart from a later tenant of the same id) makes every token in it invalid at once.
     """
-    created_at: datetime | None = await session.scalar(
+    # The tombstone names the generation of its tokens: its creation, or its last revoke-all.
+    generation: datetime | None = await session.scalar(
         sa.update(Tenant)
         .where(Tenant.id == tenant_id, Tenant.deleted_at.is_(None))
         .values(deleted_at=now)
-        .returning(Tenant.created_at)
+        .returning(sa.func.coalesce(Tenant.tokens_revoked_at, Tenant.created_at))
     )
-    if created_at is None:
+    if generation is None:
         raise NotFound(f"Tenant {tenant_id} not found")
     audit.record(
         session,
@@ -245,7 +246,7 @@ async def delete_tenant(
     await session.flush()
     return (
         AfterCommit()
-        .delete_tenant(tenant_id, created_at)
+        .delete_tenant(tenant_id, generation)
         .enqueue(CASCADE_DELETIONS, tenant_id=tenant_id)
     )
 
@@ -422,13 +423,14 @@ async def delete_user(
     tells it apart from a later user of the same id) makes every token of it invalid at once.
     """
     user = await _find_user(session, user_id, tenant_id)
-    deleted = await session.scalar(
+    # The tombstone names the generation of its tokens: its creation, or its last revoke-all.
+    generation: datetime | None = await session.scalar(
         sa.update(User)
         .where(User.id == user.id, User.deleted_at.is_(None))
         .values(deleted_at=now)
-        .returning(User.id)
+        .returning(sa.func.coalesce(User.tokens_revoked_at, User.created_at))
     )
-    if deleted is None:  # deleted by a concurrent request since we read it
+    if generation is None:  # deleted by a concurrent request since we read it
         raise NotFound(f"User {user_id} not found")
     audit.record(
         session,
@@ -441,9 +443,7 @@ async def delete_user(
     )
     await session.flush()
     return (
-        AfterCommit()
-        .delete_user(user_id, user.created_at)
-        .enqueue(CASCADE_DELETIONS, user_id=user_id)
+        AfterCommit().delete_user(user_id, generation).enqueue(CASCADE_DELETIONS, user_id=user_id)
     )
 
 

@@ -43,6 +43,7 @@ from domain.models import (
 )
 from domain.ratelimit import RateLimiter
 from domain.secrets import CLIENT_SECRET, REFRESH_TOKEN, SecretHasher, SecretShape, sha256_hex
+from domain.validity.fills import made_since_revocation
 
 Clock = Callable[[], datetime]
 
@@ -192,13 +193,20 @@ def _owners_live() -> sa.ColumnElement[bool]:
     """The credential's tenant, and its user for a user credential, are not deleted.
 
     A deletion sets deleted_at first and removes the rows later (a background job): from the
-    first instant the credential is as gone as an unknown one.
+    first instant the credential is as gone as an unknown one. "Revoke every token" of the
+    tenant or user does the same for the credentials made until then.
     """
     return sa.and_(
-        ~sa.exists().where(
-            _tenants.c.id == _credentials.c.tenant_id, _tenants.c.deleted_at.is_not(None)
-        ),
-        ~sa.exists().where(_users.c.id == _credentials.c.user_id, _users.c.deleted_at.is_not(None)),
+        ~sa.exists().where(_tenants.c.id == _credentials.c.tenant_id, _owner_took_it(_tenants.c)),
+        ~sa.exists().where(_users.c.id == _credentials.c.user_id, _owner_took_it(_users.c)),
+    )
+
+
+def _owner_took_it(owner: Any) -> sa.ColumnElement[bool]:
+    """The owner is deleted, or revoked every token it had when the credential was made."""
+    return sa.or_(
+        owner.deleted_at.is_not(None),
+        ~made_since_revocation(owner, _credentials.c.created_at),
     )
 
 

@@ -276,7 +276,8 @@ async def cascade_deletions(
 ) -> Counts:
     """Finish deletions: delete every credential, refresh token and access token of deleted
     users and tenants (those named, or every one pending), in batches that each commit, then the
-    user or tenant row itself.
+    user or tenant row itself. Finish "revoke every token" the same way: delete the tokens that
+    users and tenants (still there) made until their `tokens_revoked_at`.
 
     The deletion already made their tokens invalid (the row is marked and the validity cache
     holds its tombstone); this is the cleanup. A batch that commits stays done, so a worker
@@ -291,6 +292,12 @@ async def cascade_deletions(
             tenants = tenants.where(Tenant.id == tenant_id)
         user_ids = list(await session.scalars(users))
         tenant_ids = list(await session.scalars(tenants))
+        named = user_id is not None or tenant_id is not None
+        revoking_users, revoking_tenants = [], []
+        if user_id is not None or not named:
+            revoking_users = list(await session.execute(_revoking(User, user_id)))
+        if tenant_id is not None or not named:
+            revoking_tenants = list(await session.execute(_revoking(Tenant, tenant_id)))
     counts: Counts = {
         "users": 0,
         "tenants": 0,
@@ -298,6 +305,24 @@ async def cascade_deletions(
         "credentials": 0,
         "refresh_tokens": 0,
     }
+    for revoking_user, revoked_at in revoking_users:
+        await _delete_tokens_of(
+            context,
+            AccessToken.user_id,
+            ClientCredential.user_id,
+            revoking_user,
+            counts,
+            made_until=revoked_at,
+        )
+    for revoking_tenant, revoked_at in revoking_tenants:
+        await _delete_tokens_of(
+            context,
+            AccessToken.tenant_id,
+            ClientCredential.tenant_id,
+            revoking_tenant,
+            counts,
+            made_until=revoked_at,
+        )
     for deleted_user in user_ids:
         await _delete_tokens_of(
             context, AccessToken.user_id, ClientCredential.user_id, deleted_user, counts
@@ -322,15 +347,47 @@ async def cascade_deletions(
     return counts
 
 
+def _revoking(owner: Any, owner_id: str | None) -> sa.Select[Any]:
+    """(id, tokens_revoked_at) of the live users or tenants (the one named, or every one) that
+    revoked every token and still have tokens made until then."""
+    per_user = owner is User
+    tables: tuple[tuple[Any, Any, Any], ...] = (
+        (
+            AccessToken.id,
+            AccessToken.created_at,
+            AccessToken.user_id if per_user else AccessToken.tenant_id,
+        ),
+        (
+            ClientCredential.client_id,
+            ClientCredential.created_at,
+            ClientCredential.user_id if per_user else ClientCredential.tenant_id,
+        ),
+    )
+    doomed = [
+        sa.select(token_id)
+        .where(token_owner == owner.id, created_at <= owner.tokens_revoked_at)
+        .exists()
+        for token_id, created_at, token_owner in tables
+    ]
+    statement = sa.select(owner.id, owner.tokens_revoked_at).where(
+        owner.tokens_revoked_at.is_not(None), owner.deleted_at.is_(None), sa.or_(*doomed)
+    )
+    if owner_id is not None:
+        statement = statement.where(owner.id == owner_id)
+    return statement
+
+
 async def _delete_tokens_of(
     context: JobContext,
     token_owner: Any,
     credential_owner: Any,
     owner_id: str,
     counts: Counts,
+    made_until: datetime | None = None,
 ) -> None:
     """Delete, batch by batch, the credentials (with their refresh tokens) and the access
-    tokens whose owner column equals `owner_id`, tombstoning each batch in the cache."""
+    tokens whose owner column equals `owner_id` (and, given `made_until`, made until then),
+    tombstoning each batch in the cache."""
 
     async def delete_credentials(session: AsyncSession, ids: list[str]) -> AfterCommit:
         refresh = await session.execute(
@@ -346,15 +403,16 @@ async def _delete_tokens_of(
         await session.execute(sa.delete(AccessToken).where(AccessToken.id.in_(ids)))
         return AfterCommit().delete_tokens(access_token_ids=ids)
 
+    credentials = [credential_owner == owner_id]
+    tokens = [token_owner == owner_id]
+    if made_until is not None:
+        credentials.append(ClientCredential.created_at <= made_until)
+        tokens.append(AccessToken.created_at <= made_until)
     counts["credentials"] += await _in_batches(
-        context,
-        sa.select(ClientCredential.client_id).where(credential_owner == owner_id),
-        delete_credentials,
+        context, sa.select(ClientCredential.client_id).where(*credentials), delete_credentials
     )
     counts["access_tokens"] += await _in_batches(
-        context,
-        sa.select(AccessToken.id).where(token_owner == owner_id),
-        delete_tokens,
+        context, sa.select(AccessToken.id).where(*tokens), delete_tokens
     )
 
 

@@ -91,6 +91,9 @@ class Tenant(Base):
     # Set by the deletion: the tenant is gone for every reader from then on, and the cascade
     # job deletes its rows in batches and finally the tenant itself.
     deleted_at: Mapped[datetime | None]
+    # Set by "revoke every token": every token in the tenant made until then is gone for every
+    # reader, and the cascade job deletes those rows in batches (domain/tokens.py, "revoke").
+    tokens_revoked_at: Mapped[datetime | None]
 
 
 class User(Base):
@@ -108,6 +111,8 @@ class User(Base):
     updated_at: Mapped[datetime]
     # As Tenant.deleted_at: gone for every reader; the cascade job removes the rows.
     deleted_at: Mapped[datetime | None]
+    # As Tenant.tokens_revoked_at, for the user's personal tokens.
+    tokens_revoked_at: Mapped[datetime | None]
 
 
 class Permission(Base):
@@ -311,6 +316,25 @@ class RefreshToken(Base):
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+class TokenPolicy(Base):
+    """An account's token policy: limits on the tokens made in it. NULL: no limit."""
+
+    __tablename__ = "token_policies"
+
+    tenant_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    max_expires_in_minutes: Mapped[int | None]
+    require_expiration: Mapped[bool]
+    max_rotation_overlap_minutes: Mapped[int | None]
+    # The most tokens of each kind: per user for personal kinds, per account for its own.
+    max_user_api_tokens: Mapped[int | None]
+    max_tenant_api_tokens: Mapped[int | None]
+    max_user_access_tokens: Mapped[int | None]
+    max_tenant_access_tokens: Mapped[int | None]
+    updated_at: Mapped[datetime]
 
 
 class JobRun(Base):

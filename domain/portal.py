@@ -23,6 +23,7 @@ from domain.directory import (
 )
 from domain.errors import Conflict, Forbidden
 from domain.models import AccessToken, ClientCredential, Permission, Role, Tenant, User
+from domain.policy import Policy, effective_policy
 
 # The six permissions over tokens: fe.secure.{read,write,delete}.{tenant,user}ApiTokens.
 TOKEN_PERMISSION_KEYS = tuple(
@@ -56,6 +57,8 @@ class PortalSession:
     permissions: list[str]
     api_tokens_enabled: bool
     strategy: str  # machineToMachineAuthStrategy: AccessToken or ClientCredentials
+    # The account's token policy: the portal offers only the expirations it allows.
+    token_policy: Policy
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ async def portal_session(session: AsyncSession, caller: Caller) -> PortalSession
         permissions=sorted(caller.permissions),
         api_tokens_enabled=environment.api_tokens_enabled,
         strategy=environment.m2m_strategy,
+        token_policy=await effective_policy(session, tenant_id),
     )
 
 

@@ -21,28 +21,30 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from domain import audit
+from domain import audit, policy
 from domain.after_commit import AfterCommit
 from domain.auth import Caller
 from domain.configuration import Strategy, get_environment, require_creation_allowed
-from domain.directory import get_tenant, get_user_in_tenant
+from domain.directory import get_tenant, get_user_in_tenant, live_user
 from domain.errors import Conflict, Forbidden, InvalidInput, MissingHeader, NotFound
 from domain.grants import Grant, access_token_grant, credential_grant
+from domain.jobs import CASCADE_DELETIONS, PRUNE_REFRESH_TOKENS
 from domain.keys import Signer
 from domain.models import (
     AccessToken,
     ClientCredential,
+    RefreshToken,
     Tenant,
     User,
     access_token_roles,
     credential_permissions,
     credential_roles,
 )
+from domain.policy import MAX_EXPIRES_IN_MINUTES, Policy
 from domain.rotation import overlap_end
 from domain.secrets import CLIENT_SECRET, SecretHasher, SecretShape, sha256_hex
-from domain.validity.fills import not_deleted
+from domain.validity.fills import made_since_revocation, not_deleted, survived_revocations
 
-MAX_EXPIRES_IN_MINUTES = 5_256_000  # ten years
 TENANT_HEADER = "frontegg-tenant-id"
 USER_HEADER = "frontegg-user-id"
 
@@ -235,13 +237,18 @@ async def _acting_tenant_and_user(
 
 
 def _owned(kind: TokenKind[Any], scope: Scope) -> list[sa.ColumnElement[bool]]:
-    """Tokens of this kind owned in the scope: one user's, or the account's own; nobody else's."""
+    """Tokens of this kind owned in the scope: one user's, or the account's own; nobody else's.
+    Those revoked with every token of the account or user are gone already."""
     owner = (
         kind.rows.user_column == scope.owner_user_id
         if scope.owner_user_id is not None
         else kind.rows.user_column.is_(None)
     )
-    return [kind.rows.tenant_column == scope.tenant_id, owner]
+    return [
+        kind.rows.tenant_column == scope.tenant_id,
+        owner,
+        survived_revocations(kind.rows.model),
+    ]
 
 
 def _record(
@@ -342,11 +349,23 @@ async def _start_creation(
     expires_in_minutes: int | None,
     now: datetime,
 ) -> tuple[Scope, datetime | None]:
-    """The scope of a new token and when it expires, once the caller may write the kind and the
-    environment allows creating it."""
+    """The scope of a new token and when it expires, once the caller may write the kind, the
+    environment allows creating it, and the account's token policy allows it (its expiration,
+    and one more token of the kind: counted under the policy's lock, so that concurrent
+    creations cannot together pass the cap)."""
     scope = await _scope(session, caller, acting, kind, "write")
     require_creation_allowed(await get_environment(session), kind.rows.strategy)
-    return scope, _expiry(now, expires_in_minutes)
+    expires_at = _expiry(now, expires_in_minutes)
+    rules = await policy.policy_for_creation(session, scope.tenant_id, kind.name)
+    policy.require_expiration_allowed(rules, expires_in_minutes)
+    if rules.most_tokens(kind.name) is not None:
+        existing = await session.scalar(
+            sa.select(sa.func.count())
+            .select_from(kind.rows.model)
+            .where(*_owned(kind, scope), *policy.live_tokens_of(kind.rows.model, now))
+        )
+        policy.require_room_for_one_more(rules, kind.name, existing or 0)
+    return scope, expires_at
 
 
 def _expiry(now: datetime, expires_in_minutes: int | None) -> datetime | None:
@@ -702,6 +721,229 @@ async def delete_tenant_access_token(
     return await _delete(session, caller, acting, TENANT_ACCESS_TOKENS, token_id, now)
 
 
+# --- revoke everything ---------------------------------------------------------------------------
+
+
+async def _revoke_refresh_tokens(
+    session: AsyncSession,
+    caller: Caller,
+    acting: Acting,
+    kind: TokenKind[ClientCredential],
+    client_id: str,
+    now: datetime,
+) -> tuple[int, AfterCommit]:
+    """Revoke every usable refresh token of the credential; the credential stays, and its
+    machines must exchange their secret again. The credential's row is locked as an exchange
+    locks it, so an exchange either finished before (its refresh token is revoked here) or
+    starts after. The JWTs already issued live until their `exp`.
+
+    Returns how many were revoked; the prune job deletes the rows after the commit.
+    """
+    scope = await _scope(session, caller, acting, kind, "write")
+    found = await session.scalar(
+        sa.select(ClientCredential.client_id)
+        .where(ClientCredential.client_id == client_id, *_owned(kind, scope))
+        .with_for_update()
+    )
+    if found is None:
+        raise NotFound(kind.rows.not_found.format(id=client_id))
+    revoked = await session.execute(
+        sa.update(RefreshToken)
+        .where(
+            RefreshToken.client_id == client_id,
+            RefreshToken.used_at.is_(None),
+            RefreshToken.revoked_at.is_(None),
+            RefreshToken.expires_at > now,
+        )
+        .values(revoked_at=now)
+    )
+    count = max(int(getattr(revoked, "rowcount", 0) or 0), 0)
+    _record(session, caller, "updated", kind, client_id, scope, now, revokedRefreshTokens=count)
+    await session.flush()
+    return count, AfterCommit().enqueue(PRUNE_REFRESH_TOKENS, client_id=client_id)
+
+
+async def revoke_user_client_credential_refresh_tokens(
+    session: AsyncSession, caller: Caller, acting: Acting, client_id: str, now: datetime
+) -> tuple[int, AfterCommit]:
+    return await _revoke_refresh_tokens(
+        session, caller, acting, USER_CLIENT_CREDENTIALS, client_id, now
+    )
+
+
+async def revoke_tenant_client_credential_refresh_tokens(
+    session: AsyncSession, caller: Caller, acting: Acting, client_id: str, now: datetime
+) -> tuple[int, AfterCommit]:
+    return await _revoke_refresh_tokens(
+        session, caller, acting, TENANT_CLIENT_CREDENTIALS, client_id, now
+    )
+
+
+@dataclass(frozen=True)
+class Revoked:
+    """What "revoke every token" of a user or an account ended: the counts, and the instant up
+    to which every token made is gone."""
+
+    access_tokens: int
+    client_credentials: int
+    revoked_at: datetime
+
+
+async def _count_live(
+    session: AsyncSession, model: Any, owner: sa.ColumnElement[bool], now: datetime
+) -> int:
+    """How many tokens of `model` matching `owner` are alive (an expired one is dead already)."""
+    counted = await session.scalar(
+        sa.select(sa.func.count())
+        .select_from(model)
+        .where(owner, *policy.live_tokens_of(model, now))
+    )
+    return int(counted or 0)
+
+
+def _next_mark(previous: datetime | None, now: datetime) -> datetime:
+    """The new revoke-all instant: later than the last, so that it starts a new generation."""
+    if previous is not None and now <= previous:
+        return previous + timedelta(microseconds=1)
+    return now
+
+
+async def revoke_every_token_of_user(
+    session: AsyncSession, caller: Caller, user_id: str, tenant_id: str | None, now: datetime
+) -> tuple[Revoked, AfterCommit]:
+    """End every access token, client credential and refresh token of the user; the user stays.
+
+    The user's row carries the instant: from this commit on every token of it made until then
+    is gone for every reader (validation, exchange, refresh, listings); after the commit the
+    validity cache's tombstone of the user's previous generation makes it so on every process
+    within the cache's bound, and the cascade job deletes the rows in batches.
+    """
+    user: User | None = await session.scalar(live_user(user_id).with_for_update(of=User))
+    if user is None or (tenant_id is not None and user.tenant_id != tenant_id):
+        raise NotFound(f"User {user_id} not found")
+    generation = user.tokens_revoked_at or user.created_at
+    mark = _next_mark(user.tokens_revoked_at, now)
+    revoked = Revoked(
+        access_tokens=await _count_live(session, AccessToken, AccessToken.user_id == user_id, now),
+        client_credentials=await _count_live(
+            session, ClientCredential, ClientCredential.user_id == user_id, now
+        ),
+        revoked_at=mark,
+    )
+    user.tokens_revoked_at = mark
+    _record_revoke_all(session, caller, "user", user_id, user.tenant_id, revoked, now)
+    await session.flush()
+    return revoked, (
+        AfterCommit().delete_user(user_id, generation).enqueue(CASCADE_DELETIONS, user_id=user_id)
+    )
+
+
+async def revoke_every_token_of_tenant(
+    session: AsyncSession, caller: Caller, tenant_id: str, now: datetime
+) -> tuple[Revoked, AfterCommit]:
+    """End every token of the account, its own and its users' personal ones; the account and
+    its users stay. As `revoke_every_token_of_user`, with the tenant's row and tombstone."""
+    tenant = await session.get(Tenant, tenant_id, with_for_update=True)
+    if tenant is None or tenant.deleted_at is not None:
+        raise NotFound(f"Tenant {tenant_id} not found")
+    generation = tenant.tokens_revoked_at or tenant.created_at
+    mark = _next_mark(tenant.tokens_revoked_at, now)
+    revoked = Revoked(
+        access_tokens=await _count_live(
+            session, AccessToken, AccessToken.tenant_id == tenant_id, now
+        ),
+        client_credentials=await _count_live(
+            session, ClientCredential, ClientCredential.tenant_id == tenant_id, now
+        ),
+        revoked_at=mark,
+    )
+    tenant.tokens_revoked_at = mark
+    _record_revoke_all(session, caller, "tenant", tenant_id, tenant_id, revoked, now)
+    await session.flush()
+    return revoked, (
+        AfterCommit()
+        .delete_tenant(tenant_id, generation)
+        .enqueue(CASCADE_DELETIONS, tenant_id=tenant_id)
+    )
+
+
+def _record_revoke_all(
+    session: AsyncSession,
+    caller: Caller,
+    target_type: Literal["user", "tenant"],
+    target_id: str,
+    tenant_id: str,
+    revoked: Revoked,
+    now: datetime,
+) -> None:
+    audit.record(
+        session,
+        caller,
+        "tokens.revoked",
+        target_type=target_type,
+        target_id=target_id,
+        tenant_id=tenant_id,
+        now=now,
+        details={
+            "accessTokens": revoked.access_tokens,
+            "clientCredentials": revoked.client_credentials,
+            "revokedAt": revoked.revoked_at.isoformat(),
+        },
+    )
+
+
+# --- the account token policy ----------------------------------------------------------------
+
+# Who may read the policy: its readers, and whoever may create tokens under it.
+_POLICY_READERS = frozenset(
+    {
+        "fe.secure.read.tokenPolicy",
+        "fe.secure.write.userApiTokens",
+        "fe.secure.write.tenantApiTokens",
+    }
+)
+
+
+async def get_token_policy(
+    session: AsyncSession, caller: Caller, acting: Acting
+) -> tuple[str, Policy]:
+    """The policy of the caller's account (the vendor's: of the tenant it names)."""
+    if not caller.is_vendor and not _POLICY_READERS & caller.permissions:
+        raise Forbidden("Missing permission fe.secure.read.tokenPolicy")
+    tenant_id, _ = await _acting_tenant_and_user(session, caller, acting)
+    return tenant_id, await policy.effective_policy(session, tenant_id)
+
+
+async def set_token_policy(
+    session: AsyncSession, caller: Caller, acting: Acting, rules: Policy, now: datetime
+) -> tuple[str, Policy, list[policy.Exceeding]]:
+    """Replace the account's policy. Existing tokens stay as they are: what lies outside the
+    new policy is returned (and recorded) so that the account can act on it."""
+    caller.require("fe.secure.write.tokenPolicy")
+    policy.validate(rules)
+    tenant_id, _ = await _acting_tenant_and_user(session, caller, acting)
+    stored = await policy.store(session, tenant_id, rules, now)
+    outside = await policy.exceeding(session, tenant_id, stored, now)
+    audit.record(
+        session,
+        caller,
+        "token_policy.updated",
+        target_type="tenant",
+        target_id=tenant_id,
+        tenant_id=tenant_id,
+        now=now,
+        details={
+            "maxExpiresInMinutes": stored.max_expires_in_minutes,
+            "requireExpiration": stored.require_expiration,
+            "maxRotationOverlapMinutes": stored.max_rotation_overlap_minutes,
+            "maxTokens": dict(stored.max_tokens),
+            "exceeding": len(outside),
+        },
+    )
+    await session.flush()
+    return tenant_id, stored, outside
+
+
 # --- links -------------------------------------------------------------------------------------
 
 
@@ -761,8 +1003,22 @@ async def active_access_token_ids(
         array = sa.func.json_group_array(AccessToken.id)
     statement = (
         sa.select(array, sa.func.min(AccessToken.expires_at))
-        .join(Tenant, sa.and_(Tenant.id == AccessToken.tenant_id, not_deleted(Tenant)))
-        .outerjoin(User, sa.and_(User.id == AccessToken.user_id, not_deleted(User)))
+        .join(
+            Tenant,
+            sa.and_(
+                Tenant.id == AccessToken.tenant_id,
+                not_deleted(Tenant),
+                made_since_revocation(Tenant, AccessToken.created_at),
+            ),
+        )
+        .outerjoin(
+            User,
+            sa.and_(
+                User.id == AccessToken.user_id,
+                not_deleted(User),
+                made_since_revocation(User, AccessToken.created_at),
+            ),
+        )
         .where(kind, _valid_now(now), sa.or_(AccessToken.user_id.is_(None), User.id.is_not(None)))
     )
     if tenant_id is not None:
@@ -800,7 +1056,7 @@ async def tokens_of_tenant(session: AsyncSession, tenant_id: str) -> list[Kinded
     await get_tenant(session, tenant_id)
     listed: list[KindedToken] = []
     for kind in KINDS:
-        where = [kind.rows.tenant_column == tenant_id]
+        where = [kind.rows.tenant_column == tenant_id, survived_revocations(kind.rows.model)]
         if kind.per_user:
             live_users = sa.select(User.id).where(User.tenant_id == tenant_id, not_deleted(User))
             where.append(kind.rows.user_column.in_(live_users))

@@ -857,3 +857,110 @@ async def eventually_true(check: Any, what: str, within: float = 30.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"not within {within} s: {what}")
         await asyncio.sleep(0.1)  # polling another process, not standing in for time
+
+
+async def test_revoking_every_token_of_an_account_is_confirmed_with_what_dies_and_ends_them(
+    live_server: str,
+    browser: Browser,
+    api: httpx.AsyncClient,
+    vendor_headers: dict[str, str],
+    factory: Factory,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    tenant_id, _ = await populated_tenant(api, vendor_headers, factory, sessions)
+    acme = {**vendor_headers, "frontegg-tenant-id": tenant_id}
+    await configure(api, vendor_headers, machineToMachineAuthStrategy="AccessToken")
+    kept_elsewhere = await create_access_token(api, vendor_headers, (await factory.tenant()).id)
+    doomed = await create_access_token(api, vendor_headers, tenant_id)
+    async with watched_page(browser) as watched:
+        page = watched.page
+        await sign_in_to_console(page, live_server)
+        await page.goto(f"{live_server}/console#/accounts/{tenant_id}")
+        await expect(page.get_by_role("heading", name="Acme Inc.", level=1)).to_be_visible()
+
+        # One user's tokens first: the confirmation names the user and what of hers dies.
+        ada_row = page.get_by_role("row").filter(has_text="Ada's laptop")
+        await ada_row.get_by_role("button", name="Revoke every token of Ada Lovelace").click()
+        confirm_user = page.get_by_role("dialog", name="Revoke every token of Ada Lovelace?")
+        await expect(confirm_user).to_contain_text("1 access token and 1 client credential")
+        await expect(confirm_user).to_contain_text("Ada Lovelace stays a user of Acme Inc.")
+        await confirm_user.get_by_role("button", name="Revoke every token").click()
+        await expect(page.get_by_role("heading", name="Personal tokens (0)")).to_be_visible()
+        await expect(page.get_by_role("heading", name="Account tokens (3)")).to_be_visible()
+
+        await page.get_by_role("button", name="Revoke every token of this account").click()
+        confirm = page.get_by_role("dialog", name="Revoke every token of Acme Inc.?")
+        # The expired one is not counted: it is dead already.
+        await expect(confirm).to_contain_text("2 access tokens and 0 client credentials")
+        await expect(confirm).to_contain_text("cannot be restored")
+        await expect(confirm.get_by_role("button", name="Cancel")).to_be_focused()
+        await screenshot_viewport(page, "console-revoke-all-confirm")
+        await page.keyboard.press("Escape")  # closes, revokes nothing
+        await expect(confirm).to_be_hidden()
+        assert (await validate(api, api_key(doomed["secret"]))).status_code == 200
+
+        await page.get_by_role("button", name="Revoke every token of this account").click()
+        await confirm.get_by_role("button", name="Revoke every token").click()
+        await expect(page.get_by_role("heading", name="Account tokens (0)")).to_be_visible()
+        await expect(page.get_by_role("status")).to_contain_text(
+            "Acme Inc.: revoked 2 access tokens"
+        )
+        await screenshot(page, "console-revoke-all-done")
+
+    watched.assert_clean()
+    assert (await validate(api, api_key(doomed["secret"]))).status_code == 401
+    assert (await validate(api, api_key(kept_elsewhere["secret"]))).status_code == 200
+    assert (await api.get(TENANT_ACCESS, headers=acme)).json() == {"accessTokens": []}
+    assert (
+        await api.get(f"/tenants/resources/tenants/v1/{tenant_id}", headers=vendor_headers)
+    ).is_success
+
+
+async def test_the_account_token_policy_is_shown_and_edited_and_reports_what_exceeds_it(
+    live_server: str,
+    browser: Browser,
+    api: httpx.AsyncClient,
+    vendor_headers: dict[str, str],
+    factory: Factory,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    tenant_id, _ = await populated_tenant(api, vendor_headers, factory, sessions)
+    acme = {**vendor_headers, "frontegg-tenant-id": tenant_id}
+    async with watched_page(browser) as watched:
+        page = watched.page
+        await sign_in_to_console(page, live_server)
+        await page.goto(f"{live_server}/console#/accounts/{tenant_id}")
+        policy = page.get_by_role("region", name="Token policy")
+        await expect(policy).to_contain_text("No policy set")
+
+        await policy.get_by_role("button", name="Edit policy").click()
+        dialog = page.get_by_role("dialog", name="Edit the token policy")
+        await dialog.get_by_label("Longest expiration").select_option(label="7 days")
+        await dialog.get_by_label("Most access tokens per user").fill("0")
+        await dialog.get_by_label("Longest rotation overlap (minutes)").fill("99999")
+        await dialog.get_by_role("button", name="Save policy").click()
+        await expect(dialog.get_by_role("alert")).to_contain_text("maxRotationOverlapMinutes")
+        await dialog.get_by_label("Longest rotation overlap (minutes)").fill("60")
+        await dialog.get_by_role("button", name="Save policy").click()
+
+        # Reporting (never expires) and Ada's CI job (never) exceed the 7 days; Ada holds one
+        # access token where the policy now allows none. Nothing is shortened.
+        await expect(dialog).to_contain_text("lie outside the new policy")
+        await expect(dialog.get_by_role("listitem")).to_have_count(3)
+        await screenshot_viewport(page, "console-policy-exceeding")
+        await dialog.get_by_role("button", name="Done").click()
+        await expect(dialog).to_be_hidden()
+        await expect(policy).to_contain_text("7 days")
+        await expect(policy).to_contain_text("1 hour")
+        await expect(page.get_by_role("heading", name="Personal tokens (2)")).to_be_visible()
+        await screenshot(page, "console-policy")
+
+    watched.assert_clean()
+    stored = (await api.get("/identity/resources/tenants/token-policy/v1", headers=acme)).json()
+    assert stored["maxExpiresInMinutes"] == 7 * 1440
+    assert stored["maxRotationOverlapMinutes"] == 60
+    assert stored["maxTokens"]["userAccessToken"] == 0
+    await configure(api, vendor_headers, machineToMachineAuthStrategy="AccessToken")
+    refused = await api.post(TENANT_ACCESS, headers=acme, json={"roleIds": []})
+    assert refused.status_code == 400
+    assert "maxExpiresInMinutes" in refused.json()["errors"][0]

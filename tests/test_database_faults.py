@@ -79,6 +79,7 @@ from tests.suite import (
 from workers.inprocess import InProcessJobs
 
 TENANTS = "/tenants/resources/tenants/v1"
+TOKEN_POLICY = "/identity/resources/tenants/token-policy/v1"
 UNAVAILABLE = {"errors": ["Service temporarily unavailable"]}
 # Whatever fails, no request of these tests may take longer: a hang fails the test, not the run.
 HANG_GUARD_SECONDS = 15
@@ -617,6 +618,34 @@ def routes() -> dict[tuple[str, str], tuple[str, Call]]:
         ("POST", TENANT_API_V2): (
             house,
             lambda c, w: c.post(TENANT_API_V2, headers=in_tenant(w), json={}),
+        ),
+        ("DELETE", USER_API + "/{token_id:str}/refresh-tokens"): (
+            house,
+            lambda c, w: c.delete(f"{USER_API}/{w.client_id}/refresh-tokens", headers=as_user(w)),
+        ),
+        ("DELETE", TENANT_API + "/{token_id:str}/refresh-tokens"): (
+            house,
+            lambda c, w: c.delete(
+                f"{TENANT_API}/{w.client_id}/refresh-tokens", headers=in_tenant(w)
+            ),
+        ),
+        ("DELETE", users + "/v1/{user_id:str}/tokens"): (
+            house,
+            lambda c, w: c.delete(f"{users}/v1/{w.user_id}/tokens", headers=w.vendor),
+        ),
+        ("DELETE", TENANTS + "/{tenant_id:str}/tokens"): (
+            house,
+            lambda c, w: c.delete(f"{TENANTS}/{w.tenant_id}/tokens", headers=w.vendor),
+        ),
+        ("GET", TOKEN_POLICY): (
+            house,
+            lambda c, w: c.get(TOKEN_POLICY, headers=in_tenant(w)),
+        ),
+        ("PUT", TOKEN_POLICY): (
+            house,
+            lambda c, w: c.put(
+                TOKEN_POLICY, headers=in_tenant(w), json={"requireExpiration": True}
+            ),
         ),
         ("PATCH", TENANT_API + "/{token_id:str}"): (
             house,

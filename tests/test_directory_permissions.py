@@ -26,11 +26,12 @@ PERMISSION_FIELDS = {
     "categoryId",
     "fePermission",
 }
+# The built-in permissions: the six over tokens, and the two over the account token policy.
 FE_SECURE = {
     f"fe.secure.{action}.{resource}"
     for action in ("read", "write", "delete")
     for resource in ("userApiTokens", "tenantApiTokens")
-} | {"fe.secure.read.audits"}
+} | {"fe.secure.read.audits", "fe.secure.read.tokenPolicy", "fe.secure.write.tokenPolicy"}
 
 
 async def custom_keys(db: AsyncSession) -> set[str]:

@@ -660,3 +660,49 @@ async def test_each_tokens_last_use_is_shown_as_time_since(
             await expect(spare.locator('td[data-label="Last used"]')).to_have_text("Never")
             await screenshot(page, "portal-last-used")
             watch.assert_quiet()
+
+
+async def test_the_portal_offers_only_the_expirations_the_account_policy_allows_and_shows_it(
+    settings: Settings,
+    factory: Factory,
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    idp_key: rsa.RSAPrivateKey,
+) -> None:
+    tenant, _, user = await account(
+        factory, ["fe.secure.read.userApiTokens", "fe.secure.write.userApiTokens"]
+    )
+    saved = await client.put(
+        "/identity/resources/tenants/token-policy/v1",
+        headers={**vendor, "frontegg-tenant-id": tenant.id},
+        json={"maxExpiresInMinutes": 45 * 1440, "maxTokens": {"userApiToken": 2}},
+    )
+    assert saved.status_code == 200, saved.text
+
+    with portal_server(settings) as base:
+        async with chromium() as browser:
+            page = await browser.new_page(viewport=DESKTOP)
+            await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
+            policy_note = (
+                "Your account's token policy: tokens expire within 45 days; at most 2 per person."
+            )
+            await expect(page.get_by_role("tabpanel")).to_contain_text(policy_note)
+
+            await page.get_by_role("button", name="Create token").click()
+            dialog = page.get_by_role("dialog", name="Create personal token")
+            expiration = dialog.get_by_label("Expiration")
+            # No "Never", nothing past 45 days, and the policy's longest offered as such.
+            await expect(expiration.locator("option")).to_have_text(
+                ["After 1 day", "After 7 days", "After 30 days", "After 45 days"]
+            )
+            await expect(expiration).to_have_value(str(30 * 1440))  # the usual default
+            await expect(expiration).to_have_accessible_description(policy_note)
+            await dialog.get_by_label("Description").fill("Within the policy")
+            await expiration.select_option(label="After 45 days")
+            await screenshot_viewport(page, "portal-policy-create")
+            await dialog.get_by_role("button", name="Create token").click()
+            await page.get_by_role("dialog").get_by_role("button", name="Done").click()
+
+            row = page.get_by_role("row").filter(has_text="Within the policy")
+            await expect(row).to_contain_text("45 days")
+            await screenshot(page, "portal-policy")

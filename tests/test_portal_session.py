@@ -57,6 +57,19 @@ async def test_the_session_names_the_user_its_account_the_roles_it_holds_and_the
         ),
         "apiTokensEnabled": True,
         "machineToMachineAuthStrategy": "ClientCredentials",
+        "tokenPolicy": {
+            "tenantId": "acme",
+            "maxExpiresInMinutes": None,
+            "requireExpiration": False,
+            "maxRotationOverlapMinutes": None,
+            "maxTokens": {
+                "userApiToken": None,
+                "tenantApiToken": None,
+                "userAccessToken": None,
+                "tenantAccessToken": None,
+            },
+            "updatedAt": None,
+        },
     }
 
 
@@ -169,3 +182,23 @@ async def test_token_creators_need_the_permission_to_read_account_tokens_and_an_
     assert refused.status_code == 403
     assert refused.json() == {"errors": [f"Missing permission {READ_TENANT}"]}
     assert (await client.get(CREATORS, headers=vendor)).status_code == 403
+
+
+async def test_the_session_carries_the_accounts_token_policy_for_the_expiration_choices(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, end_user: Any
+) -> None:
+    tenant = await factory.tenant()
+    user = await factory.user(tenant.id)
+    saved = await client.put(
+        "/identity/resources/tenants/token-policy/v1",
+        headers={**vendor, "frontegg-tenant-id": tenant.id},
+        json={"maxExpiresInMinutes": 10080, "maxTokens": {"userApiToken": 2}},
+    )
+    assert saved.status_code == 200, saved.text
+
+    response = await client.get(SESSION, headers=end_user(user.id, tenant.id))
+
+    policy = response.json()["tokenPolicy"]
+    assert policy["maxExpiresInMinutes"] == 10080
+    assert policy["maxTokens"]["userApiToken"] == 2
+    assert policy["requireExpiration"] is False

@@ -156,7 +156,7 @@ async def test_a_missing_tenant_header_is_refused_alike_on_every_route_that_need
         path = template.replace("{user_id:str}", "u1").replace("{token_id:str}", "t1")
         body = {"email": "ada@example.com"} if path.endswith("/users/v2") else {"roleIds": []}
         if "tokens" in path:
-            body = {}
+            body = {"overlapMinutes": 0} if path.endswith("/rotate") else {}
         content = b"" if method in {"GET", "DELETE"} and "tokens" in path else None
 
         response = await (

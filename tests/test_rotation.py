@@ -321,6 +321,34 @@ async def test_the_longest_overlap_is_accepted(
     assert response.json()["previousSecretExpires"] == iso(rotated_at + timedelta(days=7))
 
 
+async def test_an_accounts_token_policy_narrows_the_overlap_and_names_its_rule(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, db: AsyncSession
+) -> None:
+    tenant = await factory.tenant()
+    permission = await factory.permission()
+    old = await tenant_credential(client, vendor, tenant.id, permission_ids=[permission.id])
+    headers = in_tenant(vendor, tenant.id)
+    policy = await client.put(
+        "/identity/resources/tenants/token-policy/v1",
+        headers=headers,
+        json={"maxRotationOverlapMinutes": 30},
+    )
+    assert policy.status_code == 200, policy.text
+
+    refused = await rotate(client, headers, TENANT_API, old.client_id, 31)
+
+    assert refused.status_code == 400, refused.text
+    assert refused.json() == {
+        "errors": [
+            "the overlap must be at most 30 minutes in this account"
+            " (account token policy: maxRotationOverlapMinutes)"
+        ]
+    }
+    assert (await stored_credential(db, old.client_id)).rotated_at is None
+    allowed = await rotate(client, headers, TENANT_API, old.client_id, 30)
+    assert allowed.status_code == 200, allowed.text
+
+
 async def test_the_new_secret_costs_one_argon2_verification_during_the_overlap_a_wrong_one_two(
     client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, services: Services
 ) -> None:

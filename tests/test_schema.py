@@ -16,11 +16,12 @@ from domain.models import Base
 from domain.schema import alembic_config, upgrade_to_head
 from tests.suite import PG_SERVER, _plain_dsn
 
+# The built-in permissions: the six over tokens, and the two over the account token policy.
 FE_SECURE = {
     f"fe.secure.{action}.{resource}"
     for action in ("read", "write", "delete")
     for resource in ("userApiTokens", "tenantApiTokens")
-} | {"fe.secure.read.audits"}
+} | {"fe.secure.read.audits", "fe.secure.read.tokenPolicy", "fe.secure.write.tokenPolicy"}
 
 
 def _head() -> str:

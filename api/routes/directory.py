@@ -33,8 +33,9 @@ from api.schemas.directory import (
     user_created_response,
     user_response,
 )
+from api.schemas.tokens import RevokedEveryTokenOut, revoked_every_token_response
 from api.transaction import commit
-from domain import directory
+from domain import directory, tokens
 
 TENANTS = "/tenants/resources/tenants/v1"
 TENANT = TENANTS + "/{tenant_id:str}"
@@ -46,6 +47,9 @@ ROLE = ROLES + "/{role_id:str}"
 ROLE_PERMISSIONS = ROLE + "/permissions"
 PERMISSIONS = "/identity/resources/permissions/v1"
 PERMISSION = PERMISSIONS + "/{permission_id:str}"
+# Revoke every token of a user or an account; the user or account stays.
+USER_TOKENS = USER + "/tokens"
+TENANT_TOKENS = TENANT + "/tokens"
 
 
 # --- tenants ----------------------------------------------------------------------------------
@@ -318,6 +322,40 @@ async def delete_permission(
     await commit(db_session, services)
 
 
+# --- revoke every token of a user or an account ---------------------------------------------------
+
+
+@delete(USER_TOKENS, dependencies=VENDOR_ONLY, status_code=200)
+async def revoke_every_token_of_user(
+    user_id: PathId,
+    tenant_id: OptionalTenantHeader,
+    vendor: CallerDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+) -> RevokedEveryTokenOut:
+    # Every token of the user is invalid before the answer; the job removes the rows.
+    revoked, after = await tokens.revoke_every_token_of_user(
+        db_session, vendor, user_id, tenant_id, now
+    )
+    await commit(db_session, services, after)
+    return revoked_every_token_response(revoked)
+
+
+@delete(TENANT_TOKENS, dependencies=VENDOR_ONLY, status_code=200)
+async def revoke_every_token_of_tenant(
+    tenant_id: PathId,
+    vendor: CallerDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+) -> RevokedEveryTokenOut:
+    # Every token in the account is invalid before the answer; the job removes the rows.
+    revoked, after = await tokens.revoke_every_token_of_tenant(db_session, vendor, tenant_id, now)
+    await commit(db_session, services, after)
+    return revoked_every_token_response(revoked)
+
+
 ROUTES = [
     create_tenant,
     list_tenants,
@@ -338,4 +376,6 @@ ROUTES = [
     create_permissions,
     update_permission,
     delete_permission,
+    revoke_every_token_of_user,
+    revoke_every_token_of_tenant,
 ]

@@ -19,6 +19,7 @@ from api.schemas.tokens import (
     CreateTenantApiTokenRequest,
     CreateUserAccessTokenRequest,
     CreateUserApiTokenRequest,
+    RevokedRefreshTokensOut,
     RotateRequest,
     TenantAccessTokensOut,
     TenantApiTokenOut,
@@ -50,6 +51,7 @@ ONE = "/{token_id:str}"
 # Rotation (README "Rotation"): no Frontegg equivalent, beside the token's own path.
 ROTATE = ONE + "/rotate"
 ROTATION = ONE + "/rotation"
+REFRESH_TOKENS = ONE + "/refresh-tokens"
 # Frontegg answers a deletion with 200 and an empty body. The token is invalid here before the
 # response, everywhere within the validity cache's bound (the README's "Validity cache").
 DELETED = MediaType.TEXT
@@ -407,6 +409,41 @@ def _credential_kind(request: Request[Any, Any, Any]) -> tokens.TokenKind[Client
     return tokens.CLIENT_CREDENTIAL_KINDS[_resource(request)]
 
 
+# --- revoke everything ---------------------------------------------------------------------------
+
+
+@delete(USER_API_TOKENS + REFRESH_TOKENS, dependencies=CALLER, status_code=200)
+async def revoke_user_api_token_refresh_tokens(
+    token_id: PathId,
+    caller: CallerDep,
+    acting: ActingDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+) -> RevokedRefreshTokensOut:
+    count, after = await tokens.revoke_user_client_credential_refresh_tokens(
+        db_session, caller, acting, token_id, now
+    )
+    await commit(db_session, services, after)
+    return RevokedRefreshTokensOut(revoked_refresh_tokens=count)
+
+
+@delete(TENANT_API_TOKENS + REFRESH_TOKENS, dependencies=CALLER, status_code=200)
+async def revoke_tenant_api_token_refresh_tokens(
+    token_id: PathId,
+    caller: CallerDep,
+    acting: ActingDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+) -> RevokedRefreshTokensOut:
+    count, after = await tokens.revoke_tenant_client_credential_refresh_tokens(
+        db_session, caller, acting, token_id, now
+    )
+    await commit(db_session, services, after)
+    return RevokedRefreshTokensOut(revoked_refresh_tokens=count)
+
+
 ROUTES = [
     create_user_api_token,
     get_user_api_tokens,
@@ -424,4 +461,6 @@ ROUTES = [
     rotate_api_token,
     end_api_token_rotation,
     roll_access_token,
+    revoke_user_api_token_refresh_tokens,
+    revoke_tenant_api_token_refresh_tokens,
 ]

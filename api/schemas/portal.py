@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from api.schemas.common import Out
+from api.schemas.policy import TokenPolicyOut, token_policy_response
 from domain.portal import Member, PortalSession
 
 
@@ -22,6 +23,7 @@ class PortalSessionOut(Out):
     permissions: list[str]
     api_tokens_enabled: bool
     machine_to_machine_auth_strategy: str
+    token_policy: TokenPolicyOut
 
 
 class MemberOut(Out):
@@ -41,6 +43,7 @@ def portal_session_response(portal: PortalSession) -> PortalSessionOut:
         permissions=portal.permissions,
         api_tokens_enabled=portal.api_tokens_enabled,
         machine_to_machine_auth_strategy=portal.strategy,
+        token_policy=token_policy_response(portal.tenant_id, portal.token_policy),
     )
 
 

@@ -10,7 +10,8 @@ from msgspec import UNSET, UnsetType
 
 from api.schemas.common import Body, IdList, Out, Text, iso
 from domain.models import AccessToken, ClientCredential
-from domain.tokens import MAX_EXPIRES_IN_MINUTES, Issued, TokenView
+from domain.policy import MAX_EXPIRES_IN_MINUTES
+from domain.tokens import Issued, Revoked, TokenView
 
 # --- requests --------------------------------------------------------------------------------
 
@@ -289,4 +290,27 @@ def created_tenant_access_token_response(
 ) -> CreatedTenantAccessTokenOut:
     return with_secret(
         tenant_access_token_response(issued.token), CreatedTenantAccessTokenOut, issued.secret
+    )
+
+
+# --- revoke everything ---------------------------------------------------------------------------
+
+
+class RevokedRefreshTokensOut(Out):
+    revoked_refresh_tokens: int
+
+
+class RevokedEveryTokenOut(Out):
+    """What "revoke every token" ended; every token made until `revokedAt` is gone."""
+
+    access_tokens: int
+    client_credentials: int
+    revoked_at: str
+
+
+def revoked_every_token_response(revoked: Revoked) -> RevokedEveryTokenOut:
+    return RevokedEveryTokenOut(
+        access_tokens=revoked.access_tokens,
+        client_credentials=revoked.client_credentials,
+        revoked_at=iso(revoked.revoked_at),
     )

@@ -43,6 +43,36 @@ def not_deleted(model: Any) -> sa.ColumnElement[bool]:
     return deleted_at.is_(None)
 
 
+def generation_began(model: Any) -> sa.ColumnElement[Any]:
+    """When the tokens of a tenant or user now alive began: its creation, or its last "revoke
+    every token". The validity cache names an owner by this instant (its incarnation), so that
+    the tombstone of one generation kills every cached token of it and none of the next."""
+    return sa.func.coalesce(model.tokens_revoked_at, model.created_at)
+
+
+def made_since_revocation(owner: Any, token_created_at: Any) -> sa.ColumnElement[bool]:
+    """The token was made after its owner's last "revoke every token" (if any): the tokens made
+    before are gone for every reader from that instant, while the cascade job deletes them."""
+    revoked_at: sa.ColumnElement[Any] = owner.tokens_revoked_at
+    return sa.or_(revoked_at.is_(None), token_created_at > revoked_at)
+
+
+def survived_revocations(model: Any) -> sa.ColumnElement[bool]:
+    """A token of `model` (AccessToken or ClientCredential) made after the last "revoke every
+    token" of its tenant and of its user."""
+    tenant_took_it = (
+        sa.select(Tenant.id)
+        .where(Tenant.id == model.tenant_id, ~made_since_revocation(Tenant, model.created_at))
+        .exists()
+    )
+    user_took_it = (
+        sa.select(User.id)
+        .where(User.id == model.user_id, ~made_since_revocation(User, model.created_at))
+        .exists()
+    )
+    return sa.and_(~tenant_took_it, ~user_took_it)
+
+
 def _grants_of_access_token(token_id: str) -> sa.Subquery:
     """(role key, permission key) rows of an access token: a tenant token's own roles, or the
     roles its user holds now in the token's tenant."""
@@ -86,15 +116,29 @@ def _fill_statement(table: Table | None, token_id: str) -> sa.Select[Any]:
         row.tenant_id,
         row.user_id,
         row.expires_at,
-        Tenant.created_at.label("tenant_created_at"),
-        User.created_at.label("user_created_at"),
+        generation_began(Tenant).label("tenant_created_at"),
+        generation_began(User).label("user_created_at"),
     ]
     statement = (
         sa.select(*columns)
         .select_from(Environment)
         .outerjoin(row, row_id == token_id)
-        .outerjoin(Tenant, sa.and_(Tenant.id == row.tenant_id, not_deleted(Tenant)))
-        .outerjoin(User, sa.and_(User.id == row.user_id, not_deleted(User)))
+        .outerjoin(
+            Tenant,
+            sa.and_(
+                Tenant.id == row.tenant_id,
+                not_deleted(Tenant),
+                made_since_revocation(Tenant, row.created_at),
+            ),
+        )
+        .outerjoin(
+            User,
+            sa.and_(
+                User.id == row.user_id,
+                not_deleted(User),
+                made_since_revocation(User, row.created_at),
+            ),
+        )
         .where(Environment.id == ENVIRONMENT_ROW_ID)
     )
     if table == "at":
@@ -120,7 +164,8 @@ def _filled_values(
         or first.tenant_created_at is None
         or (first.user_id is not None and first.user_created_at is None)
     ):
-        # Gone, or its tenant or user deleted (whose cascade may still be removing the row).
+        # Gone, or its tenant or user deleted, or revoked with every token of its owner (whose
+        # cascade may still be removing the row).
         values[key] = DELETED
         return values
     roles: set[str] = set()

@@ -23,7 +23,12 @@ from domain.validity.entries import (
     _token_key,
     incarnation,
 )
-from domain.validity.fills import _fill_statement, not_deleted
+from domain.validity.fills import (
+    _fill_statement,
+    generation_began,
+    made_since_revocation,
+    not_deleted,
+)
 
 
 @dataclass(frozen=True)
@@ -167,8 +172,22 @@ async def _truth(session: AsyncSession, keys: list[str]) -> dict[str, Value | _A
             continue
         rows = await session.execute(
             sa.select(id_column, row.tenant_id, row.user_id, row.expires_at)
-            .join(Tenant, sa.and_(Tenant.id == row.tenant_id, not_deleted(Tenant)))
-            .outerjoin(User, sa.and_(User.id == row.user_id, not_deleted(User)))
+            .join(
+                Tenant,
+                sa.and_(
+                    Tenant.id == row.tenant_id,
+                    not_deleted(Tenant),
+                    made_since_revocation(Tenant, row.created_at),
+                ),
+            )
+            .outerjoin(
+                User,
+                sa.and_(
+                    User.id == row.user_id,
+                    not_deleted(User),
+                    made_since_revocation(User, row.created_at),
+                ),
+            )
             .where(id_column.in_(ids), sa.or_(row.user_id.is_(None), User.id.is_not(None)))
         )
         for ident, tenant_id, user_id, expires_at in rows:
@@ -178,10 +197,10 @@ async def _truth(session: AsyncSession, keys: list[str]) -> dict[str, Value | _A
         ids = by_kind.get(kind)
         if ids:
             found = await session.execute(
-                sa.select(principal.id, principal.created_at).where(
+                sa.select(principal.id, generation_began(principal)).where(
                     principal.id.in_(ids), not_deleted(principal)
                 )
             )
-            for ident, created_at in found:
-                truth[f"{kind}:{ident}"] = Principal(incarnation(created_at), alive=True)
+            for ident, began in found:
+                truth[f"{kind}:{ident}"] = Principal(incarnation(began), alive=True)
     return truth

@@ -25,6 +25,30 @@ const EXPIRATIONS = [
 ];
 const DEFAULT_EXPIRATION = "After 30 days";
 
+/** "7 days", "12 hours", "90 minutes": a policy's number of minutes for a person. */
+function duration(minutes) {
+  if (minutes % 1440 === 0) return `${minutes / 1440} day${minutes === 1440 ? "" : "s"}`;
+  if (minutes % 60 === 0) return `${minutes / 60} hour${minutes === 60 ? "" : "s"}`;
+  return `${minutes} minute${minutes === 1 ? "" : "s"}`;
+}
+
+/**
+ * The expiration choices the account's token policy allows (the service refuses any other):
+ * the presets within its longest expiration, "Never" only when tokens need not expire, and the
+ * longest itself when no preset is it.
+ */
+export function allowedExpirations(policy) {
+  const longest = policy?.maxExpiresInMinutes ?? null;
+  const mustExpire = longest !== null || Boolean(policy?.requireExpiration);
+  const choices = EXPIRATIONS.filter((choice) =>
+    choice.minutes === null ? !mustExpire : longest === null || choice.minutes <= longest,
+  );
+  if (longest !== null && !choices.some((choice) => choice.minutes === longest)) {
+    choices.push({ label: `After ${duration(longest)}`, minutes: longest });
+  }
+  return choices;
+}
+
 const TABS = [
   {
     key: "tenant",
@@ -273,6 +297,8 @@ button.quiet.neutral { color: var(--_primary); }
 
 .panel-head { display: flex; flex-wrap: wrap; gap: 0.75rem 1rem; align-items: center; justify-content: space-between; margin-bottom: 1rem; }
 .lead { margin: 0; color: var(--_muted); flex: 1 1 16rem; }
+.lead p { margin: 0; }
+.lead .policy { margin-top: 0.25rem; font-size: 0.9em; }
 
 .notice {
   border: 1px solid var(--_border); border-radius: var(--_radius); background: var(--_surface);
@@ -529,6 +555,21 @@ export class M2mApiTokens extends HTMLElement {
     return TABS.find((tab) => tab.key === key);
   }
 
+  /** The account's token policy as it bears on this tab's tokens, or null when it sets nothing. */
+  #policyNote(tab) {
+    const policy = this.#session.tokenPolicy;
+    if (!policy) return null;
+    const rules = [];
+    if (policy.maxExpiresInMinutes !== null) rules.push(`tokens expire within ${duration(policy.maxExpiresInMinutes)}`);
+    else if (policy.requireExpiration) rules.push("tokens must expire");
+    const kind = this.#kindOfEnvironment() === KINDS.AccessToken ? "AccessToken" : "ApiToken";
+    const most = policy.maxTokens?.[`${tab.key}${kind}`];
+    if (most !== null && most !== undefined) {
+      rules.push(`at most ${most} ${tab.key === "user" ? "per person" : "in the account"}`);
+    }
+    return rules.length ? `Your account's token policy: ${rules.join("; ")}.` : null;
+  }
+
   #kindOfEnvironment() {
     return KINDS[this.#session.machineToMachineAuthStrategy] ?? KINDS.ClientCredentials;
   }
@@ -714,7 +755,7 @@ export class M2mApiTokens extends HTMLElement {
     const head = h(
       "div",
       { class: "panel-head" },
-      h("p", { class: "lead", text: tab.lead }),
+      h("div", { class: "lead" }, h("p", { text: tab.lead }), this.#policyNote(tab) ? h("p", { class: "policy", text: this.#policyNote(tab) }) : null),
       this.#can("write", tab)
         ? h("button", {
             type: "button",
@@ -930,13 +971,18 @@ export class M2mApiTokens extends HTMLElement {
         }),
       );
     }
+    const choices = allowedExpirations(this.#session.tokenPolicy);
+    const preferred = choices.some((choice) => choice.label === DEFAULT_EXPIRATION)
+      ? DEFAULT_EXPIRATION
+      : choices[choices.length - 1].label;
+    const policyNote = this.#policyNote(tab);
     const expiration = h(
       "select",
-      { id: ids("expiration"), name: "expiration" },
-      EXPIRATIONS.map((choice) =>
+      { id: ids("expiration"), name: "expiration", "aria-describedby": policyNote ? ids("expiration-policy") : null },
+      choices.map((choice) =>
         h("option", {
           value: choice.minutes === null ? "" : String(choice.minutes),
-          selected: choice.label === DEFAULT_EXPIRATION,
+          selected: choice.label === preferred,
           text: choice.label,
         }),
       ),
@@ -962,7 +1008,13 @@ export class M2mApiTokens extends HTMLElement {
         description,
       ),
       roles,
-      h("div", { class: "field" }, h("label", { for: ids("expiration"), text: "Expiration" }), expiration),
+      h(
+        "div",
+        { class: "field" },
+        h("label", { for: ids("expiration"), text: "Expiration" }),
+        policyNote ? h("p", { class: "hint", id: ids("expiration-policy"), text: policyNote }) : null,
+        expiration,
+      ),
       error,
       h(
         "div",

@@ -1,12 +1,13 @@
 // Accounts: the tenants (searched, a page at a time) and, for one tenant, every token in it:
 // its own tokens of both kinds and its users' personal tokens. The vendor creates account
 // tokens of the environment's kind here, rotates any token (a new secret, or a new access token,
-// while the old one works on for an overlap) and deletes any token.
+// while the old one works on for an overlap), deletes any token, revokes every token of the
+// account or of one user, and reads and edits the account's token policy.
 
 import { activitySection } from "./activity.js";
 import { ApiError, call, paths } from "./api.js";
 import { confirmDialog, openDialog } from "./dialogs.js";
-import { expiresIn, h, table, uid, when } from "./dom.js";
+import { expiresIn, h, plural, table, uid, when } from "./dom.js";
 import { KIND_LABELS } from "./settings.js";
 
 const PAGE = 25;
@@ -130,12 +131,13 @@ const EXPIRATIONS = [
 ];
 
 export async function tenantView(ctx, tenantId) {
-  const [tenant, listing, roles, permissions, config] = await Promise.all([
+  const [tenant, listing, roles, permissions, config, policy] = await Promise.all([
     call("GET", paths.tenant(tenantId)),
     call("GET", paths.tenantTokens(tenantId)),
     call("GET", paths.roles, { tenantId }),
     call("GET", paths.permissions),
     call("GET", paths.configuration),
+    call("GET", paths.tokenPolicy, { tenantId }),
   ]);
   ctx.title(`${tenant.name} · Accounts`);
   const roleNames = new Map(roles.map((role) => [role.id, role.name]));
@@ -193,6 +195,31 @@ export async function tenantView(ctx, tenantId) {
         onclick: () => deleteToken(ctx, tenantId, token),
       }),
     );
+  };
+  const ownerName = (userId) => {
+    const user = listing.users[userId];
+    return user ? user.name || user.email : userId;
+  };
+  // A personal token's row also ends every token of its owner.
+  const personalActions = (token) => {
+    const row = actions(token);
+    row.append(
+      h("button", {
+        type: "button",
+        class: "danger small",
+        text: "Revoke all of owner",
+        "aria-label": `Revoke every token of ${ownerName(token.userId)}`,
+        onclick: () =>
+          revokeEveryToken(ctx, {
+            path: paths.userEveryToken(token.userId),
+            tenantId,
+            name: ownerName(token.userId),
+            tokens: listing.tokens.filter((each) => each.userId === token.userId),
+            stays: `${ownerName(token.userId)} stays a user of ${tenant.name}, and can be given new tokens.`,
+          }),
+      }),
+    );
+    return row;
   };
   const kind = (token) => KIND_NAMES[token.kind];
   const created = (token) => when(token.createdAt);
@@ -267,11 +294,36 @@ export async function tenantView(ctx, tenantId) {
           { label: "Expires in", cell: expires },
           { label: "Last used", cell: lastUsed },
           { label: "Roles", cell: () => h("span", { class: "muted", text: "Its owner's" }) },
-          { label: "Actions", cell: actions, class: "actions-cell" },
+          { label: "Actions", cell: personalActions, class: "actions-cell" },
         ],
         personalTokens,
         { empty: "No user of this account has a personal token." },
       ),
+    ),
+    policySection(ctx, tenant, policy, listing),
+    h(
+      "section",
+      { "aria-labelledby": "revoke-all-title", class: "card danger-zone" },
+      h("h2", { id: "revoke-all-title", tabindex: "-1", text: "Revoke every token" }),
+      h(
+        "p",
+        {},
+        "If this account's secrets may have leaked, end every token in it at once: its own and its users' personal tokens, " +
+          "access tokens and client credentials with their refresh tokens. The account and its users stay.",
+      ),
+      h("button", {
+        type: "button",
+        class: "danger",
+        text: "Revoke every token of this account",
+        onclick: () =>
+          revokeEveryToken(ctx, {
+            path: paths.tenantEveryToken(tenantId),
+            tenantId: null,
+            name: tenant.name,
+            tokens: listing.tokens,
+            stays: `${tenant.name} and its users stay; new tokens can be made from now on.`,
+          }),
+      }),
     ),
     activity,
   );
@@ -573,4 +625,179 @@ async function copy(box) {
     box.select();
     return document.execCommand("copy");
   }
+}
+
+// --- revoking every token of an account or of a user ----------------------------------------------
+
+async function revokeEveryToken(ctx, { path, tenantId, name, tokens, stays }) {
+  const live = tokens.filter((token) => expiresIn(token.expires) !== "Expired");
+  const accessTokens = live.filter((token) => token.kind.endsWith("AccessToken")).length;
+  const credentials = live.length - accessTokens;
+  const confirmed = await confirmDialog(ctx.root, {
+    title: `Revoke every token of ${name}?`,
+    paragraphs: [
+      `${plural(accessTokens, "access token")} and ${plural(credentials, "client credential")} ` +
+        "(with every refresh token and JWT issued from them) stop working at once, on every server, and cannot be restored.",
+      "Every machine that uses them needs a new token.",
+      stays,
+    ],
+    confirm: "Revoke every token",
+  });
+  if (!confirmed) return;
+  let answer;
+  try {
+    answer = await call("DELETE", path, { tenantId: tenantId ?? undefined });
+  } catch (failure) {
+    if (!(failure instanceof ApiError)) throw failure;
+    ctx.announce(`Nothing was revoked: ${failure.message}`);
+    await ctx.reload();
+    return;
+  }
+  ctx.announce(
+    `${name}: revoked ${plural(answer.accessTokens, "access token")} and ${plural(answer.clientCredentials, "client credential")}.`,
+  );
+  await ctx.reload("#revoke-all-title");
+}
+
+// --- the account's token policy -------------------------------------------------------------------
+
+const POLICY_KINDS = [
+  ["tenantApiToken", "Account client credentials"],
+  ["tenantAccessToken", "Account access tokens"],
+  ["userApiToken", "Client credentials per user"],
+  ["userAccessToken", "Access tokens per user"],
+];
+const NO_LIMIT = "No limit";
+
+function minutesText(minutes) {
+  if (minutes === null) return NO_LIMIT;
+  if (minutes % 1440 === 0) return plural(minutes / 1440, "day");
+  if (minutes % 60 === 0) return plural(minutes / 60, "hour");
+  return plural(minutes, "minute");
+}
+
+function policySection(ctx, tenant, policy, listing) {
+  const facts = [
+    ["Longest expiration", minutesText(policy.maxExpiresInMinutes)],
+    ["Tokens must expire", policy.requireExpiration || policy.maxExpiresInMinutes !== null ? "Yes" : "No"],
+    ["Longest rotation overlap", policy.maxRotationOverlapMinutes === null ? "7 days (the service's bound)" : minutesText(policy.maxRotationOverlapMinutes)],
+    ...POLICY_KINDS.map(([kind, label]) => [`Most ${label.charAt(0).toLowerCase()}${label.slice(1)}`, policy.maxTokens[kind] ?? NO_LIMIT]),
+  ];
+  return h(
+    "section",
+    { "aria-labelledby": "policy-title", class: "card" },
+    h(
+      "div",
+      { class: "title-row" },
+      h("h2", { id: "policy-title", tabindex: "-1", text: "Token policy" }),
+      h("button", { type: "button", class: "secondary", id: "edit-policy", text: "Edit policy", onclick: () => editPolicy(ctx, tenant, policy, listing) }),
+    ),
+    h("dl", { class: "facts" }, facts.map(([term, value]) => [h("dt", { text: term }), h("dd", { text: String(value) })])),
+    h("p", { class: "muted", text: policy.updatedAt ? `Last changed ${new Date(policy.updatedAt).toLocaleString("en")}.` : "No policy set: only the service's own bounds apply." }),
+  );
+}
+
+const EXPIRATION_LIMITS = [null, 1440, 7 * 1440, 30 * 1440, 90 * 1440, 365 * 1440];
+
+function editPolicy(ctx, tenant, policy, listing) {
+  let saved = false;
+  return openDialog(ctx.root, {
+    title: "Edit the token policy",
+    build: (dialog, close) => {
+      const content = h("div", {});
+      const error = h("p", { class: "field-error", role: "alert" });
+      const choices = EXPIRATION_LIMITS.includes(policy.maxExpiresInMinutes) ? EXPIRATION_LIMITS : [...EXPIRATION_LIMITS, policy.maxExpiresInMinutes];
+      const longest = h(
+        "select",
+        { id: "policy-longest", name: "maxExpiresInMinutes" },
+        choices.map((minutes) => h("option", { value: minutes === null ? "" : String(minutes), text: minutesText(minutes), selected: minutes === policy.maxExpiresInMinutes })),
+      );
+      const required = h("input", { type: "checkbox", id: "policy-required", name: "requireExpiration", checked: policy.requireExpiration });
+      const overlap = h("input", { type: "number", id: "policy-overlap", name: "maxRotationOverlapMinutes", min: 0, max: 10080, inputmode: "numeric", value: policy.maxRotationOverlapMinutes ?? "" });
+      const most = POLICY_KINDS.map(([kind, label]) => {
+        const id = uid("policy-most");
+        const input = h("input", { type: "number", id, name: kind, min: 0, inputmode: "numeric", value: policy.maxTokens[kind] ?? "" });
+        return { kind, input, field: h("div", { class: "field" }, h("label", { for: id, text: `Most ${label.charAt(0).toLowerCase()}${label.slice(1)}` }), input) };
+      });
+      const number = (input) => (input.value.trim() === "" ? null : Number(input.value));
+      const submit = h("button", { type: "submit", class: "primary", text: "Save policy" });
+      const form = h(
+        "form",
+        {
+          novalidate: true,
+          onsubmit: async (event) => {
+            event.preventDefault();
+            error.textContent = "";
+            const body = {
+              maxExpiresInMinutes: longest.value === "" ? null : Number(longest.value),
+              requireExpiration: required.checked,
+              maxRotationOverlapMinutes: number(overlap),
+              maxTokens: Object.fromEntries(most.map(({ kind, input }) => [kind, number(input)])),
+            };
+            submit.disabled = true;
+            let answer;
+            try {
+              answer = await call("PUT", paths.tokenPolicy, { body, tenantId: tenant.tenantId });
+            } catch (failure) {
+              submit.disabled = false;
+              if (!(failure instanceof ApiError)) throw failure;
+              error.textContent = `The policy was not saved: ${failure.message}`;
+              return;
+            }
+            saved = true;
+            if (answer.exceeding.length === 0) {
+              close(true);
+              return;
+            }
+            content.replaceChildren(exceedingPanel(answer, listing, () => close(true)));
+            content.querySelector("button")?.focus();
+          },
+        },
+        h("p", { class: "muted", text: "Leave a limit empty for none. Existing tokens are never shortened: the service lists those outside the new policy." }),
+        h("div", { class: "field" }, h("label", { for: "policy-longest", text: "Longest expiration" }), longest),
+        h("label", { class: "choice" }, required, h("span", { text: "Tokens must expire" })),
+        h("div", { class: "field" }, h("label", { for: "policy-overlap", text: "Longest rotation overlap (minutes)" }), overlap),
+        most.map(({ field }) => field),
+        error,
+        h("div", { class: "actions" }, h("button", { type: "button", class: "secondary", text: "Cancel", onclick: () => close(false) }), submit),
+      );
+      content.append(form);
+      return content;
+    },
+  }).then(() => {
+    if (!saved) return;
+    ctx.announce("Token policy saved.");
+    ctx.reload("#policy-title");
+  });
+}
+
+const RULE_TEXTS = {
+  maxExpiresInMinutes: "expires later than the longest expiration allows, or never",
+  requireExpiration: "never expires",
+};
+
+/** What the saved policy found outside it, by token (its description) and by owner (name). */
+function exceedingPanel(answer, listing, finish) {
+  const kindName = (kind) => POLICY_KINDS.find(([name]) => name === kind)?.[1] ?? kind;
+  const owner = (userId) => {
+    const user = userId ? listing.users[userId] : null;
+    return user ? user.name || user.email : userId ? `User ${userId}` : "The account";
+  };
+  const tokenName = (tokenId) => {
+    const token = listing.tokens.find((each) => each.id === tokenId);
+    return token?.description ? `“${token.description}”` : `Token ${tokenId}`;
+  };
+  const items = answer.exceeding.map((item) =>
+    item.tokenId
+      ? h("li", { text: `${tokenName(item.tokenId)} (${KIND_NAMES[item.kind].toLowerCase()}${item.userId ? ` of ${owner(item.userId)}` : ""}) ${RULE_TEXTS[item.rule] ?? item.rule}.` })
+      : h("li", { text: `${owner(item.userId)} holds ${item.count}: ${kindName(item.kind).toLowerCase()} are limited to ${answer.maxTokens[item.kind]}.` }),
+  );
+  const count = answer.exceeding.length;
+  return h(
+    "div",
+    {},
+    h("p", { class: "notice warning", role: "status", text: `Saved. ${count === 1 ? "One finding" : `${count} findings`} below lie outside the new policy; those tokens keep working as they are.` }),
+    h("ul", { class: "exceeding" }, items),
+    h("div", { class: "actions" }, h("button", { type: "button", class: "primary", text: "Done", onclick: finish })),
+  );
 }

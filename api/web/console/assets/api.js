@@ -117,4 +117,8 @@ export const paths = {
   tenantTokens: (tenantId) => `/console/v1/tenants/${encodeURIComponent(tenantId)}/tokens`,
   audits: (query) => `/audits/v1?${new URLSearchParams(Object.entries(query).filter(([, value]) => value != null))}`,
   rolePermissions: (roleId) => `/identity/resources/roles/v1/${encodeURIComponent(roleId)}/permissions`,
+  tokenPolicy: "/identity/resources/tenants/token-policy/v1",
+  // "Revoke every token": of an account (its users' included), or of one user.
+  tenantEveryToken: (tenantId) => `/tenants/resources/tenants/v1/${encodeURIComponent(tenantId)}/tokens`,
+  userEveryToken: (userId) => `/identity/resources/users/v1/${encodeURIComponent(userId)}/tokens`,
 };
