@@ -29,9 +29,11 @@ from api.routes import (
     configuration,
     console,
     directory,
+    events,
     exchange,
     ops,
     portal,
+    revocations,
     tokens,
     validation,
     vendor,
@@ -43,9 +45,11 @@ from api.state import Services
 from domain.auth import EndUserVerifier, VendorAuthenticator
 from domain.clock import utcnow
 from domain.db import StatementTimeouts, create_engine, create_session_factory
+from domain.events import DeliveryPolicy
 from domain.jobs import JobContext, JobQueue
 from domain.keys import KeyRing, MasterKey
 from domain.ratelimit import RateLimiter
+from domain.revocations import FOLLOW_BLOCK_MS, RevocationFeed
 from domain.secrets import Argon2Parameters, SecretHasher
 from domain.settings import Settings, load_settings
 from domain.validity import ValidityCache
@@ -81,6 +85,7 @@ async def start_services(settings: Settings) -> Services:
     )
     end_users = EndUserVerifier.from_settings(settings)
     validity = ValidityCache(redis=redis, sessions=sessions, prefix=settings.redis_prefix)
+    feed = revocation_feed(settings, redis)
     return Services(
         settings=settings,
         engine=engine,
@@ -107,8 +112,26 @@ async def start_services(settings: Settings) -> Services:
             per_client=settings.exchange_limit_per_client,
             per_address=settings.exchange_limit_per_address,
         ),
-        jobs=_job_queue(settings, redis, sessions, validity),
+        jobs=_job_queue(settings, redis, sessions, validity, master_key, feed),
+        feed=feed,
         started_at=utcnow(),
+    )
+
+
+def revocation_feed(settings: Settings, redis: Redis | None) -> RevocationFeed:
+    """The feed on Redis (in memory without it), with a client of its own for the blocking
+    reads of the stream's followers: the API's client gives up on Redis within 250 ms."""
+    reader = (
+        None
+        if redis is None
+        else Redis.from_url(
+            settings.redis_url,
+            socket_timeout=FOLLOW_BLOCK_MS / 1000 + 5,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        )
+    )
+    return RevocationFeed(
+        redis, settings.redis_prefix, settings.revocation_feed_retention_seconds, reader=reader
     )
 
 
@@ -117,12 +140,19 @@ def _job_queue(
     redis: Redis | None,
     sessions: async_sessionmaker[AsyncSession],
     validity: ValidityCache,
+    master_key: MasterKey,
+    feed: RevocationFeed,
 ) -> JobQueue:
     """Celery beside Redis; without Redis (`m2m dev`) the jobs run in this process."""
     if redis is not None:
         return CeleryJobQueue(settings)
     context = JobContext(
-        sessions=sessions, validity=validity, clock=utcnow, batch_size=settings.job_batch_size
+        sessions=sessions,
+        validity=validity,
+        clock=utcnow,
+        batch_size=settings.job_batch_size,
+        events=DeliveryPolicy.from_settings(settings, master_key),
+        feed=feed,
     )
     return InProcessJobs(context)
 
@@ -169,6 +199,8 @@ def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Lites
         *validation.ROUTES,
         *wellknown.ROUTES,
         *webhooks.ROUTES,
+        *events.ROUTES,
+        *revocations.ROUTES,
         *ops.ROUTES,
         *(console.ROUTES if settings.console_enabled else []),
         *portal.ROUTES,

@@ -13,6 +13,7 @@ from domain.auth import EndUserVerifier, VendorAuthenticator
 from domain.jobs import JobQueue
 from domain.keys import KeyRing, MasterKey, Signer
 from domain.ratelimit import RateLimiter
+from domain.revocations import RevocationFeed
 from domain.secrets import SecretHasher
 from domain.settings import Settings
 from domain.validity import ValidityCache
@@ -54,6 +55,7 @@ class Services:
     validity: ValidityCache
     limiter: RateLimiter
     jobs: JobQueue
+    feed: RevocationFeed
     # When this process started: /ops/jobs counts a never-run job overdue from here.
     started_at: datetime
     prune_debounce: Debounce = field(default_factory=lambda: Debounce(PRUNE_AFTER_EXCHANGE_SECONDS))
@@ -66,6 +68,7 @@ class Services:
     async def close(self) -> None:
         await self.jobs.close()
         await self.validity.close()
+        await self.feed.close()
         self.hasher.close()
         if self.redis is not None:
             await self.redis.aclose()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
-from domain import audit
+from domain import audit, events
 from domain.after_commit import AfterCommit
 from domain.db import StatementTimeouts
 from domain.exchange import (
@@ -36,6 +36,7 @@ from domain.models import (
     User,
     WebhookDelivery,
 )
+from domain.revocations import RevocationFeed
 from domain.validity import ValidityCache
 
 logger = logging.getLogger("m2m.jobs")
@@ -47,6 +48,8 @@ PRUNE_REFRESH_TOKENS: Final = "prune_refresh_tokens"
 CASCADE_DELETIONS: Final = "cascade_deletions"
 PROPAGATE_M2M_SWITCH: Final = "propagate_m2m_switch"
 RECONCILE_CACHE: Final = "reconcile_cache"
+DELIVER_EVENTS: Final = "deliver_events"
+WARN_EXPIRING_TOKENS: Final = "warn_expiring_tokens"
 
 # The jobs' statements work on batches, and may wait for a request's row locks (each request's
 # statements are bounded by the API's timeouts): bounds above any normal run's, below a hang.
@@ -72,12 +75,15 @@ class JobQueue(Protocol):
 
 @dataclass(frozen=True)
 class JobContext:
-    """What a job needs: the database, the validity cache, the clock and its batch size."""
+    """What a job needs: the database, the validity cache, the clock and its batch size; the
+    outbound events' delivery policy and the revocation feed."""
 
     sessions: async_sessionmaker[AsyncSession]
     validity: ValidityCache
     clock: Callable[[], datetime]
     batch_size: int = 2000
+    events: events.DeliveryPolicy = field(default_factory=events.DeliveryPolicy)
+    feed: RevocationFeed | None = None
 
 
 @dataclass(frozen=True)
@@ -103,18 +109,26 @@ async def expire_tokens(context: JobContext) -> Counts:
     counts: Counts = {"access_tokens": 0, "credentials": 0, "refresh_tokens": 0}
 
     async def mark_tokens(session: AsyncSession, ids: list[str]) -> AfterCommit:
-        await session.execute(
-            sa.update(AccessToken).where(AccessToken.id.in_(ids)).values(expired_at=now)
+        owners = await session.execute(
+            sa.update(AccessToken)
+            .where(AccessToken.id.in_(ids))
+            .values(expired_at=now)
+            .returning(AccessToken.id, AccessToken.tenant_id, AccessToken.user_id)
         )
+        _announce_expired(session, "AccessToken", owners.all(), now)
         _audit_expired(session, "access_token", ids, now)
         return AfterCommit().evict_tokens(access_token_ids=ids)
 
     async def mark_credentials(session: AsyncSession, ids: list[str]) -> AfterCommit:
-        await session.execute(
+        owners = await session.execute(
             sa.update(ClientCredential)
             .where(ClientCredential.client_id.in_(ids))
             .values(expired_at=now)
+            .returning(
+                ClientCredential.client_id, ClientCredential.tenant_id, ClientCredential.user_id
+            )
         )
+        _announce_expired(session, "ApiToken", owners.all(), now)
         refresh = await session.execute(
             sa.delete(RefreshToken).where(RefreshToken.client_id.in_(ids))
         )
@@ -151,6 +165,27 @@ async def expire_tokens(context: JobContext) -> Counts:
     return counts
 
 
+def token_event_data(
+    token_id: str, tenant_id: str, user_id: str | None, rows: str
+) -> dict[str, Any]:
+    """What a token event says of its token: id, kind (userApiToken, tenantAccessToken, ...),
+    account and, for a personal token, user."""
+    kind = f"{'user' if user_id is not None else 'tenant'}{rows}"
+    data: dict[str, Any] = {"id": token_id, "kind": kind, "tenantId": tenant_id}
+    if user_id is not None:
+        data["userId"] = user_id
+    return data
+
+
+def _announce_expired(
+    session: AsyncSession, rows: str, owners: Sequence[Any], now: datetime
+) -> None:
+    for token_id, tenant_id, user_id in owners:
+        events.announce(
+            session, events.TOKEN_EXPIRED, token_event_data(token_id, tenant_id, user_id, rows), now
+        )
+
+
 def _audit_expired(session: AsyncSession, kind: str, ids: Sequence[str], now: datetime) -> None:
     for target_id in ids:
         audit.record(
@@ -183,7 +218,7 @@ async def _in_batches(
             if ids:
                 after = await act(session, ids)
         if after is not None:
-            await after.apply(context.validity)
+            await after.apply(context.validity, feed=context.feed)
         total += len(ids)
         if len(ids) < context.batch_size:
             return total
@@ -343,6 +378,52 @@ async def reconcile_cache(context: JobContext) -> Counts:
     return await context.validity.reconcile(context.clock())
 
 
+# --- outbound events -----------------------------------------------------------------------------
+
+
+async def deliver_events(context: JobContext) -> Counts:
+    """Dispatch announced events to the endpoints subscribed to them and send what is due."""
+    return await events.deliver_due(context.sessions, context.events, context.clock)
+
+
+async def warn_expiring_tokens(context: JobContext) -> Counts:
+    """Announce `token.expiring` once per token and warning (30, 7 and 1 days before expiry by
+    default, M2M_EXPIRY_WARNING_DAYS): each token gets the warning of the smallest number of
+    days its expiry is within, once (a token created 10 days before its expiry gets the 30-day
+    warning at once, then the 7-day and the 1-day ones)."""
+    now = context.clock()
+    warned = 0
+    days = sorted(context.events.expiry_warning_days)
+    if not days:
+        return {"warnings": 0}
+    for rows, model, id_column in (
+        ("AccessToken", AccessToken, AccessToken.id),
+        ("ApiToken", ClientCredential, ClientCredential.client_id),
+    ):
+        async with context.sessions() as session, session.begin():
+            expiring = (
+                await session.execute(
+                    sa.select(id_column, model.tenant_id, model.user_id, model.expires_at).where(
+                        model.expires_at > now,
+                        model.expires_at <= now + timedelta(days=days[-1]),
+                    )
+                )
+            ).all()
+            for token_id, tenant_id, user_id, expires_at in expiring:
+                assert expires_at is not None  # selected by its value
+                # The nearest warning whose time has come: the one this token should have had.
+                due = min(day for day in days if expires_at <= now + timedelta(days=day))
+                data = {
+                    **token_event_data(token_id, tenant_id, user_id, rows),
+                    "expiresAt": expires_at.isoformat().replace("+00:00", "Z"),
+                    "daysBefore": due,
+                }
+                once = f"{events.TOKEN_EXPIRING}:{token_id}:{due}"
+                if await events.announce_once(session, events.TOKEN_EXPIRING, data, now, once):
+                    warned += 1
+    return {"warnings": warned}
+
+
 # --- running and recording ----------------------------------------------------------------------
 
 Job = Callable[..., Awaitable[Counts]]
@@ -353,6 +434,8 @@ JOBS: Final[dict[str, Job]] = {
     CASCADE_DELETIONS: cascade_deletions,
     PROPAGATE_M2M_SWITCH: propagate_m2m_switch,
     RECONCILE_CACHE: reconcile_cache,
+    DELIVER_EVENTS: deliver_events,
+    WARN_EXPIRING_TOKENS: warn_expiring_tokens,
 }
 
 # The periodic jobs. The cascade is also swept periodically, so that a deletion whose task
@@ -362,4 +445,8 @@ SCHEDULES: Final = (
     Schedule(PRUNE_REFRESH_TOKENS, timedelta(minutes=10)),
     Schedule(RECONCILE_CACHE, timedelta(minutes=5)),
     Schedule(CASCADE_DELETIONS, timedelta(minutes=5)),
+    # Also enqueued after each commit that announced events: this run catches the events
+    # announced by jobs, the retries that came due, and a lost enqueue.
+    Schedule(DELIVER_EVENTS, timedelta(seconds=10)),
+    Schedule(WARN_EXPIRING_TOKENS, timedelta(hours=1)),
 )

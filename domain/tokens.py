@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from domain import audit
+from domain import audit, events
 from domain.after_commit import AfterCommit
 from domain.auth import Caller
 from domain.configuration import Strategy, get_environment, require_creation_allowed
@@ -253,6 +253,12 @@ def _record(
     now: datetime,
     **details: Any,
 ) -> None:
+    if verb in ("created", "deleted"):
+        data: dict[str, Any] = {"id": token_id, "kind": kind.name, "tenantId": scope.tenant_id}
+        if kind.per_user:
+            data["userId"] = scope.owner_user_id
+        announced = events.TOKEN_CREATED if verb == "created" else events.TOKEN_DELETED
+        events.announce(session, announced, data, now)
     if kind.per_user:
         details = {"userId": scope.owner_user_id, **details}
     audit.record(

@@ -16,8 +16,11 @@ from redis.asyncio import Redis
 
 from domain.clock import utcnow
 from domain.db import create_engine, create_session_factory
+from domain.events import DeliveryPolicy
 from domain.job_runs import run_job
 from domain.jobs import JOB_TIMEOUTS, Counts, JobContext
+from domain.keys import MasterKey
+from domain.revocations import RevocationFeed
 from domain.settings import Settings, load_settings
 from domain.validity import ValidityCache
 
@@ -47,6 +50,12 @@ async def _run(settings: Settings, job: str, arguments: Mapping[str, Any]) -> Co
             validity=ValidityCache(redis=redis, sessions=sessions, prefix=settings.redis_prefix),
             clock=utcnow,
             batch_size=settings.job_batch_size,
+            events=DeliveryPolicy.from_settings(
+                settings, MasterKey(settings.master_key) if settings.master_key else None
+            ),
+            feed=RevocationFeed(
+                redis, settings.redis_prefix, settings.revocation_feed_retention_seconds
+            ),
         )
         return await run_job(context, job, arguments)
     finally:

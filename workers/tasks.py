@@ -9,10 +9,12 @@ from celery import Task
 from domain.job_runs import transient
 from domain.jobs import (
     CASCADE_DELETIONS,
+    DELIVER_EVENTS,
     EXPIRE_TOKENS,
     PROPAGATE_M2M_SWITCH,
     PRUNE_REFRESH_TOKENS,
     RECONCILE_CACHE,
+    WARN_EXPIRING_TOKENS,
     Counts,
 )
 from workers import runtime
@@ -67,3 +69,13 @@ def propagate_m2m_switch(self: Task) -> Counts:
 @app.task(name=task_name(RECONCILE_CACHE), **RETRYING)
 def reconcile_cache(self: Task) -> Counts:
     return _run(RECONCILE_CACHE)
+
+
+@app.task(name=task_name(DELIVER_EVENTS), **RETRYING)
+def deliver_events(self: Task) -> Counts:
+    return _run(DELIVER_EVENTS)
+
+
+@app.task(name=task_name(WARN_EXPIRING_TOKENS), **RETRYING)
+def warn_expiring_tokens(self: Task) -> Counts:
+    return _run(WARN_EXPIRING_TOKENS)
