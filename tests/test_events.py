@@ -115,12 +115,15 @@ async def test_each_event_type_arrives_signed_once(
         await client.delete(f"/identity/resources/users/v1/{user.id}", headers=vendor)
     ).status_code == 200
     expiring = await add_credential(sessions, tenant.id, expires_at=utcnow() + timedelta(days=3))
-    expired = await add_access_token(sessions, tenant.id, expires_at=utcnow() - timedelta(seconds=1))
+    expired = await add_access_token(
+        sessions, tenant.id, expires_at=utcnow() - timedelta(seconds=1)
+    )
     context = job_context(services, sessions)
     await run_job(context, jobs.WARN_EXPIRING_TOKENS)
     await run_job(context, jobs.EXPIRE_TOKENS)
-    test = await client.post(f"{ENDPOINTS}/{(await endpoints(client, vendor))[0]['id']}/test",
-                             headers=vendor)
+    test = await client.post(
+        f"{ENDPOINTS}/{(await endpoints(client, vendor))[0]['id']}/test", headers=vendor
+    )
     assert test.status_code == 202, test.text
     await deliver(services, sessions)
 
@@ -130,7 +133,8 @@ async def test_each_event_type_arrives_signed_once(
     by_type: dict[str, list[dict[str, Any]]] = {}
     for event in inbox.events:
         by_type.setdefault(event["type"], []).append(event)
-        assert event["id"].startswith("evt_") and event["timestamp"].endswith("Z")
+        assert event["id"].startswith("evt_")
+        assert event["timestamp"].endswith("Z")
     assert sorted(
         (event["data"]["kind"], event["data"]["id"]) for event in by_type["token.created"]
     ) == sorted([*created, ("tenantApiToken", credential.client_id)])
@@ -216,7 +220,9 @@ async def test_a_failing_receiver_gets_every_event_once_it_recovers(
         assert [attempt["statusCode"] for attempt in delivery["attemptLog"]] == [500, 500, 500, 204]
         assert all(attempt["latencyMs"] >= 0 for attempt in delivery["attemptLog"])
     stored = await db.get(EventEndpoint, endpoint["id"])
-    assert stored is not None and stored.failing_since is None and stored.enabled
+    assert stored is not None
+    assert stored.failing_since is None
+    assert stored.enabled
 
 
 async def test_an_endpoint_failing_longer_than_the_setting_is_turned_off_and_can_be_again_on(
@@ -233,6 +239,7 @@ async def test_an_endpoint_failing_longer_than_the_setting_is_turned_off_and_can
     inbox.failures = 1000
     await simple_credential(client, vendor, factory)
     disable_after = timedelta(seconds=services.settings.event_endpoint_disable_after_seconds)
+
     async def announce() -> None:
         async with sessions() as session:
             events.announce(session, events.TOKEN_CREATED, {"id": "t"}, utcnow())
@@ -287,7 +294,8 @@ async def test_redelivery_sends_a_delivered_event_again_with_the_same_id(
     (delivery,) = (
         await client.get(f"{ENDPOINTS}/{endpoint['id']}/deliveries", headers=vendor)
     ).json()
-    assert delivery["eventType"] == "test" and delivery["status"] == "delivered"
+    assert delivery["eventType"] == "test"
+    assert delivery["status"] == "delivered"
     again = await client.post(
         f"{ENDPOINTS}/{endpoint['id']}/deliveries/{delivery['id']}/redeliver", headers=vendor
     )
@@ -312,11 +320,12 @@ async def test_the_secret_is_shown_once_and_a_rotated_one_signs_from_then_on(
     endpoint = await register(client, vendor, receiver, "/rotating", ["token.created"])
     old = endpoint["secret"]
     assert old.startswith("whsec_")
-    for shown in (await endpoints(client, vendor), [endpoint]):
-        assert "secret" not in shown[0] or shown is not None
-    assert "secret" not in (await client.get(f"{ENDPOINTS}/{endpoint['id']}", headers=vendor)).json()
+    assert "secret" not in (await endpoints(client, vendor))[0]
+    one = await client.get(f"{ENDPOINTS}/{endpoint['id']}", headers=vendor)
+    assert "secret" not in one.json()
     stored = await db.get(EventEndpoint, endpoint["id"])
-    assert stored is not None and old.encode() not in stored.secret_encrypted
+    assert stored is not None
+    assert old.encode() not in stored.secret_encrypted
     rotated = await client.post(f"{ENDPOINTS}/{endpoint['id']}/secret", headers=vendor)
     assert rotated.status_code == 200, rotated.text
     new = rotated.json()["secret"]
@@ -325,7 +334,8 @@ async def test_the_secret_is_shown_once_and_a_rotated_one_signs_from_then_on(
     await client.post(f"{ENDPOINTS}/{endpoint['id']}/test", headers=vendor)
     await deliver(services, sessions)
     inbox = receiver.inbox("/rotating")
-    assert inbox.bad_signatures == 1 and inbox.events == []  # the receiver still has the old one
+    assert inbox.bad_signatures == 1
+    assert inbox.events == []
     inbox.secret = new
     await client.post(f"{ENDPOINTS}/{endpoint['id']}/test", headers=vendor)
     await deliver(services, sessions)
@@ -347,7 +357,8 @@ async def test_redirects_are_not_followed(
     (delivery,) = (
         await client.get(f"{ENDPOINTS}/{endpoint['id']}/deliveries", headers=vendor)
     ).json()
-    assert delivery["status"] == "pending" and delivery["lastStatusCode"] == 302
+    assert delivery["status"] == "pending"
+    assert delivery["lastStatusCode"] == 302
 
 
 async def test_a_slow_endpoint_times_out_without_holding_the_others(
@@ -371,7 +382,8 @@ async def test_a_slow_endpoint_times_out_without_holding_the_others(
     assert took < events.DELIVERY_TIMEOUT_SECONDS
     (delivery,) = (await client.get(f"{ENDPOINTS}/{slow['id']}/deliveries", headers=vendor)).json()
     assert delivery["status"] == "pending"
-    assert delivery["lastError"] and "Timeout" in delivery["lastError"]
+    assert delivery["lastError"]
+    assert "Timeout" in delivery["lastError"]
 
 
 @pytest.mark.parametrize(
@@ -387,7 +399,11 @@ async def test_a_slow_endpoint_times_out_without_holding_the_others(
     ],
 )
 async def test_endpoints_on_private_addresses_are_refused_unless_allowed(
-    client: httpx.AsyncClient, vendor: dict[str, str], services: Services, db: AsyncSession, url: str
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    services: Services,
+    db: AsyncSession,
+    url: str,
 ) -> None:
     strict = dataclasses.replace(services.settings, event_endpoints_allow_private=False)
     with replaced(services, "settings", strict):
