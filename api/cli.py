@@ -360,6 +360,36 @@ def rotate_keys() -> None:
         lambda session: rotate_signing_key(session, master, utcnow()), "no key was rotated"
     )
     click.echo(f"m2m: key {kid} signs new tokens; running API processes switch within 30 s")
+    _tell_revocation_feed(_settings("keys"), {"type": "signingKey", "kid": kid})
+
+
+def _tell_revocation_feed(settings: Settings, entry: dict[str, Any]) -> None:
+    """Publish one entry on the revocation feed; a Redis that cannot be reached is reported,
+    not fatal (the change is committed; consumers learn of it otherwise)."""
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from domain.revocations import RevocationFeed
+
+    async def publish() -> None:
+        redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            feed = RevocationFeed(
+                redis, settings.redis_prefix, settings.revocation_feed_retention_seconds
+            )
+            await feed.publish([entry])
+        finally:
+            await redis.aclose()
+
+    try:
+        asyncio.run(publish())
+    except Exception as error:
+        click.echo(
+            f"m2m: the revocation feed was not told ({type(error).__name__}: Redis at "
+            "M2M_REDIS_URL unreachable)",
+            err=True,
+        )
 
 
 @keys.command("reencrypt")

@@ -34,6 +34,17 @@ _ID: Final = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 
 StreamId = tuple[int, int]
 
+# Trim the stream (KEYS[1]) below ARGV[1] and remember the highest id trimmed (KEYS[2]), at
+# once: a consumer whose last id is below that one missed entries.
+_TRIM: Final = """
+local below = redis.call('XREVRANGE', KEYS[1], '(' .. ARGV[1], '-', 'COUNT', 1)
+if #below > 0 then
+  redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
+  redis.call('SET', KEYS[2], below[1][1])
+end
+return #below
+"""
+
 
 @dataclass(frozen=True)
 class FeedEntry:
@@ -85,6 +96,8 @@ class RevocationFeed:
         self._redis = redis
         self._reader = reader or redis
         self._key = f"{prefix}revocations"
+        # The highest id trimmed so far (Redis 7.0's XTRIM does not record it in the stream).
+        self._trimmed_key = f"{prefix}revocations:trimmed"
         self._retention_ms = retention_seconds * 1000
         # `m2m dev`: the stream in memory.
         self._memory: deque[tuple[StreamId, dict[str, Any]]] = deque()
@@ -115,9 +128,12 @@ class RevocationFeed:
         pipe = self._redis.pipeline(transaction=False)
         for entry in entries:
             pipe.xadd(self._key, {"data": json.dumps(entry, separators=(",", ":"))})
-        # Trimmed by age: Redis remembers the highest id it trimmed (max-deleted-entry-id).
-        pipe.xtrim(self._key, minid=f"{now_ms - self._retention_ms}-0", approximate=False)
-        await pipe.execute()
+        added: Any = await pipe.execute()
+        # Trimmed by age, measured on Redis's clock (the ids' own), not this host's.
+        newest_ms = _parse(added[-1])[0]
+        await self._redis.eval(
+            _TRIM, 2, self._key, self._trimmed_key, f"{newest_ms - self._retention_ms}-0"
+        )
 
     async def gap(self, last: StreamId) -> Resync | None:
         """A Resync when entries after `last` may have been trimmed, or `last` is not from this
@@ -131,8 +147,9 @@ class RevocationFeed:
                 if "no such key" in str(error).lower():
                     return Resync("the feed holds no entries: it was reset") if last else None
                 raise
-            trimmed = _parse(info["max-deleted-entry-id"])
             newest = _parse(info["last-generated-id"])
+            highest_trimmed = await self._redis.get(self._trimmed_key)
+            trimmed = _parse(highest_trimmed) if highest_trimmed else (0, 0)
         if last < trimmed:
             return Resync("entries after Last-Event-ID are older than the feed's retention")
         if last > newest:

@@ -40,14 +40,14 @@ async def revocation_stream(
 async def _messages(
     feed: RevocationFeed, start: StreamId, resync: str | None
 ) -> AsyncIterator[ServerSentEventMessage]:
-    yield ServerSentEventMessage(comment="m2m revocation feed", retry=RECONNECT_MS)
+    yield ServerSentEventMessage(data=None, comment="m2m revocation feed", retry=RECONNECT_MS)
     if resync is not None:
         yield ServerSentEventMessage(
             event="resync", data=json.dumps({"reason": resync}), id=f"{start[0]}-{start[1]}"
         )
     async for entry in feed.follow(start):
         if entry is None:
-            yield ServerSentEventMessage(comment="keep-alive")
+            yield ServerSentEventMessage(data=None, comment="keep-alive")
         else:
             yield ServerSentEventMessage(
                 event="revocation", data=json.dumps(entry.data, separators=(",", ":")), id=entry.id
