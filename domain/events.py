@@ -552,8 +552,6 @@ async def _claim(
 ) -> list[_Send]:
     """Lease up to CLAIM_BATCH due deliveries of enabled endpoints (SKIP LOCKED: a concurrent
     run takes others) by moving them LEASE ahead, and commit that before sending anything."""
-    if policy.master_key is None:
-        raise RuntimeError("M2M_MASTER_KEY is needed to sign outbound events")
     async with sessions() as session, session.begin():
         rows = (
             await session.execute(
@@ -571,6 +569,10 @@ async def _claim(
         ).all()
         if not rows:
             return []
+        if policy.master_key is None:
+            # Left as they are (nothing leased): a worker given the key sends them.
+            raise RuntimeError("M2M_MASTER_KEY is needed to sign outbound events")
+        master_key = policy.master_key
         await session.execute(
             sa.update(EventDelivery)
             .where(EventDelivery.id.in_([row.id for row in rows]))
@@ -595,7 +597,7 @@ async def _claim(
                 delivery_id=row.id,
                 endpoint_id=row.endpoint_id,
                 url=endpoints[row.endpoint_id].url,
-                secret=_open(policy.master_key, endpoints[row.endpoint_id]),
+                secret=_open(master_key, endpoints[row.endpoint_id]),
                 event_id=row.event_id,
                 body=json.dumps(
                     event_payload(events[row.event_id]), separators=(",", ":")
