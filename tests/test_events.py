@@ -167,6 +167,8 @@ async def endpoints(client: httpx.AsyncClient, vendor: dict[str, str]) -> list[d
     return listed
 
 
+# Also as `m2m dev` runs it: SQLite, the jobs in process.
+@pytest.mark.both_backends
 async def test_no_event_reaches_an_endpoint_not_subscribed_to_it(
     client: httpx.AsyncClient,
     vendor: dict[str, str],
@@ -280,6 +282,7 @@ async def test_an_endpoint_failing_longer_than_the_setting_is_turned_off_and_can
     assert inbox.types() == ["test"]
 
 
+@pytest.mark.both_backends
 async def test_redelivery_sends_a_delivered_event_again_with_the_same_id(
     client: httpx.AsyncClient,
     vendor: dict[str, str],

@@ -240,3 +240,18 @@ async def test_the_feed_trims_entries_older_than_its_retention_and_says_resync(
         assert isinstance(await feed.gap((2**62, 0)), Resync)  # not from this feed
     finally:
         await redis.aclose()
+
+
+async def test_without_redis_the_feed_keeps_its_entries_in_memory_with_the_same_rules() -> None:
+    feed = RevocationFeed(None, "m2m:", retention_seconds=60)
+    resync, start = await feed.start(None)
+    assert resync is None
+    await feed.publish([{"type": "tokens", "accessTokenIds": ["a"], "clientIds": []}])
+    await feed.publish([{"type": "m2mSwitch", "enabled": False}])
+    entries = await feed.after(start, block_ms=1)
+    assert [entry.data["type"] for entry in entries] == ["tokens", "m2mSwitch"]
+    first = tuple(int(part) for part in entries[0].id.split("-"))
+    assert [entry.id for entry in await feed.after(first, block_ms=1)] == [entries[1].id]
+    assert await feed.after(tuple(int(p) for p in entries[1].id.split("-")), block_ms=1) == []
+    resync, _ = await feed.start((2**62, 0))
+    assert isinstance(resync, Resync)
