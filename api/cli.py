@@ -360,7 +360,8 @@ def rotate_keys() -> None:
         lambda session: rotate_signing_key(session, master, utcnow()), "no key was rotated"
     )
     click.echo(f"m2m: key {kid} signs new tokens; running API processes switch within 30 s")
-    _tell_revocation_feed(_settings("keys"), {"type": "signingKey", "kid": kid})
+    if os.environ.get("M2M_REDIS_URL"):
+        _tell_revocation_feed(_settings("keys"), {"type": "signingKey", "kid": kid})
 
 
 def _tell_revocation_feed(settings: Settings, entry: dict[str, Any]) -> None:
@@ -402,7 +403,9 @@ def _tell_revocation_feed(settings: Settings, entry: dict[str, Any]) -> None:
     "a command-line argument shows in `ps`).",
 )
 def reencrypt_keys(new_key_env: str) -> None:
-    """Seal every stored signing key with a new master key, in one transaction."""
+    """Seal every stored signing key (and event endpoint secret) with a new master key, in one
+    transaction."""
+    from domain.events import reencrypt_endpoint_secrets
     from domain.keys import MasterKey, reencrypt_signing_keys
     from domain.settings import read_master_key
 
@@ -413,10 +416,13 @@ def reencrypt_keys(new_key_env: str) -> None:
         _fail(f"configuration error: {error}")
     if new == current:
         _fail(f"{new_key_env} holds the current M2M_MASTER_KEY; nothing was re-encrypted")
-    count = _on_keys_database(
-        lambda session: reencrypt_signing_keys(session, MasterKey(current), MasterKey(new)),
-        "nothing was re-encrypted",
-    )
+
+    async def reencrypt(session: Any) -> int:
+        count = await reencrypt_signing_keys(session, MasterKey(current), MasterKey(new))
+        await reencrypt_endpoint_secrets(session, MasterKey(current), MasterKey(new))
+        return count
+
+    count = _on_keys_database(reencrypt, "nothing was re-encrypted")
     keys_moved = "1 signing key" if count == 1 else f"{count} signing keys"
     click.echo(
         f"m2m: {keys_moved} re-encrypted with {new_key_env}; restart every API process with it "

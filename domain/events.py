@@ -279,6 +279,21 @@ async def create_endpoint(
     return IssuedEndpoint(endpoint, secret)
 
 
+async def reencrypt_endpoint_secrets(
+    session: AsyncSession, current: MasterKey, new: MasterKey
+) -> int:
+    """Seal every endpoint's signing secret with `new` (beside the signing keys, when the master
+    key changes); every one is opened before any is written. The number of secrets."""
+    endpoints = list(
+        await session.scalars(sa.select(EventEndpoint).order_by(EventEndpoint.id).with_for_update())
+    )
+    secrets = [_open(current, endpoint) for endpoint in endpoints]
+    for endpoint, secret in zip(endpoints, secrets, strict=True):
+        endpoint.secret_encrypted = _seal(new, endpoint.id, secret)
+    await session.flush()
+    return len(endpoints)
+
+
 async def list_endpoints(session: AsyncSession) -> list[EventEndpoint]:
     return list(
         await session.scalars(

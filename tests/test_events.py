@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -20,7 +21,7 @@ from domain import events, jobs
 from domain.clock import utcnow
 from domain.job_runs import run_job
 from domain.jobs import JobContext
-from domain.keys import rotate_signing_key
+from domain.keys import MasterKey, rotate_signing_key
 from domain.models import EventDelivery, EventEndpoint, OutboundEvent
 from tests.factories import Factory, add_access_token, add_credential
 from tests.kinds import TENANT_ACCESS, TENANT_API, USER_ACCESS, USER_API
@@ -487,3 +488,25 @@ async def test_an_event_is_announced_only_if_its_change_commits(
         await session.commit()
     stored = list(await db.scalars(sa.select(OutboundEvent.data)))
     assert stored == [{"n": 2}]
+
+
+async def test_a_new_master_key_reseals_the_endpoint_secrets_and_they_still_sign(
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    services: Services,
+    sessions: async_sessionmaker[AsyncSession],
+    receiver: Receiver,
+) -> None:
+    await register(client, vendor, receiver, "/resealed", ["token.created"])
+    new = MasterKey(os.urandom(32))
+    async with sessions() as session:
+        assert await events.reencrypt_endpoint_secrets(session, services.master_key, new) == 1
+        await session.commit()
+    async with sessions() as session:
+        events.announce(session, events.TOKEN_CREATED, {"id": "t"}, utcnow())
+        await session.commit()
+    with replaced(services, "master_key", new):
+        await deliver(services, sessions)
+    inbox = receiver.inbox("/resealed")
+    assert inbox.types() == ["token.created"]
+    assert inbox.bad_signatures == 0
