@@ -737,5 +737,9 @@ async def deliver_due(
             sends = await _claim(sessions, policy, clock())
             if not sends:
                 break
-            await asyncio.gather(*(one(send) for send in sends))
+            # Every send finishes (and records its outcome) before a failure ends the run.
+            outcomes = await asyncio.gather(*(one(send) for send in sends), return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
     return counts

@@ -649,23 +649,26 @@ async def _detect_reuse(
             "revokedTokenIds": sorted(revoked),
         },
     )
-    events.announce(
-        session,
-        events.REFRESH_TOKEN_REUSE_DETECTED,
-        {
-            "clientId": credential.client_id,
-            "tenantId": credential.tenant_id,
-            "familyId": presented.family_id,
-            "revokedRefreshTokenIds": sorted(revoked),
-        },
-        now,
-    )
-    await session.flush()
-    raise RefreshTokenReused(
-        AfterCommit().revoke(
+    after = AfterCommit()
+    if revoked:
+        # Announced by the presentation that revoked the family; those after it (a replay
+        # storm) find nothing left to revoke and add nothing to hold the credential's lock.
+        events.announce(
+            session,
+            events.REFRESH_TOKEN_REUSE_DETECTED,
+            {
+                "clientId": credential.client_id,
+                "tenantId": credential.tenant_id,
+                "familyId": presented.family_id,
+                "revokedRefreshTokenIds": sorted(revoked),
+            },
+            now,
+        )
+        after.revoke(
             "refreshTokenFamily", familyId=presented.family_id, clientId=credential.client_id
         )
-    )
+    await session.flush()
+    raise RefreshTokenReused(after)
 
 
 def _token_pair(
