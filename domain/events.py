@@ -21,7 +21,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -34,6 +34,7 @@ from standardwebhooks.webhooks import Webhook
 
 from domain import audit
 from domain.auth import Caller
+from domain.db import upsert_insert
 from domain.errors import InvalidInput, NotFound
 from domain.models import EventDelivery, EventDeliveryAttempt, EventEndpoint, OutboundEvent
 
@@ -138,8 +139,6 @@ async def announce_once(
     session: AsyncSession, event_type: str, data: dict[str, Any], now: datetime, once_key: str
 ) -> bool:
     """As announce, unless an event with `once_key` was announced before (then nothing)."""
-    from domain.db import upsert_insert
-
     inserted = await session.scalar(
         upsert_insert(session, OutboundEvent)
         .values(
@@ -713,7 +712,7 @@ async def _record_outcome(
 async def deliver_due(
     sessions: async_sessionmaker[AsyncSession],
     policy: DeliveryPolicy,
-    clock: Any,
+    clock: Callable[[], datetime],
     *,
     max_batches: int = 20,
 ) -> dict[str, int]:
