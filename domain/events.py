@@ -380,7 +380,7 @@ async def rotate_endpoint_secret(
 
 
 async def send_test_event(
-    session: AsyncSession, caller: Caller, endpoint_id: str, now: datetime
+    session: AsyncSession, caller: Caller | None, endpoint_id: str, now: datetime
 ) -> str:
     """A `test` event to this endpoint alone (subscribed to it or not)."""
     endpoint = await get_endpoint(session, endpoint_id)

@@ -31,6 +31,7 @@ from domain.models import (
     ClientCredential,
     Environment,
     JobRun,
+    OutboundEvent,
     RefreshToken,
     Tenant,
     User,
@@ -58,6 +59,8 @@ JOB_TIMEOUTS: Final = StatementTimeouts(statement_ms=300_000, lock_ms=30_000)
 # A webhook-id need be remembered only while its signature's timestamp is still accepted.
 WEBHOOK_ID_RETENTION: Final = timedelta(minutes=15)
 JOB_RUN_RETENTION: Final = timedelta(days=30)
+# Outbound events, with their delivery logs: past any retry (a day) and a month of history.
+EVENT_RETENTION: Final = timedelta(days=30)
 
 
 class JobQueue(Protocol):
@@ -160,8 +163,13 @@ async def expire_tokens(context: JobContext) -> Counts:
         runs = await session.execute(
             sa.delete(JobRun).where(JobRun.started_at < now - JOB_RUN_RETENTION)
         )
+        # Their deliveries and attempts go with them (the delivery log keeps 30 days).
+        sent = await session.execute(
+            sa.delete(OutboundEvent).where(OutboundEvent.occurred_at < now - EVENT_RETENTION)
+        )
     counts["webhook_ids"] = _rowcount(webhooks)
     counts["job_runs"] = _rowcount(runs)
+    counts["events"] = _rowcount(sent)
     return counts
 
 

@@ -510,3 +510,22 @@ async def test_a_new_master_key_reseals_the_endpoint_secrets_and_they_still_sign
     inbox = receiver.inbox("/resealed")
     assert inbox.types() == ["token.created"]
     assert inbox.bad_signatures == 0
+
+
+async def test_the_expiry_job_forgets_events_older_than_30_days_with_their_deliveries(
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    services: Services,
+    sessions: async_sessionmaker[AsyncSession],
+    receiver: Receiver,
+    db: AsyncSession,
+) -> None:
+    endpoint = await register(client, vendor, receiver, "/old", ["test"])
+    with freeze_time(utcnow() - jobs.EVENT_RETENTION - timedelta(minutes=1), real_asyncio=True):
+        async with sessions() as session:
+            await events.send_test_event(session, None, endpoint["id"], utcnow())
+            await session.commit()
+    recent = await client.post(f"{ENDPOINTS}/{endpoint['id']}/test", headers=vendor)
+    await run_job(job_context(services, sessions), jobs.EXPIRE_TOKENS)
+    assert list(await db.scalars(sa.select(OutboundEvent.id))) == [recent.json()["eventId"]]
+    assert await db.scalar(sa.select(sa.func.count()).select_from(EventDelivery)) == 1
