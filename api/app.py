@@ -33,11 +33,13 @@ from api.routes import (
     configuration,
     console,
     directory,
+    events,
     exchange,
     leaks,
     ops,
     policy,
     portal,
+    revocations,
     tokens,
     validation,
     vendor,
@@ -55,6 +57,7 @@ from domain.keys import KeyRing, MasterKey
 from domain.last_used import UsageRecorder
 from domain.leaks import GitHubScanningKeys
 from domain.ratelimit import RateLimiter
+from domain.revocations import FOLLOW_BLOCK_MS, RevocationFeed
 from domain.secrets import Argon2Parameters, SecretHasher, SecretShape
 from domain.settings import Settings, load_settings
 from domain.validity import ValidityCache
@@ -92,6 +95,7 @@ async def start_services(settings: Settings) -> Services:
     )
     end_users = EndUserVerifier.from_settings(settings)
     validity = ValidityCache(redis=redis, sessions=sessions, prefix=settings.redis_prefix)
+    feed = revocation_feed(settings, redis)
     return Services(
         settings=settings,
         engine=engine,
@@ -123,9 +127,27 @@ async def start_services(settings: Settings) -> Services:
         github_keys=GitHubScanningKeys(
             settings.github_secret_scanning_keys_url, settings.github_secret_scanning_keys_file
         ),
-        jobs=_job_queue(settings, redis, sessions, validity),
+        jobs=_job_queue(settings, redis, sessions, validity, master_key, feed),
+        feed=feed,
         started_at=utcnow(),
         usage=UsageRecorder(enabled=settings.record_last_used),
+    )
+
+
+def revocation_feed(settings: Settings, redis: Redis | None) -> RevocationFeed:
+    """The feed on Redis (in memory without it), with a client of its own for the blocking
+    reads of the stream's followers: the API's client gives up on Redis within 250 ms."""
+    reader = (
+        None
+        if redis is None
+        else Redis.from_url(
+            settings.redis_url,
+            socket_timeout=FOLLOW_BLOCK_MS / 1000 + 5,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        )
+    )
+    return RevocationFeed(
+        redis, settings.redis_prefix, settings.revocation_feed_retention_seconds, reader=reader
     )
 
 
@@ -134,11 +156,13 @@ def _job_queue(
     redis: Redis | None,
     sessions: async_sessionmaker[AsyncSession],
     validity: ValidityCache,
+    master_key: MasterKey,
+    feed: RevocationFeed,
 ) -> JobQueue:
     """Celery beside Redis; without Redis (`m2m dev`) the jobs run in this process."""
     if redis is not None:
         return CeleryJobQueue(settings)
-    return InProcessJobs(job_context(settings, sessions, validity))
+    return InProcessJobs(job_context(settings, sessions, validity, master_key, feed))
 
 
 async def _write_usage_until(stopping: asyncio.Event, services: Services) -> None:
@@ -229,6 +253,8 @@ def create_app(
         *wellknown.ROUTES,
         *webhooks.ROUTES,
         *leaks.ROUTES,
+        *events.ROUTES,
+        *revocations.ROUTES,
         *ops.ROUTES,
         *audits.ROUTES,
         *(console.ROUTES if settings.console_enabled else []),

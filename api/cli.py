@@ -384,6 +384,37 @@ def rotate_keys() -> None:
         lambda session: rotate_signing_key(session, master, utcnow()), "no key was rotated"
     )
     click.echo(f"m2m: key {kid} signs new tokens; running API processes switch within 30 s")
+    if os.environ.get("M2M_REDIS_URL"):
+        _tell_revocation_feed(_settings("keys"), {"type": "signingKey", "kid": kid})
+
+
+def _tell_revocation_feed(settings: Settings, entry: dict[str, Any]) -> None:
+    """Publish one entry on the revocation feed; a Redis that cannot be reached is reported,
+    not fatal (the change is committed; consumers learn of it otherwise)."""
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from domain.revocations import RevocationFeed
+
+    async def publish() -> None:
+        redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            feed = RevocationFeed(
+                redis, settings.redis_prefix, settings.revocation_feed_retention_seconds
+            )
+            await feed.publish([entry])
+        finally:
+            await redis.aclose()
+
+    try:
+        asyncio.run(publish())
+    except Exception as error:
+        click.echo(
+            f"m2m: the revocation feed was not told ({type(error).__name__}: Redis at "
+            "M2M_REDIS_URL unreachable)",
+            err=True,
+        )
 
 
 @keys.command("reencrypt")
@@ -396,7 +427,9 @@ def rotate_keys() -> None:
     "a command-line argument shows in `ps`).",
 )
 def reencrypt_keys(new_key_env: str) -> None:
-    """Seal every stored signing key with a new master key, in one transaction."""
+    """Seal every stored signing key (and event endpoint secret) with a new master key, in one
+    transaction."""
+    from domain.events import reencrypt_endpoint_secrets
     from domain.keys import MasterKey, reencrypt_signing_keys
     from domain.settings import read_master_key
 
@@ -407,10 +440,13 @@ def reencrypt_keys(new_key_env: str) -> None:
         _fail(f"configuration error: {error}")
     if new == current:
         _fail(f"{new_key_env} holds the current M2M_MASTER_KEY; nothing was re-encrypted")
-    count = _on_keys_database(
-        lambda session: reencrypt_signing_keys(session, MasterKey(current), MasterKey(new)),
-        "nothing was re-encrypted",
-    )
+
+    async def reencrypt(session: Any) -> int:
+        count = await reencrypt_signing_keys(session, MasterKey(current), MasterKey(new))
+        await reencrypt_endpoint_secrets(session, MasterKey(current), MasterKey(new))
+        return count
+
+    count = _on_keys_database(reencrypt, "nothing was re-encrypted")
     keys_moved = "1 signing key" if count == 1 else f"{count} signing keys"
     click.echo(
         f"m2m: {keys_moved} re-encrypted with {new_key_env}; restart every API process with it "

@@ -16,6 +16,7 @@ from domain.keys import KeyRing, MasterKey, Signer
 from domain.last_used import UsageRecorder
 from domain.leaks import GitHubScanningKeys
 from domain.ratelimit import RateLimiter
+from domain.revocations import RevocationFeed
 from domain.secrets import SecretHasher, SecretShape
 from domain.settings import Settings
 from domain.validity import ValidityCache
@@ -63,6 +64,7 @@ class Services:
     # GitHub's secret-scanning public keys, read when a report names one not known yet.
     github_keys: GitHubScanningKeys
     jobs: JobQueue
+    feed: RevocationFeed
     # When this process started: /ops/jobs counts a never-run job overdue from here.
     started_at: datetime
     prune_debounce: Debounce = field(default_factory=lambda: Debounce(PRUNE_AFTER_EXCHANGE_SECONDS))
@@ -79,6 +81,7 @@ class Services:
         await self.usage.write(self.sessions)
         await self.jobs.close()
         await self.validity.close()
+        await self.feed.close()
         self.hasher.close()
         if self.redis is not None:
             await self.redis.aclose()

@@ -8,6 +8,7 @@ before the commit could run before the rows it needs are visible.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,7 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from domain.jobs import JobQueue
+    from domain.revocations import RevocationFeed
     from domain.validity import ValidityCache
+
+logger = logging.getLogger("m2m.revocations")
 
 
 @dataclass
@@ -40,20 +44,32 @@ class AfterCommit:
     # Access tokens were created: the lists of valid ones (/active) change.
     new_access_tokens: bool = False
     jobs: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # Entries of the revocation feed (domain/revocations.py), published after the cache writes.
+    # Every deletion above adds its own; the rest (a refresh-token family, the M2M switch, a
+    # key rotation) are added by name.
+    revocations: list[dict[str, Any]] = field(default_factory=list)
 
     def delete_tenant(self, tenant_id: str, created_at: datetime) -> AfterCommit:
         self.deleted_tenants.append((tenant_id, created_at))
-        return self
+        return self.revoke("tenant", tenantId=tenant_id)
 
     def delete_user(self, user_id: str, created_at: datetime) -> AfterCommit:
         self.deleted_users.append((user_id, created_at))
-        return self
+        return self.revoke("user", userId=user_id)
 
     def delete_tokens(
         self, *, access_token_ids: Sequence[str] = (), client_ids: Sequence[str] = ()
     ) -> AfterCommit:
         self.deleted_access_tokens.extend(access_token_ids)
         self.deleted_credentials.extend(client_ids)
+        if access_token_ids or client_ids:
+            self.revoke("tokens", accessTokenIds=list(access_token_ids), clientIds=list(client_ids))
+        return self
+
+    def revoke(self, kind: str, **ids: Any) -> AfterCommit:
+        """A revocation feed entry: `kind` (tokens, user, tenant, refreshTokenFamily,
+        m2mSwitch, signingKey) and the ids it names."""
+        self.revocations.append({"type": kind, **ids})
         return self
 
     def evict_tokens(
@@ -83,9 +99,17 @@ class AfterCommit:
         self.jobs.append((job, arguments))
         return self
 
-    async def apply(self, validity: ValidityCache, jobs: JobQueue | None = None) -> None:
+    async def apply(
+        self,
+        validity: ValidityCache,
+        jobs: JobQueue | None = None,
+        feed: RevocationFeed | None = None,
+    ) -> None:
         """Write the cache (in effect on this process before this returns, on every other
-        within the cache's propagation bound), then enqueue the jobs."""
+        within the cache's propagation bound), publish the revocations, then enqueue the jobs.
+
+        A feed that cannot be reached loses those entries (logged), never fails the request:
+        the cache keeps the promise, and a local verifier then learns of them at `exp`."""
         for tenant_id, created_at in self.deleted_tenants:
             await validity.invalidate_tenant(tenant_id, created_at)
         for user_id, created_at in self.deleted_users:
@@ -106,6 +130,14 @@ class AfterCommit:
             await validity.set_m2m_switch(self.m2m_switch)
         if self.new_access_tokens:
             await validity.announce_new_access_tokens()
+        if self.revocations and feed is not None:
+            try:
+                await feed.publish(self.revocations)
+            except Exception:
+                logger.warning(
+                    "the revocation feed is unreachable: %d entries not published",
+                    len(self.revocations),
+                )
         if self.jobs:
             if jobs is None:
                 raise RuntimeError("jobs were left to enqueue where no job queue is available")

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain import audit
+from domain import audit, events
 from domain.after_commit import AfterCommit
 from domain.auth import Caller
 from domain.errors import Disabled, Forbidden
@@ -94,8 +94,13 @@ async def update_configuration(
     if change.api_tokens_enabled is not None:
         if change.api_tokens_enabled != environment.api_tokens_enabled:
             changed["api_tokens_enabled"] = change.api_tokens_enabled
+            events.announce(
+                session, events.M2M_SWITCHED, {"enabled": change.api_tokens_enabled}, now
+            )
         # Sent at all, it is propagated again: that also repairs a process that missed it.
         after = switch_m2m(environment, change.api_tokens_enabled)
+        if "api_tokens_enabled" in changed:
+            after.revoke("m2mSwitch", enabled=change.api_tokens_enabled)
     for field in (
         "m2m_strategy",
         "default_token_expiration",

@@ -15,7 +15,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain import audit
+from domain import audit, events
 from domain.after_commit import AfterCommit
 from domain.auth import Caller
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -243,6 +243,9 @@ async def delete_tenant(
         tenant_id=tenant_id,
         now=now,
     )
+    events.announce(
+        session, events.TOKENS_REVOKED, {"tenantId": tenant_id, "reason": "tenant.deleted"}, now
+    )
     await session.flush()
     return (
         AfterCommit()
@@ -440,6 +443,12 @@ async def delete_user(
         target_id=user_id,
         tenant_id=user.tenant_id,
         now=now,
+    )
+    events.announce(
+        session,
+        events.TOKENS_REVOKED,
+        {"tenantId": user.tenant_id, "userId": user_id, "reason": "user.deleted"},
+        now,
     )
     await session.flush()
     return (

@@ -23,7 +23,8 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from domain import audit
+from domain import audit, events
+from domain.after_commit import AfterCommit
 from domain.clock import utcnow
 from domain.errors import Disabled, InvalidInput, Unauthenticated
 from domain.keys import Signer
@@ -79,7 +80,11 @@ class InvalidGrant(Unauthenticated):
 
 class RefreshTokenReused(InvalidGrant):
     """A used refresh token came back: its family is revoked, and that revocation must be
-    committed although the request fails."""
+    committed although the request fails, then `after` applied (the revocation feed's entry)."""
+
+    def __init__(self, after: AfterCommit | None = None) -> None:
+        super().__init__()
+        self.after = after or AfterCommit()
 
 
 class UnsupportedGrantType(InvalidInput):
@@ -741,14 +746,16 @@ async def _detect_reuse(
     ).one_or_none()
     if presented is None or presented.used_at is None:
         return
-    revoked = await session.scalars(
-        sa.update(_tokens)
-        .where(
-            _tokens.c.family_id == presented.family_id,
-            *usable_refresh_token(_tokens.c, sa.literal(now, _moment)),
+    revoked = list(
+        await session.scalars(
+            sa.update(_tokens)
+            .where(
+                _tokens.c.family_id == presented.family_id,
+                *usable_refresh_token(_tokens.c, sa.literal(now, _moment)),
+            )
+            .values(revoked_at=now)
+            .returning(_tokens.c.id)
         )
-        .values(revoked_at=now)
-        .returning(_tokens.c.id)
     )
     # Recorded by the service itself: whoever presented the token is unknown.
     audit.record(
@@ -765,8 +772,26 @@ async def _detect_reuse(
             "revokedTokenIds": sorted(revoked),
         },
     )
+    after = AfterCommit()
+    if revoked:
+        # Announced by the presentation that revoked the family; those after it (a replay
+        # storm) find nothing left to revoke and add nothing to hold the credential's lock.
+        events.announce(
+            session,
+            events.REFRESH_TOKEN_REUSE_DETECTED,
+            {
+                "clientId": credential.client_id,
+                "tenantId": credential.tenant_id,
+                "familyId": presented.family_id,
+                "revokedRefreshTokenIds": sorted(revoked),
+            },
+            now,
+        )
+        after.revoke(
+            "refreshTokenFamily", familyId=presented.family_id, clientId=credential.client_id
+        )
     await session.flush()
-    raise RefreshTokenReused()
+    raise RefreshTokenReused(after)
 
 
 def _token_pair(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
-from domain import audit
+from domain import audit, events
 from domain.after_commit import AfterCommit
 from domain.clock import utcnow
 from domain.db import StatementTimeouts
@@ -26,6 +26,7 @@ from domain.exchange import (
     refresh_tokens_beyond_cap,
     usable_refresh_token,
 )
+from domain.keys import MasterKey
 from domain.last_used import announce_unused_token
 from domain.models import (
     ENVIRONMENT_ROW_ID,
@@ -34,11 +35,13 @@ from domain.models import (
     ClientCredential,
     Environment,
     JobRun,
+    OutboundEvent,
     RefreshToken,
     Tenant,
     User,
     WebhookDelivery,
 )
+from domain.revocations import RevocationFeed
 from domain.settings import Settings
 from domain.validity import ValidityCache
 
@@ -53,6 +56,8 @@ PROPAGATE_M2M_SWITCH: Final = "propagate_m2m_switch"
 RECONCILE_CACHE: Final = "reconcile_cache"
 DELETE_UNUSED_TOKENS: Final = "delete_unused_tokens"
 PRUNE_AUDIT_EVENTS: Final = "prune_audit_events"
+DELIVER_EVENTS: Final = "deliver_events"
+WARN_EXPIRING_TOKENS: Final = "warn_expiring_tokens"
 
 # The jobs' statements work on batches, and may wait for a request's row locks (each request's
 # statements are bounded by the API's timeouts): bounds above any normal run's, below a hang.
@@ -61,6 +66,8 @@ JOB_TIMEOUTS: Final = StatementTimeouts(statement_ms=300_000, lock_ms=30_000)
 # A webhook-id need be remembered only while its signature's timestamp is still accepted.
 WEBHOOK_ID_RETENTION: Final = timedelta(minutes=15)
 JOB_RUN_RETENTION: Final = timedelta(days=30)
+# Outbound events, with their delivery logs: past any retry (a day) and a month of history.
+EVENT_RETENTION: Final = timedelta(days=30)
 
 
 class JobQueue(Protocol):
@@ -78,7 +85,8 @@ class JobQueue(Protocol):
 
 @dataclass(frozen=True)
 class JobContext:
-    """What a job needs: the database, the validity cache, the clock and its batch size."""
+    """What a job needs: the database, the validity cache, the clock and its batch size; the
+    outbound events' delivery policy and the revocation feed."""
 
     sessions: async_sessionmaker[AsyncSession]
     validity: ValidityCache
@@ -88,10 +96,17 @@ class JobContext:
     delete_unused_after_days: int | None = None
     unused_warning_days: int = 7
     audit_retention: timedelta = timedelta(days=365)
+    # Outbound events (their delivery rules) and the revocation feed (None: none to publish to).
+    events: events.DeliveryPolicy = field(default_factory=events.DeliveryPolicy)
+    feed: RevocationFeed | None = None
 
 
 def job_context(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], validity: ValidityCache
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    validity: ValidityCache,
+    master_key: MasterKey | None,
+    feed: RevocationFeed | None,
 ) -> JobContext:
     """The context the settings describe, on the clock every process reads."""
     return JobContext(
@@ -102,6 +117,8 @@ def job_context(
         delete_unused_after_days=settings.delete_unused_after_days,
         unused_warning_days=settings.unused_warning_days,
         audit_retention=timedelta(days=settings.audit_retention_days),
+        events=events.DeliveryPolicy.from_settings(settings, master_key),
+        feed=feed,
     )
 
 
@@ -138,9 +155,13 @@ async def expire_tokens(context: JobContext) -> Counts:
             )
         )
         expired = sorted(set(ids) - set(rolled))
-        await session.execute(
-            sa.update(AccessToken).where(AccessToken.id.in_(expired)).values(expired_at=now)
+        owners = await session.execute(
+            sa.update(AccessToken)
+            .where(AccessToken.id.in_(expired))
+            .values(expired_at=now)
+            .returning(AccessToken.id, AccessToken.tenant_id, AccessToken.user_id)
         )
+        _announce_expired(session, "AccessToken", owners.all(), now)
         _audit_expired(session, "access_token", ids, now)
         return (
             AfterCommit()
@@ -149,11 +170,15 @@ async def expire_tokens(context: JobContext) -> Counts:
         )
 
     async def mark_credentials(session: AsyncSession, ids: list[str]) -> AfterCommit:
-        await session.execute(
+        owners = await session.execute(
             sa.update(ClientCredential)
             .where(ClientCredential.client_id.in_(ids))
             .values(expired_at=now)
+            .returning(
+                ClientCredential.client_id, ClientCredential.tenant_id, ClientCredential.user_id
+            )
         )
+        _announce_expired(session, "ApiToken", owners.all(), now)
         refresh = await session.execute(
             sa.delete(RefreshToken).where(RefreshToken.client_id.in_(ids))
         )
@@ -185,9 +210,35 @@ async def expire_tokens(context: JobContext) -> Counts:
         runs = await session.execute(
             sa.delete(JobRun).where(JobRun.started_at < now - JOB_RUN_RETENTION)
         )
+        # Their deliveries and attempts go with them (the delivery log keeps 30 days).
+        sent = await session.execute(
+            sa.delete(OutboundEvent).where(OutboundEvent.occurred_at < now - EVENT_RETENTION)
+        )
     counts["webhook_ids"] = _rowcount(webhooks)
     counts["job_runs"] = _rowcount(runs)
+    counts["events"] = _rowcount(sent)
     return counts
+
+
+def token_event_data(
+    token_id: str, tenant_id: str, user_id: str | None, rows: str
+) -> dict[str, Any]:
+    """What a token event says of its token: id, kind (userApiToken, tenantAccessToken, ...),
+    account and, for a personal token, user."""
+    kind = f"{'user' if user_id is not None else 'tenant'}{rows}"
+    data: dict[str, Any] = {"id": token_id, "kind": kind, "tenantId": tenant_id}
+    if user_id is not None:
+        data["userId"] = user_id
+    return data
+
+
+def _announce_expired(
+    session: AsyncSession, rows: str, owners: Sequence[Any], now: datetime
+) -> None:
+    for token_id, tenant_id, user_id in owners:
+        events.announce(
+            session, events.TOKEN_EXPIRED, token_event_data(token_id, tenant_id, user_id, rows), now
+        )
 
 
 def _audit_expired(session: AsyncSession, kind: str, ids: Sequence[str], now: datetime) -> None:
@@ -222,7 +273,7 @@ async def _in_batches(
             if ids:
                 after = await act(session, ids)
         if after is not None:
-            await after.apply(context.validity)
+            await after.apply(context.validity, feed=context.feed)
         total += len(ids)
         if len(ids) < context.batch_size:
             return total
@@ -565,6 +616,52 @@ async def prune_audit_events(context: JobContext) -> Counts:
     }
 
 
+# --- outbound events -----------------------------------------------------------------------------
+
+
+async def deliver_events(context: JobContext) -> Counts:
+    """Dispatch announced events to the endpoints subscribed to them and send what is due."""
+    return await events.deliver_due(context.sessions, context.events, context.clock)
+
+
+async def warn_expiring_tokens(context: JobContext) -> Counts:
+    """Announce `token.expiring` once per token and warning (30, 7 and 1 days before expiry by
+    default, M2M_EXPIRY_WARNING_DAYS): each token gets the warning of the smallest number of
+    days its expiry is within, once (a token created 10 days before its expiry gets the 30-day
+    warning at once, then the 7-day and the 1-day ones)."""
+    now = context.clock()
+    warned = 0
+    days = sorted(context.events.expiry_warning_days)
+    if not days:
+        return {"warnings": 0}
+    for rows, model, id_column in (
+        ("AccessToken", AccessToken, AccessToken.id),
+        ("ApiToken", ClientCredential, ClientCredential.client_id),
+    ):
+        async with context.sessions() as session, session.begin():
+            expiring = (
+                await session.execute(
+                    sa.select(id_column, model.tenant_id, model.user_id, model.expires_at).where(
+                        model.expires_at > now,
+                        model.expires_at <= now + timedelta(days=days[-1]),
+                    )
+                )
+            ).all()
+            for token_id, tenant_id, user_id, expires_at in expiring:
+                assert expires_at is not None  # selected by its value
+                # The nearest warning whose time has come: the one this token should have had.
+                due = min(day for day in days if expires_at <= now + timedelta(days=day))
+                data = {
+                    **token_event_data(token_id, tenant_id, user_id, rows),
+                    "expiresAt": expires_at.isoformat().replace("+00:00", "Z"),
+                    "daysBefore": due,
+                }
+                once = f"{events.TOKEN_EXPIRING}:{token_id}:{due}"
+                if await events.announce_once(session, events.TOKEN_EXPIRING, data, now, once):
+                    warned += 1
+    return {"warnings": warned}
+
+
 # --- running and recording ----------------------------------------------------------------------
 
 Job = Callable[..., Awaitable[Counts]]
@@ -577,6 +674,8 @@ JOBS: Final[dict[str, Job]] = {
     RECONCILE_CACHE: reconcile_cache,
     DELETE_UNUSED_TOKENS: delete_unused_tokens,
     PRUNE_AUDIT_EVENTS: prune_audit_events,
+    DELIVER_EVENTS: deliver_events,
+    WARN_EXPIRING_TOKENS: warn_expiring_tokens,
 }
 
 # The periodic jobs. The cascade is also swept periodically, so that a deletion whose task
@@ -588,4 +687,8 @@ SCHEDULES: Final = (
     Schedule(CASCADE_DELETIONS, timedelta(minutes=5)),
     Schedule(DELETE_UNUSED_TOKENS, timedelta(hours=1)),
     Schedule(PRUNE_AUDIT_EVENTS, timedelta(hours=1)),
+    # Also enqueued after each commit that announced events: this run catches the events
+    # announced by jobs, the retries that came due, and a lost enqueue.
+    Schedule(DELIVER_EVENTS, timedelta(seconds=10)),
+    Schedule(WARN_EXPIRING_TOKENS, timedelta(hours=1)),
 )

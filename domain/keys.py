@@ -184,8 +184,17 @@ async def rotate_signing_key(session: AsyncSession, master: MasterKey, now: date
         .where(SigningKey.activated_at.is_not(None), SigningKey.retired_at.is_(None))
         .values(retired_at=now)
     )
+    # Imported here: the events module reaches this one through the audit's Caller.
+    from domain import events
+
     row = _new_signing_key(master, now)
     session.add(row)
+    events.announce(
+        session,
+        events.KEY_ROTATED,
+        {"kid": row.kid, "retiredKid": active.kid if active is not None else None},
+        now,
+    )
     await session.flush()
     return row.kid
 

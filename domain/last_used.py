@@ -19,7 +19,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain import audit
+from domain import audit, events
 from domain.models import AccessToken, ClientCredential
 
 logger = logging.getLogger("m2m.last_used")
@@ -209,8 +209,8 @@ def announce_unused_token(
     now: datetime,
 ) -> None:
     """The unused-token policy's warning that a token will be deleted at `deleted_at` unless it
-    is used before: recorded in the audit trail (the outbound `unused-warning` event is sent
-    from here once outbound events exist)."""
+    is used before: recorded in the audit trail and announced as the outbound
+    `token.unused_warning` event."""
     details: dict[str, Any] = {
         "lastUsedAt": last_used_at.isoformat() if last_used_at is not None else None,
         "deletionAt": deleted_at.isoformat(),
@@ -226,4 +226,16 @@ def announce_unused_token(
         now=now,
         tenant_id=tenant_id,
         details=details,
+    )
+    events.announce(
+        session,
+        events.TOKEN_UNUSED_WARNING,
+        {
+            "id": token_id,
+            "kind": ("user" if user_id is not None else "tenant")
+            + ("AccessToken" if target_type == "access_token" else "ApiToken"),
+            "tenantId": tenant_id,
+            **details,
+        },
+        now,
     )

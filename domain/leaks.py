@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain import audit
+from domain import audit, events
 from domain.after_commit import AfterCommit
 from domain.auth import Caller
 from domain.db import upsert_insert
@@ -166,8 +166,8 @@ async def announce_leak(
     action: Literal["revoked", "notified"],
     now: datetime,
 ) -> None:
-    """The one place a leak acted on is made known. Today: an audit event with the report's
-    source URL. The outbound events will announce it from here too."""
+    """The one place a leak acted on is made known: an audit event with the report's source URL,
+    and the outbound `token.leaked` event (never the value itself)."""
     target_type = {
         "client_secret": "client_credential",
         "client_credential_jwt": "client_credential",
@@ -192,6 +192,16 @@ async def announce_leak(
         # A report from a scanner (GitHub) has no caller: the leak report itself acted.
         actor=audit.Actor(audit.LEAK_REPORT, reporting.reporter),
     )
+    data: dict[str, Any] = {
+        "id": found.family_id or found.target_id,
+        "kind": found.kind,
+        "tenantId": found.tenant_id,
+        "action": action,
+        "reporter": reporting.reporter,
+        "url": leak.url,
+        "source": leak.source,
+    }
+    events.announce(session, events.TOKEN_LEAKED, data, now)
 
 
 # --- recognising a value -----------------------------------------------------------------------

@@ -419,3 +419,98 @@ class AuditEvent(Base):
     # Where the acting request came from (its client address) and its request id; NULL for jobs.
     actor_address: Mapped[str | None] = mapped_column(sa.String(64))
     request_id: Mapped[str | None] = mapped_column(sa.String(128))
+
+
+class EventEndpoint(Base):
+    """A vendor's receiver of outbound events: where to, which event types, and its signing
+    secret (encrypted with M2M_MASTER_KEY: the service must sign with it, so no hash will do)."""
+
+    __tablename__ = "event_endpoints"
+
+    id: Mapped[str] = mapped_column(sa.String(TOKEN_ID_LENGTH), primary_key=True)
+    url: Mapped[str] = mapped_column(sa.String(2048))
+    description: Mapped[str | None] = mapped_column(sa.Text)
+    event_types: Mapped[list[str]] = mapped_column(JSONType)
+    enabled: Mapped[bool]
+    secret_encrypted: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    # Why and when the service turned it off (failing too long); None while it is on, or when
+    # the vendor turned it off.
+    disabled_reason: Mapped[str | None] = mapped_column(sa.Text)
+    # The first failure of the current run of failures; None after any success.
+    failing_since: Mapped[datetime | None]
+
+
+class OutboundEvent(Base):
+    """The outbox: an event, written in the transaction of the change it announces."""
+
+    __tablename__ = "outbound_events"
+    __table_args__ = (
+        sa.Index(
+            "ix_outbound_events_undispatched",
+            "occurred_at",
+            postgresql_where=sa.text("dispatched_at IS NULL"),
+            sqlite_where=sa.text("dispatched_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    type: Mapped[str] = mapped_column(sa.String(64))
+    occurred_at: Mapped[datetime]
+    data: Mapped[dict[str, Any]]
+    # When the delivery job made its deliveries (one per endpoint subscribed then); None: not yet.
+    dispatched_at: Mapped[datetime | None]
+    # An event that must be announced once (an expiry warning): a second announce is dropped.
+    once_key: Mapped[str | None] = mapped_column(sa.String(300), unique=True)
+
+
+class EventDelivery(Base):
+    """One event to one endpoint: delivered at least once, retried until delivered or given up."""
+
+    __tablename__ = "event_deliveries"
+    __table_args__ = (
+        sa.Index("ix_event_deliveries_endpoint_created", "endpoint_id", "created_at"),
+        sa.Index(
+            "ix_event_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=sa.text("status = 'pending'"),
+            sqlite_where=sa.text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(TOKEN_ID_LENGTH), primary_key=True)
+    event_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("outbound_events.id", ondelete="CASCADE"), index=True
+    )
+    endpoint_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("event_endpoints.id", ondelete="CASCADE")
+    )
+    # pending (to send, at next_attempt_at), delivered, failed (given up).
+    status: Mapped[str] = mapped_column(sa.String(16))
+    attempts: Mapped[int]
+    created_at: Mapped[datetime]
+    # Also the lease of a worker sending it: set ahead before sending, so a worker killed
+    # mid-delivery leaves it due again once the lease has passed.
+    next_attempt_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+    last_status_code: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    last_latency_ms: Mapped[int | None]
+
+
+class EventDeliveryAttempt(Base):
+    """One try at a delivery, for the endpoint's delivery log."""
+
+    __tablename__ = "event_delivery_attempts"
+
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    delivery_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("event_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime]
+    status_code: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    latency_ms: Mapped[int]

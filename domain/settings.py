@@ -126,6 +126,14 @@ class Settings:
     delete_unused_after_days: int | None = None
     unused_warning_days: int = 7
     audit_retention_days: int = 365
+    # Outbound events: endpoints on loopback, private or link-local addresses are refused
+    # unless this is set; an endpoint failing this long is turned off; expiry warnings this
+    # many days before (descending).
+    event_endpoints_allow_private: bool = False
+    event_endpoint_disable_after_seconds: int = 5 * 86_400
+    expiry_warning_days: tuple[int, ...] = (30, 7, 1)
+    # The revocation feed keeps its entries this long for consumers resuming with Last-Event-ID.
+    revocation_feed_retention_seconds: int = 86_400
 
     @property
     def self_service_enabled(self) -> bool:
@@ -231,6 +239,16 @@ def load_settings(
         ),
         unused_warning_days=reader.integer("M2M_UNUSED_TOKEN_WARNING_DAYS", 7, low=1, high=365),
         audit_retention_days=reader.integer("M2M_AUDIT_RETENTION_DAYS", 365, low=1, high=36_500),
+        event_endpoints_allow_private=reader.boolean(
+            "M2M_EVENT_ENDPOINTS_ALLOW_PRIVATE", default=False
+        ),
+        event_endpoint_disable_after_seconds=reader.integer(
+            "M2M_EVENT_ENDPOINT_DISABLE_AFTER_SECONDS", 5 * 86_400, low=60, high=90 * 86_400
+        ),
+        expiry_warning_days=reader.days("M2M_EXPIRY_WARNING_DAYS", (30, 7, 1)),
+        revocation_feed_retention_seconds=reader.integer(
+            "M2M_REVOCATION_FEED_RETENTION_SECONDS", 86_400, low=60, high=30 * 86_400
+        ),
     )
     if settings.github_secret_scanning_keys_url and settings.github_secret_scanning_keys_file:
         raise ConfigError(
@@ -297,6 +315,19 @@ class _Reader:
         if self.optional(name) is None:
             return None
         return self.integer(name, low, low=low, high=high)
+
+    def days(self, name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+        """Comma-separated whole days from 1 to 365, e.g. `30,7,1`."""
+        value = self.optional(name)
+        if value is None:
+            return default
+        try:
+            days = {int(part) for part in value.split(",") if part.strip()}
+        except ValueError:
+            raise ConfigError(name, "must be whole days separated by commas, e.g. 30,7,1") from None
+        if any(not 1 <= day <= 365 for day in days):
+            raise ConfigError(name, "each number of days must be from 1 to 365")
+        return tuple(sorted(days, reverse=True))
 
     def boolean(self, name: str, *, default: bool) -> bool:
         raw = self.optional(name)

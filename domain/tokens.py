@@ -15,13 +15,13 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Final, Generic, Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from domain import audit, policy
+from domain import audit, events, policy
 from domain.after_commit import AfterCommit
 from domain.auth import Caller
 from domain.configuration import Strategy, get_environment, require_creation_allowed
@@ -251,6 +251,14 @@ def _owned(kind: TokenKind[Any], scope: Scope) -> list[sa.ColumnElement[bool]]:
     ]
 
 
+# The token changes announced as outbound events (README "Outbound events").
+_ANNOUNCED: Final = {
+    "created": events.TOKEN_CREATED,
+    "deleted": events.TOKEN_DELETED,
+    "rotated": events.TOKEN_ROTATED,
+}
+
+
 def _record(
     session: AsyncSession,
     caller: Caller,
@@ -261,6 +269,14 @@ def _record(
     now: datetime,
     **details: Any,
 ) -> None:
+    announced = _ANNOUNCED.get(verb)
+    if announced is not None:
+        data: dict[str, Any] = {"id": token_id, "kind": kind.name, "tenantId": scope.tenant_id}
+        if kind.per_user:
+            data["userId"] = scope.owner_user_id
+        if verb == "rotated":  # the overlap, and when the old secret or token stops
+            data.update(details)
+        events.announce(session, announced, data, now)
     if kind.per_user:
         details = {"userId": scope.owner_user_id, **details}
     audit.record(
@@ -832,6 +848,12 @@ async def revoke_every_token_of_user(
     )
     user.tokens_revoked_at = mark
     _record_revoke_all(session, caller, "user", user_id, user.tenant_id, revoked, now)
+    events.announce(
+        session,
+        events.TOKENS_REVOKED,
+        {"tenantId": user.tenant_id, "userId": user_id, "reason": "revoke_all"},
+        now,
+    )
     await session.flush()
     return revoked, (
         AfterCommit().delete_user(user_id, generation).enqueue(CASCADE_DELETIONS, user_id=user_id)
@@ -859,6 +881,9 @@ async def revoke_every_token_of_tenant(
     )
     tenant.tokens_revoked_at = mark
     _record_revoke_all(session, caller, "tenant", tenant_id, tenant_id, revoked, now)
+    events.announce(
+        session, events.TOKENS_REVOKED, {"tenantId": tenant_id, "reason": "revoke_all"}, now
+    )
     await session.flush()
     return revoked, (
         AfterCommit()

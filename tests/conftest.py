@@ -35,6 +35,7 @@ from api.app import create_app, start_services
 from api.state import Services
 from domain.clock import utcnow
 from domain.db import create_engine, create_session_factory
+from domain.events import DeliveryPolicy
 from domain.jobs import JobContext
 from domain.models import Base
 from domain.ratelimit import RateLimiter
@@ -182,6 +183,8 @@ def _common_environment(idp_key: rsa.RSAPrivateKey) -> dict[str, str]:
         "M2M_USER_JWT_PUBLIC_KEY": public_pem,
         "M2M_USER_JWT_ISSUER": IDP_ISSUER,
         "M2M_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        # The tests' event receivers listen on 127.0.0.1.
+        "M2M_EVENT_ENDPOINTS_ALLOW_PRIVATE": "true",
     }
 
 
@@ -278,7 +281,11 @@ async def services(settings: Settings) -> AsyncIterator[Services]:
     jobs_engine = create_engine(settings.database_url)
     started.jobs = InProcessJobs(
         JobContext(
-            sessions=create_session_factory(jobs_engine), validity=started.validity, clock=utcnow
+            sessions=create_session_factory(jobs_engine),
+            validity=started.validity,
+            clock=utcnow,
+            events=DeliveryPolicy.from_settings(settings, started.master_key),
+            feed=started.feed,
         ),
         schedules=(),
         hold=True,

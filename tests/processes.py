@@ -50,6 +50,7 @@ def serve_environment(settings: Settings) -> dict[str, str]:
         "M2M_VENDOR_SECRET": settings.vendor_secret,
         "M2M_MASTER_KEY": master,
         "M2M_ISSUER": settings.issuer,
+        "M2M_EVENT_ENDPOINTS_ALLOW_PRIVATE": str(settings.event_endpoints_allow_private).lower(),
         # No M2M_ARGON2_*: a process hashes with the production defaults (the settings refuse
         # the suite's cheap ones); it verifies hashes made by the test app all the same.
     }

@@ -484,6 +484,8 @@ def routes() -> dict[tuple[str, str], tuple[str, Call]]:
     roles = "/identity/resources/roles/v1"
     permissions = "/identity/resources/permissions/v1"
     vendor_only = "/identity/resources/vendor-only"
+    events = "/events/endpoints"
+    endpoint = events + "/{endpoint_id:str}"
 
     def in_tenant(w: World) -> dict[str, str]:
         return {**w.vendor, "frontegg-tenant-id": w.tenant_id}
@@ -721,6 +723,37 @@ def routes() -> dict[tuple[str, str], tuple[str, Call]]:
         ("GET", "/ops/jobs"): (house, lambda c, w: c.get("/ops/jobs", headers=w.vendor)),
         ("GET", "/audits/v1"): (house, lambda c, w: c.get("/audits/v1", headers=w.vendor)),
         ("GET", "/metrics"): (house, lambda c, w: c.get("/metrics", headers=w.vendor)),
+        ("GET", events): (house, lambda c, w: c.get(events, headers=w.vendor)),
+        ("POST", events): (
+            house,
+            lambda c, w: c.post(
+                events,
+                headers=w.vendor,
+                json={"url": "http://127.0.0.1:9/e", "eventTypes": ["test"]},
+            ),
+        ),
+        ("GET", endpoint): (house, lambda c, w: c.get(f"{events}/e", headers=w.vendor)),
+        ("PATCH", endpoint): (
+            house,
+            lambda c, w: c.patch(f"{events}/e", headers=w.vendor, json={"enabled": False}),
+        ),
+        ("DELETE", endpoint): (house, lambda c, w: c.delete(f"{events}/e", headers=w.vendor)),
+        ("POST", endpoint + "/secret"): (
+            house,
+            lambda c, w: c.post(f"{events}/e/secret", headers=w.vendor),
+        ),
+        ("POST", endpoint + "/test"): (
+            house,
+            lambda c, w: c.post(f"{events}/e/test", headers=w.vendor),
+        ),
+        ("GET", endpoint + "/deliveries"): (
+            house,
+            lambda c, w: c.get(f"{events}/e/deliveries", headers=w.vendor),
+        ),
+        ("POST", endpoint + "/deliveries/{delivery_id:str}/redeliver"): (
+            house,
+            lambda c, w: c.post(f"{events}/e/deliveries/d/redeliver", headers=w.vendor),
+        ),
         ("GET", "/portal/v1/session"): (
             house,
             lambda c, w: c.get("/portal/v1/session", headers=w.end_user),
@@ -775,6 +808,9 @@ WITHOUT_DATABASE = {
     ("GET", "/.well-known/oauth-authorization-server"),
     ("GET", "/health/live"),
     ("GET", "/health/ready"),
+    # The event catalogue, and the revocation feed (Redis).
+    ("GET", "/events/types"),
+    ("GET", "/revocations/stream"),
     # The console's page and assets, and the limits it reads from the request schemas.
     ("GET", "/console"),
     ("GET", "/console/assets/{name:str}"),

@@ -76,6 +76,15 @@ def test_broker_defaults_to_redis_url_and_can_differ() -> None:
         ({"M2M_USER_JWT_JWKS_URL": "file:///etc/passwd"}, "M2M_USER_JWT_JWKS_URL"),
         ({"M2M_ARGON2_MEMORY_KIB": "lots"}, "M2M_ARGON2_MEMORY_KIB"),
         ({"M2M_ARGON2_TIME_COST": "0"}, "M2M_ARGON2_TIME_COST"),
+        ({"M2M_EVENT_ENDPOINTS_ALLOW_PRIVATE": "maybe"}, "M2M_EVENT_ENDPOINTS_ALLOW_PRIVATE"),
+        (
+            {"M2M_EVENT_ENDPOINT_DISABLE_AFTER_SECONDS": "10"},
+            "M2M_EVENT_ENDPOINT_DISABLE_AFTER_SECONDS",
+        ),
+        ({"M2M_EXPIRY_WARNING_DAYS": "30,seven"}, "M2M_EXPIRY_WARNING_DAYS"),
+        ({"M2M_EXPIRY_WARNING_DAYS": "0"}, "M2M_EXPIRY_WARNING_DAYS"),
+        ({"M2M_EXPIRY_WARNING_DAYS": "400"}, "M2M_EXPIRY_WARNING_DAYS"),
+        ({"M2M_REVOCATION_FEED_RETENTION_SECONDS": "5"}, "M2M_REVOCATION_FEED_RETENTION_SECONDS"),
     ],
 )
 def test_bad_setting_names_the_variable(changes: dict[str, str], variable: str) -> None:
@@ -270,3 +279,24 @@ def test_serve_with_argon2_below_the_owasp_minimum_stops_with_one_line() -> None
         " got 1"
     ]
     assert result.stdout == ""
+
+
+def test_event_settings_default_and_are_read() -> None:
+    defaults = load_settings(VALID)
+    assert defaults.event_endpoints_allow_private is False
+    assert defaults.event_endpoint_disable_after_seconds == 5 * 86_400
+    assert defaults.expiry_warning_days == (30, 7, 1)
+    assert defaults.revocation_feed_retention_seconds == 86_400
+    chosen = load_settings(
+        {
+            **VALID,
+            "M2M_EVENT_ENDPOINTS_ALLOW_PRIVATE": "true",
+            "M2M_EVENT_ENDPOINT_DISABLE_AFTER_SECONDS": "3600",
+            "M2M_EXPIRY_WARNING_DAYS": "1, 14,14",
+            "M2M_REVOCATION_FEED_RETENTION_SECONDS": "600",
+        }
+    )
+    assert chosen.event_endpoints_allow_private is True
+    assert chosen.event_endpoint_disable_after_seconds == 3600
+    assert chosen.expiry_warning_days == (14, 1)
+    assert chosen.revocation_feed_retention_seconds == 600

@@ -18,7 +18,7 @@ from api.state import Services
 from domain import job_runs, jobs
 from domain.jobs import JobContext
 from domain.last_used import UsageRecorder
-from domain.models import AccessToken, AuditEvent, ClientCredential
+from domain.models import AccessToken, AuditEvent, ClientCredential, OutboundEvent
 from domain.settings import ConfigError, load_settings
 from tests.factories import Factory
 from tests.steps import api_key, create_access_token, simple_credential, validate
@@ -90,6 +90,15 @@ async def test_an_unused_token_is_warned_about_days_before_and_then_deleted_ever
     assert (warning.actor_type, warning.actor_id) == ("job", jobs.DELETE_UNUSED_TOKENS)
     assert warning.target_id == token["id"]
     assert warning.tenant_id == tenant.id
+    (announced,) = await db.scalars(
+        sa.select(OutboundEvent.data).where(OutboundEvent.type == "token.unused_warning")
+    )
+    assert (announced["id"], announced["kind"], announced["tenantId"]) == (
+        token["id"],
+        "tenantAccessToken",
+        tenant.id,
+    )
+    assert announced["deletionAt"] == warning.details["deletionAt"]
     # Warned once, however often the job runs; not deleted before the warning's days are out.
     assert await job_runs.run_job(at(DAYS), jobs.DELETE_UNUSED_TOKENS) == {
         "warned": 0,

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -21,12 +22,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain import jobs
+from domain import events, jobs
 from domain.clock import utcnow
-from domain.models import AccessToken, AuditEvent, ClientCredential, JobRun, User
+from domain.models import AccessToken, AuditEvent, ClientCredential, EventDelivery, JobRun, User
 from domain.settings import Settings
 from tests.factories import Factory, add_access_token, add_credential, add_refresh_tokens
 from tests.processes import PrivatePostgres, running_server, serve_environment
+from tests.receiver import running_receiver
 from workers import runtime, tasks
 from workers.queue import CeleryJobQueue
 
@@ -413,3 +415,64 @@ async def test_a_worker_deletes_tokens_unused_past_the_policy_and_prunes_old_aud
     ages = list(await db.scalars(sa.select(AuditEvent.at)))
     assert ages
     assert all(at > now - timedelta(days=2) for at in ages)
+
+
+@pytest.mark.processes
+async def test_a_worker_killed_mid_delivery_loses_no_event_and_the_job_is_watched(
+    broker_settings: Settings,
+    queue: CeleryJobQueue,
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    sessions: async_sessionmaker[AsyncSession],
+    db: AsyncSession,
+    tmp_path: Path,
+) -> None:
+    with running_receiver() as receiver:
+        response = await client.post(
+            "/events/endpoints",
+            headers=vendor,
+            json={"url": receiver.url("/hook"), "eventTypes": ["token.created"]},
+        )
+        assert response.status_code == 201, response.text
+        inbox = receiver.inbox("/hook")
+        inbox.secret = response.json()["secret"]
+        inbox.hold = threading.Event()
+        async with sessions() as session:
+            announced = [
+                events.announce(session, events.TOKEN_CREATED, {"id": f"t{n}"}, utcnow())
+                for n in range(3)
+            ]
+            await session.commit()
+        log = tmp_path / "worker.log"
+
+        with worker_process(broker_settings, log) as first_worker:
+            await queue.enqueue(jobs.DELIVER_EVENTS)
+
+            async def all_being_sent() -> bool:
+                return inbox.requests >= len(announced)
+
+            await eventually(all_being_sent, "the worker sending the three events", log)
+            kill_worker(first_worker)
+        # What the dead worker sent never got an answer it could record.
+        inbox.failures = len(announced)
+        inbox.hold.set()
+        inbox.hold = None
+
+        with worker_process(broker_settings, log):
+
+            async def all_delivered() -> bool:
+                # The deliveries are due again once the dead worker's lease has passed.
+                await queue.enqueue(jobs.DELIVER_EVENTS)
+                await asyncio.sleep(1)  # polling another process, not standing in for time
+                return set(inbox.ids) == set(announced)
+
+            await eventually(all_delivered, "every event delivered after the kill", log)
+
+        statuses = list(await db.scalars(sa.select(EventDelivery.status)))
+        assert statuses == ["delivered"] * len(announced)
+        assert inbox.bad_signatures == 0
+    watched = await client.get("/ops/jobs", headers=vendor)
+    names = {job["job"] for job in watched.json()["jobs"]}
+    assert {jobs.DELIVER_EVENTS, jobs.WARN_EXPIRING_TOKENS} <= names
+    metrics = await client.get("/metrics", headers=vendor)
+    assert 'm2m_job_runs_total{job="deliver_events",outcome="success"}' in metrics.text

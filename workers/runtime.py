@@ -17,6 +17,8 @@ from redis.asyncio import Redis
 from domain.db import create_engine, create_session_factory
 from domain.job_runs import run_job
 from domain.jobs import JOB_TIMEOUTS, Counts, job_context
+from domain.keys import MasterKey
+from domain.revocations import RevocationFeed
 from domain.settings import Settings, load_settings
 from domain.validity import ValidityCache
 
@@ -42,7 +44,15 @@ async def _run(settings: Settings, job: str, arguments: Mapping[str, Any]) -> Co
     sessions = create_session_factory(engine)
     try:
         validity = ValidityCache(redis=redis, sessions=sessions, prefix=settings.redis_prefix)
-        context = job_context(settings, sessions, validity)
+        context = job_context(
+            settings,
+            sessions,
+            validity,
+            MasterKey(settings.master_key) if settings.master_key else None,
+            RevocationFeed(
+                redis, settings.redis_prefix, settings.revocation_feed_retention_seconds
+            ),
+        )
         return await run_job(context, job, arguments)
     finally:
         await redis.aclose()

@@ -10,11 +10,13 @@ from domain.job_runs import transient
 from domain.jobs import (
     CASCADE_DELETIONS,
     DELETE_UNUSED_TOKENS,
+    DELIVER_EVENTS,
     EXPIRE_TOKENS,
     PROPAGATE_M2M_SWITCH,
     PRUNE_AUDIT_EVENTS,
     PRUNE_REFRESH_TOKENS,
     RECONCILE_CACHE,
+    WARN_EXPIRING_TOKENS,
     Counts,
 )
 from workers import runtime
@@ -79,3 +81,13 @@ def delete_unused_tokens(self: Task) -> Counts:
 @app.task(name=task_name(PRUNE_AUDIT_EVENTS), **RETRYING)
 def prune_audit_events(self: Task) -> Counts:
     return _run(PRUNE_AUDIT_EVENTS)
+
+
+@app.task(name=task_name(DELIVER_EVENTS), **RETRYING)
+def deliver_events(self: Task) -> Counts:
+    return _run(DELIVER_EVENTS)
+
+
+@app.task(name=task_name(WARN_EXPIRING_TOKENS), **RETRYING)
+def warn_expiring_tokens(self: Task) -> Counts:
+    return _run(WARN_EXPIRING_TOKENS)

@@ -102,8 +102,9 @@ async def _rotate(
             now=now,
             client_id=client_id,
         )
-    except exchange.RefreshTokenReused:
-        await commit(db_session, services)  # the family stays revoked although this fails
+    except exchange.RefreshTokenReused as reused:
+        # The family stays revoked although this fails.
+        await commit(db_session, services, reused.after)
         raise
     await commit(db_session, services)
     services.usage.note_credential(pair.client_id, now, address)

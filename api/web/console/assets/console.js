@@ -1,5 +1,6 @@
-// <m2m-console>: the vendor's console. Sign-in, then M2M settings, Accounts, Roles, Jobs and Leaks
-// behind hash routes (#/settings, #/accounts, #/accounts/<tenantId>, #/roles, #/jobs, #/leaks).
+// <m2m-console>: the vendor's console. Sign-in, then M2M settings, Accounts, Roles, Events, Jobs
+// and Leaks behind hash routes (#/settings, #/accounts, #/accounts/<tenantId>, #/roles, #/events,
+// #/jobs, #/leaks).
 //
 // Theming: the --m2m-* custom properties (see console.css); `theme="light"` or `theme="dark"`
 // on the element forces a scheme, otherwise it follows the system's.
@@ -7,6 +8,7 @@
 import { ApiError, SessionExpired, sessionEvents, signIn, signOut, signedIn } from "./api.js";
 import { accountsView, tenantView } from "./accounts.js";
 import { h } from "./dom.js";
+import { eventsView } from "./events.js";
 import { jobsView } from "./jobs.js";
 import { leaksView } from "./leaks.js";
 import { rolesView } from "./roles.js";
@@ -16,6 +18,7 @@ const SECTIONS = [
   { path: "settings", label: "M2M settings" },
   { path: "accounts", label: "Accounts" },
   { path: "roles", label: "Roles" },
+  { path: "events", label: "Events" },
   { path: "jobs", label: "Jobs" },
   { path: "leaks", label: "Leaks" },
 ];
@@ -39,6 +42,7 @@ function viewFor({ segments }) {
   if (section === "accounts" && id !== undefined) return { section, show: (ctx) => tenantView(ctx, id) };
   if (section === "accounts") return { section, show: accountsView };
   if (section === "roles") return { section, show: rolesView };
+  if (section === "events") return { section, show: eventsView };
   if (section === "jobs") return { section, show: jobsView };
   if (section === "leaks") return { section, show: leaksView };
   return { section: "settings", show: settingsView };

@@ -1,0 +1,183 @@
+"""Outbound events (vendor only): endpoints, their secrets, test events, delivery logs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Request, delete, get, patch, post
+from litestar.params import QueryParameter
+
+from api.dependencies import CallerDep, NowDep, ServicesDep, SessionDep
+from api.guards import VENDOR_ONLY
+from api.schemas.common import PathId, read_body, reads
+from api.schemas.events import (
+    EndpointChangeRequest,
+    EndpointRequest,
+    delivery_response,
+    endpoint_response,
+)
+from api.security_headers import CARRIES_SECRET
+from api.transaction import commit
+from domain import events
+
+ENDPOINTS = "/events/endpoints"
+ONE = ENDPOINTS + "/{endpoint_id:str}"
+TYPES = "/events/types"
+
+
+@get(TYPES, dependencies=VENDOR_ONLY)
+async def list_event_types(vendor: CallerDep) -> dict[str, Any]:
+    return {"eventTypes": list(events.EVENT_TYPES)}
+
+
+@post(
+    ENDPOINTS,
+    dependencies=VENDOR_ONLY,
+    status_code=201,
+    opt=reads(EndpointRequest, CARRIES_SECRET),
+)
+async def create_endpoint(
+    request: Request[Any, Any, Any],
+    vendor: CallerDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+) -> dict[str, Any]:
+    """The endpoint with its signing secret: shown here once, never again."""
+    data: EndpointRequest = await read_body(request)
+    issued = await events.create_endpoint(
+        db_session,
+        vendor,
+        services.master_key,
+        url=data.url,
+        event_types=data.event_types,
+        description=data.description,
+        enabled=data.enabled,
+        allow_private=services.settings.event_endpoints_allow_private,
+        now=now,
+    )
+    await commit(db_session, services)
+    return {**endpoint_response(issued.endpoint), "secret": issued.secret}
+
+
+@get(ENDPOINTS, dependencies=VENDOR_ONLY)
+async def list_endpoints(vendor: CallerDep, db_session: SessionDep) -> list[dict[str, Any]]:
+    return [endpoint_response(endpoint) for endpoint in await events.list_endpoints(db_session)]
+
+
+@get(ONE, dependencies=VENDOR_ONLY)
+async def get_endpoint(
+    vendor: CallerDep, db_session: SessionDep, endpoint_id: PathId
+) -> dict[str, Any]:
+    return endpoint_response(await events.get_endpoint(db_session, endpoint_id))
+
+
+@patch(ONE, dependencies=VENDOR_ONLY, opt=reads(EndpointChangeRequest))
+async def update_endpoint(
+    request: Request[Any, Any, Any],
+    vendor: CallerDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+    endpoint_id: PathId,
+) -> dict[str, Any]:
+    """Change the URL, the event types, the description, or turn it on or off (turning it on
+    clears the failures that turned it off)."""
+    data: EndpointChangeRequest = await read_body(request)
+    endpoint = await events.update_endpoint(
+        db_session,
+        vendor,
+        endpoint_id,
+        events.EndpointChange(
+            url=data.url,
+            event_types=data.event_types,
+            description=data.description,
+            enabled=data.enabled,
+        ),
+        allow_private=services.settings.event_endpoints_allow_private,
+        now=now,
+    )
+    response = endpoint_response(endpoint)
+    await commit(db_session, services)
+    return response
+
+
+@delete(ONE, dependencies=VENDOR_ONLY, status_code=204)
+async def delete_endpoint(
+    vendor: CallerDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+    endpoint_id: PathId,
+) -> None:
+    await events.delete_endpoint(db_session, vendor, endpoint_id, now)
+    await commit(db_session, services)
+
+
+@post(ONE + "/secret", dependencies=VENDOR_ONLY, status_code=200, opt=CARRIES_SECRET)
+async def rotate_secret(
+    vendor: CallerDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+    endpoint_id: PathId,
+) -> dict[str, str]:
+    """A new signing secret, shown once; the old one signs nothing from now on."""
+    secret = await events.rotate_endpoint_secret(
+        db_session, vendor, services.master_key, endpoint_id, now
+    )
+    await commit(db_session, services)
+    return {"secret": secret}
+
+
+@post(ONE + "/test", dependencies=VENDOR_ONLY, status_code=202)
+async def send_test_event(
+    vendor: CallerDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+    endpoint_id: PathId,
+) -> dict[str, str]:
+    event_id = await events.send_test_event(db_session, vendor, endpoint_id, now)
+    await commit(db_session, services)
+    return {"eventId": event_id}
+
+
+@get(ONE + "/deliveries", dependencies=VENDOR_ONLY)
+async def list_deliveries(
+    vendor: CallerDep,
+    db_session: SessionDep,
+    endpoint_id: PathId,
+    limit: Annotated[int, QueryParameter(name="limit", ge=1, le=500)] = 100,
+) -> list[dict[str, Any]]:
+    """The endpoint's deliveries, newest first, each with its attempts."""
+    logs = await events.delivery_log(db_session, endpoint_id, limit)
+    return [delivery_response(log) for log in logs]
+
+
+@post(ONE + "/deliveries/{delivery_id:str}/redeliver", dependencies=VENDOR_ONLY, status_code=202)
+async def redeliver(
+    vendor: CallerDep,
+    db_session: SessionDep,
+    services: ServicesDep,
+    now: NowDep,
+    endpoint_id: PathId,
+    delivery_id: PathId,
+) -> dict[str, str]:
+    delivery = await events.redeliver(db_session, vendor, endpoint_id, delivery_id, now)
+    await commit(db_session, services)
+    return {"deliveryId": delivery.id, "status": "pending"}
+
+
+ROUTES = [
+    list_event_types,
+    create_endpoint,
+    list_endpoints,
+    get_endpoint,
+    update_endpoint,
+    delete_endpoint,
+    rotate_secret,
+    send_test_event,
+    list_deliveries,
+    redeliver,
+]
