@@ -19,6 +19,8 @@ from domain.errors import InvalidInput
 AUDITS = "/audits/v1"
 
 Query = Annotated[str | None, QueryParameter(required=False)]
+# What `from` and `to` take, as the API reference says it.
+A_TIME = {"format": "date-time"}
 
 
 def _moment(name: str, value: str | None) -> datetime | None:
@@ -26,7 +28,7 @@ def _moment(name: str, value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        moment = datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(value.upper())  # RFC 3339 allows "t" and "z"
     except ValueError:
         moment = None
     if moment is None or moment.tzinfo is None:
@@ -42,8 +44,12 @@ async def read_audit_trail(
     user_id: Annotated[str | None, QueryParameter(name="userId", required=False)] = None,
     token_id: Annotated[str | None, QueryParameter(name="tokenId", required=False)] = None,
     action: Query = None,
-    since: Annotated[str | None, QueryParameter(name="from", required=False)] = None,
-    until: Annotated[str | None, QueryParameter(name="to", required=False)] = None,
+    since: Annotated[
+        str | None, QueryParameter(name="from", required=False, schema_extra=A_TIME)
+    ] = None,
+    until: Annotated[
+        str | None, QueryParameter(name="to", required=False, schema_extra=A_TIME)
+    ] = None,
     cursor: Query = None,
     limit: Annotated[int, QueryParameter()] = audit.DEFAULT_PAGE,
 ) -> AuditPageOut:

@@ -19,12 +19,18 @@ STREAM = "/revocations/stream"
 RECONNECT_MS = 1000
 
 
-@get(STREAM, dependencies=VENDOR_ONLY)
+@get(STREAM, dependencies=VENDOR_ONLY, media_type="text/event-stream")
 async def revocation_stream(
     vendor: CallerDep,
     services: ServicesDep,
     last_event_id: Annotated[
-        str | None, HeaderParameter(name="last-event-id", required=False, max_length=64)
+        str | None,
+        HeaderParameter(
+            name="last-event-id",
+            required=False,
+            max_length=64,
+            schema_extra={"pattern": r"^\d{1,20}-\d{1,20}$"},
+        ),
     ] = None,
 ) -> ServerSentEvent:
     """Revocations as they are committed, from the entry after Last-Event-ID (a `resync`

@@ -10,8 +10,17 @@ from api.schemas.common import Body, Text, iso
 from domain.events import EVENT_TYPES, MAX_URL_LENGTH, DeliveryLog
 from domain.models import EventEndpoint
 
-Url = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_URL_LENGTH)]
-EventTypes = Annotated[list[str], msgspec.Meta(min_length=1, max_length=len(EVENT_TYPES))]
+Url = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=MAX_URL_LENGTH,
+        extra_json_schema={"format": "uri", "pattern": "^https?://"},
+    ),
+]
+# The route names unknown types in its refusal; the API reference lists the known ones.
+EventType = Annotated[str, msgspec.Meta(extra_json_schema={"enum": list(EVENT_TYPES)})]
+EventTypes = Annotated[list[EventType], msgspec.Meta(min_length=1, max_length=len(EVENT_TYPES))]
 
 
 class EndpointRequest(Body):

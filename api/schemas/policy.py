@@ -2,28 +2,46 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from api.schemas.common import Body, Out, iso
-from domain.policy import Exceeding, Policy
+from domain.policy import (
+    MAX_EXPIRES_IN_MINUTES,
+    MAX_ROTATION_OVERLAP_MINUTES,
+    MAX_TOKENS_LIMIT,
+    Exceeding,
+    Policy,
+)
+
+
+def _within(low: int, high: int) -> msgspec.Meta:
+    """The range the API reference states; the route checks it with the policy's own message."""
+    return msgspec.Meta(extra_json_schema={"minimum": low, "maximum": high})
+
+
+Most = Annotated[int, _within(0, MAX_TOKENS_LIMIT)]
 
 
 class MaxTokensBody(Body):
     """The most tokens of each kind; absent or null: no limit."""
 
-    user_api_token: int | None = None
-    tenant_api_token: int | None = None
-    user_access_token: int | None = None
-    tenant_access_token: int | None = None
+    user_api_token: Most | None = None
+    tenant_api_token: Most | None = None
+    user_access_token: Most | None = None
+    tenant_access_token: Most | None = None
 
 
 class TokenPolicyRequest(Body):
     """The whole policy (PUT replaces it); absent or null limits are no limit. Ranges are
     checked once, in domain.policy."""
 
-    max_expires_in_minutes: int | None = None
+    max_expires_in_minutes: Annotated[int, _within(1, MAX_EXPIRES_IN_MINUTES)] | None = None
     require_expiration: bool = False
-    max_rotation_overlap_minutes: int | None = None
+    max_rotation_overlap_minutes: (
+        Annotated[int, _within(0, MAX_ROTATION_OVERLAP_MINUTES)] | None
+    ) = None
     max_tokens: MaxTokensBody = msgspec.field(default_factory=MaxTokensBody)
 
     def to_policy(self) -> Policy:
