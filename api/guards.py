@@ -20,10 +20,12 @@ from domain.grants import permissions_of
 
 
 def bearer_token(request: Request[Any, Any, Any]) -> str | None:
-    """The token in `x-access-token`, or in `Authorization: Bearer`."""
+    """The token in `x-access-token`, or (without that header) in `Authorization: Bearer`. A
+    request carries one credential: an `x-access-token` present but empty is a missing token,
+    not a reason to look at another header."""
     token = request.headers.get("x-access-token")
-    if token:
-        return token.strip()
+    if token is not None:
+        return token.strip() or None
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()

@@ -258,3 +258,16 @@ async def test_every_route_answers_a_deeply_nested_body_with_a_4xx_and_stores_no
                     response, f"{method} {path} {len(body)} bytes {body[:30]!r}", must_fail=True
                 )
     assert await _stored_counts(db) == before
+
+
+async def test_a_request_carries_one_credential_an_empty_x_access_token_is_a_missing_one(
+    client: httpx.AsyncClient, vendor: dict[str, str]
+) -> None:
+    bearer = {"Authorization": f"Bearer {vendor['x-access-token']}"}
+    path = "/identity/resources/configurations/v1"
+    assert (await client.get(path, headers=bearer)).status_code == 200
+
+    both = await client.get(path, headers={**bearer, "x-access-token": ""})
+
+    assert both.status_code == 401, both.text
+    assert both.json() == {"errors": ["Missing vendor token"]}

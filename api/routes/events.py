@@ -11,8 +11,16 @@ from api.dependencies import CallerDep, NowDep, ServicesDep, SessionDep
 from api.guards import VENDOR_ONLY
 from api.schemas.common import PathId, read_body, reads
 from api.schemas.events import (
+    CreatedEndpointOut,
+    DeliveryOut,
     EndpointChangeRequest,
+    EndpointOut,
     EndpointRequest,
+    EndpointSecretOut,
+    EventTypesOut,
+    RedeliveryOut,
+    SentTestEventOut,
+    created_endpoint_response,
     delivery_response,
     endpoint_response,
 )
@@ -26,8 +34,8 @@ TYPES = "/events/types"
 
 
 @get(TYPES, dependencies=VENDOR_ONLY)
-async def list_event_types(vendor: CallerDep) -> dict[str, Any]:
-    return {"eventTypes": list(events.EVENT_TYPES)}
+async def list_event_types(vendor: CallerDep) -> EventTypesOut:
+    return EventTypesOut(event_types=list(events.EVENT_TYPES))
 
 
 @post(
@@ -42,7 +50,7 @@ async def create_endpoint(
     db_session: SessionDep,
     services: ServicesDep,
     now: NowDep,
-) -> dict[str, Any]:
+) -> CreatedEndpointOut:
     """The endpoint with its signing secret: shown here once, never again."""
     data: EndpointRequest = await read_body(request)
     issued = await events.create_endpoint(
@@ -57,18 +65,18 @@ async def create_endpoint(
         now=now,
     )
     await commit(db_session, services)
-    return {**endpoint_response(issued.endpoint), "secret": issued.secret}
+    return created_endpoint_response(issued.endpoint, issued.secret)
 
 
 @get(ENDPOINTS, dependencies=VENDOR_ONLY)
-async def list_endpoints(vendor: CallerDep, db_session: SessionDep) -> list[dict[str, Any]]:
+async def list_endpoints(vendor: CallerDep, db_session: SessionDep) -> list[EndpointOut]:
     return [endpoint_response(endpoint) for endpoint in await events.list_endpoints(db_session)]
 
 
 @get(ONE, dependencies=VENDOR_ONLY)
 async def get_endpoint(
     vendor: CallerDep, db_session: SessionDep, endpoint_id: PathId
-) -> dict[str, Any]:
+) -> EndpointOut:
     return endpoint_response(await events.get_endpoint(db_session, endpoint_id))
 
 
@@ -80,7 +88,7 @@ async def update_endpoint(
     services: ServicesDep,
     now: NowDep,
     endpoint_id: PathId,
-) -> dict[str, Any]:
+) -> EndpointOut:
     """Change the URL, the event types, the description, or turn it on or off (turning it on
     clears the failures that turned it off)."""
     data: EndpointChangeRequest = await read_body(request)
@@ -121,13 +129,13 @@ async def rotate_secret(
     services: ServicesDep,
     now: NowDep,
     endpoint_id: PathId,
-) -> dict[str, str]:
+) -> EndpointSecretOut:
     """A new signing secret, shown once; the old one signs nothing from now on."""
     secret = await events.rotate_endpoint_secret(
         db_session, vendor, services.master_key, endpoint_id, now
     )
     await commit(db_session, services)
-    return {"secret": secret}
+    return EndpointSecretOut(secret=secret)
 
 
 @post(ONE + "/test", dependencies=VENDOR_ONLY, status_code=202)
@@ -137,10 +145,10 @@ async def send_test_event(
     services: ServicesDep,
     now: NowDep,
     endpoint_id: PathId,
-) -> dict[str, str]:
+) -> SentTestEventOut:
     event_id = await events.send_test_event(db_session, vendor, endpoint_id, now)
     await commit(db_session, services)
-    return {"eventId": event_id}
+    return SentTestEventOut(event_id=event_id)
 
 
 @get(ONE + "/deliveries", dependencies=VENDOR_ONLY)
@@ -149,7 +157,7 @@ async def list_deliveries(
     db_session: SessionDep,
     endpoint_id: PathId,
     limit: Annotated[int, QueryParameter(name="limit", ge=1, le=500)] = 100,
-) -> list[dict[str, Any]]:
+) -> list[DeliveryOut]:
     """The endpoint's deliveries, newest first, each with its attempts."""
     logs = await events.delivery_log(db_session, endpoint_id, limit)
     return [delivery_response(log) for log in logs]
@@ -163,10 +171,10 @@ async def redeliver(
     now: NowDep,
     endpoint_id: PathId,
     delivery_id: PathId,
-) -> dict[str, str]:
+) -> RedeliveryOut:
     delivery = await events.redeliver(db_session, vendor, endpoint_id, delivery_id, now)
     await commit(db_session, services)
-    return {"deliveryId": delivery.id, "status": "pending"}
+    return RedeliveryOut(delivery_id=delivery.id, status="pending")
 
 
 ROUTES = [
