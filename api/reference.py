@@ -455,8 +455,11 @@ def _refusals(
         refusals["403"] = "The caller may not do this."
     if "{" in path or security:
         refusals["404"] = "What the request names does not exist (for this caller)."
-    if security and method in {"POST", "PUT", "PATCH"}:
-        refusals["409"] = "It conflicts with what exists (a key or an id taken)."
+    if security and method in {"POST", "PUT", "PATCH", "DELETE"}:
+        refusals["409"] = (
+            "It conflicts with what exists (a key or an id taken) or with the state of what it"
+            " names (ending a rotation's overlap when none runs)."
+        )
     if handler.opt.get("carries_secret") and not TOKEN_DEPENDENCIES & set(
         handler.resolve_dependencies()
     ):

@@ -10,7 +10,7 @@ from msgspec import UNSET, UnsetType
 
 from api.schemas.common import Body, IdList, Out, Text, iso
 from domain.models import AccessToken, ClientCredential
-from domain.policy import MAX_EXPIRES_IN_MINUTES
+from domain.policy import MAX_EXPIRES_IN_MINUTES, MAX_ROTATION_OVERLAP_MINUTES
 from domain.tokens import Issued, Revoked, TokenView
 
 # --- requests --------------------------------------------------------------------------------
@@ -74,9 +74,13 @@ class CreateTenantAccessTokenRequest(ExpiringTokenRequest):
 
 
 class RotateRequest(Body):
-    # Required: how long the replaced secret or token keeps working; range checked in
-    # domain.rotation.
-    overlap_minutes: int
+    # Required: how long the replaced secret or token keeps working. The range is checked in
+    # domain.rotation (its message, and the account policy's narrower bound); stated here for
+    # the API reference.
+    overlap_minutes: Annotated[
+        int,
+        msgspec.Meta(extra_json_schema={"minimum": 0, "maximum": MAX_ROTATION_OVERLAP_MINUTES}),
+    ]
 
 
 T = TypeVar("T")
