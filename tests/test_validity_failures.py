@@ -286,6 +286,7 @@ async def test_readiness_answers_503_naming_redis_while_it_is_down(stack: Stack)
     assert down.status_code == 503
     assert down.headers["retry-after"] == "1"
     assert down.json()["status"] == "not ready"
+    assert down.json()["errors"] == ["Not ready: redis unavailable"]  # as every 503 answers
     assert down.json()["checks"]["redis"] == "unavailable"
     assert down.json()["checks"]["database"] == "ok"
     assert live.status_code == 200

@@ -103,9 +103,15 @@ async def ready(services: ServicesDep, now: NowDep) -> Response[dict[str, Any]]:
         status = "ready"
     if serving:
         return Response({"status": status, "checks": checks}, status_code=200)
-    # Like every other 503: the dependency may be back in a second.
+    # Like every other 503 (an `errors` list, and Retry-After): the dependency may be back in a
+    # second.
+    unavailable = sorted(name for name, state in checks.items() if state == "unavailable")
     return Response(
-        {"status": status, "checks": checks},
+        {
+            "errors": [f"Not ready: {', '.join(unavailable)} unavailable"],
+            "status": status,
+            "checks": checks,
+        },
         status_code=503,
         headers=retry_after_headers(Unavailable("not ready")),
     )
