@@ -307,8 +307,8 @@ async def test_after_a_revoke_all_the_consumer_refuses_tokens_issued_before_and_
 
     assert consumer.revoked(claims(made_before)) is True
     assert consumer.revoked(claims(made_after)) is False
-    # Issued in the second of the revoke-all (iat is whole seconds): ask the service.
-    same_second = {**claims(made_after), "iat": int(revoked_at)}
+    # Issued in the second of the (latest) revoke-all (iat is whole seconds): ask the service.
+    same_second = {**claims(made_after), "iat": int(consumer.tenants_revoked_at[tenant.id])}
     assert consumer.revoked(same_second) is None
     # The entry carries the instant the service keeps (the user's new generation).
     async with sessions() as session:
