@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,12 +22,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger("m2m.revocations")
 
 
+def _instant(moment: datetime) -> str:
+    """An instant on the feed: ISO 8601 in UTC to the microsecond (what the rows hold)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
 @dataclass
 class AfterCommit:
     """Cache writes and jobs, in the order they are applied."""
 
     # Tombstones of a tenant or user generation (its creation or last revoke-all instant): it
     # was deleted, or revoked every token; every token of that generation is invalid from now on.
+    # (The feed tells the two apart: `user`/`tenant` for a deletion, `userTokens`/`tenantTokens`
+    # with the instant for a revoke-all.)
     deleted_tenants: list[tuple[str, datetime]] = field(default_factory=list)
     deleted_users: list[tuple[str, datetime]] = field(default_factory=list)
     # Tombstones of single tokens that were deleted.
@@ -57,6 +64,22 @@ class AfterCommit:
         self.deleted_users.append((user_id, created_at))
         return self.revoke("user", userId=user_id)
 
+    def revoke_tokens_of_tenant(
+        self, tenant_id: str, generation: datetime, revoked_at: datetime
+    ) -> AfterCommit:
+        """Every token of the account made until `revoked_at` died (revoke-all); the account
+        stays. The cache's tombstone is a deletion's; the feed's entry names the instant, so
+        that a consumer keeps accepting the tokens made after it."""
+        self.deleted_tenants.append((tenant_id, generation))
+        return self.revoke("tenantTokens", tenantId=tenant_id, revokedAt=_instant(revoked_at))
+
+    def revoke_tokens_of_user(
+        self, user_id: str, generation: datetime, revoked_at: datetime
+    ) -> AfterCommit:
+        """As `revoke_tokens_of_tenant`, for the user's tokens."""
+        self.deleted_users.append((user_id, generation))
+        return self.revoke("userTokens", userId=user_id, revokedAt=_instant(revoked_at))
+
     def delete_tokens(
         self, *, access_token_ids: Sequence[str] = (), client_ids: Sequence[str] = ()
     ) -> AfterCommit:
@@ -67,8 +90,8 @@ class AfterCommit:
         return self
 
     def revoke(self, kind: str, **ids: Any) -> AfterCommit:
-        """A revocation feed entry: `kind` (tokens, user, tenant, refreshTokenFamily,
-        m2mSwitch, signingKey) and the ids it names."""
+        """A revocation feed entry: `kind` (tokens, user, tenant, userTokens, tenantTokens,
+        refreshTokenFamily, refreshTokens, m2mSwitch, signingKey) and the ids it names."""
         self.revocations.append({"type": kind, **ids})
         return self
 

@@ -625,18 +625,28 @@ async def rotate_refresh_token(
 
 async def revoke_token(
     session: AsyncSession, shape: SecretShape, client_id: str, token: str, now: datetime
-) -> None:
+) -> AfterCommit:
     """RFC 7009: revoke a refresh token of `client_id`. An unknown token, or another client's,
     changes nothing and says nothing; a JWT is refused (UnsupportedTokenType). A token of this
-    environment's shape with a wrong checksum was never issued: nothing is looked up."""
+    environment's shape with a wrong checksum was never issued: nothing is looked up.
+
+    The revoked token's family is on the revocation feed (`refreshTokenFamily`) once committed;
+    a token revoked, used or expired already adds nothing."""
+    after = AfterCommit()
     if token.count(".") == 2:
         raise UnsupportedTokenType()
     if shape.refuses(token, REFRESH_TOKEN):
-        return
+        return after
     connection = await session.connection()
-    await connection.execute(
+    revoked = await connection.execute(
         _REVOKE, {"presented_hash": sha256_hex(token), "credential_id": client_id, "now": now}
     )
+    for family_id, used_at, expires_at in revoked:
+        # A token used (rotated) or expired already ended nothing: its family lives on, or
+        # was over.
+        if used_at is None and expires_at > now:
+            after.revoke("refreshTokenFamily", familyId=family_id, clientId=client_id)
+    return after
 
 
 _REVOKE = (
@@ -647,6 +657,7 @@ _REVOKE = (
         _tokens.c.revoked_at.is_(None),
     )
     .values(revoked_at=_NOW)
+    .returning(_tokens.c.family_id, _tokens.c.used_at, _tokens.c.expires_at)
 )
 
 

@@ -44,6 +44,7 @@ from domain.models import (
 from domain.revocations import RevocationFeed
 from domain.settings import Settings
 from domain.validity import ValidityCache
+from domain.validity.fills import not_deleted, survived_revocations
 
 logger = logging.getLogger("m2m.jobs")
 
@@ -147,22 +148,25 @@ async def expire_tokens(context: JobContext) -> Counts:
 
     async def mark_tokens(session: AsyncSession, ids: list[str]) -> AfterCommit:
         # A token rolled into another is deleted once its overlap is over, not kept as expired.
-        rolled = list(
-            await session.scalars(
+        rolled_owners = (
+            await session.execute(
                 sa.delete(AccessToken)
                 .where(AccessToken.id.in_(ids), AccessToken.replaced_by_id.is_not(None))
-                .returning(AccessToken.id)
+                .returning(AccessToken.id, AccessToken.tenant_id, AccessToken.user_id)
             )
-        )
+        ).all()
+        rolled = [row[0] for row in rolled_owners]
         expired = sorted(set(ids) - set(rolled))
-        owners = await session.execute(
-            sa.update(AccessToken)
-            .where(AccessToken.id.in_(expired))
-            .values(expired_at=now)
-            .returning(AccessToken.id, AccessToken.tenant_id, AccessToken.user_id)
-        )
-        _announce_expired(session, "AccessToken", owners.all(), now)
-        _audit_expired(session, "access_token", ids, now)
+        owners = (
+            await session.execute(
+                sa.update(AccessToken)
+                .where(AccessToken.id.in_(expired))
+                .values(expired_at=now)
+                .returning(AccessToken.id, AccessToken.tenant_id, AccessToken.user_id)
+            )
+        ).all()
+        _announce_expired(session, "AccessToken", owners, now)
+        _audit_expired(session, "access_token", "AccessToken", [*owners, *rolled_owners], now)
         return (
             AfterCommit()
             .evict_tokens(access_token_ids=expired)
@@ -170,20 +174,24 @@ async def expire_tokens(context: JobContext) -> Counts:
         )
 
     async def mark_credentials(session: AsyncSession, ids: list[str]) -> AfterCommit:
-        owners = await session.execute(
-            sa.update(ClientCredential)
-            .where(ClientCredential.client_id.in_(ids))
-            .values(expired_at=now)
-            .returning(
-                ClientCredential.client_id, ClientCredential.tenant_id, ClientCredential.user_id
+        owners = (
+            await session.execute(
+                sa.update(ClientCredential)
+                .where(ClientCredential.client_id.in_(ids))
+                .values(expired_at=now)
+                .returning(
+                    ClientCredential.client_id,
+                    ClientCredential.tenant_id,
+                    ClientCredential.user_id,
+                )
             )
-        )
-        _announce_expired(session, "ApiToken", owners.all(), now)
+        ).all()
+        _announce_expired(session, "ApiToken", owners, now)
         refresh = await session.execute(
             sa.delete(RefreshToken).where(RefreshToken.client_id.in_(ids))
         )
         counts["refresh_tokens"] += _rowcount(refresh)
-        _audit_expired(session, "client_credential", ids, now)
+        _audit_expired(session, "client_credential", "ApiToken", owners, now)
         return AfterCommit().evict_tokens(client_ids=ids)
 
     counts["access_tokens"] = await _in_batches(
@@ -241,10 +249,24 @@ def _announce_expired(
         )
 
 
-def _audit_expired(session: AsyncSession, kind: str, ids: Sequence[str], now: datetime) -> None:
-    for target_id in ids:
+def _audit_expired(
+    session: AsyncSession, target: str, rows: str, owners: Sequence[Any], now: datetime
+) -> None:
+    """`<target>.expired` for each (id, tenant, user) of `owners`, in its account's trail (so
+    its admins and the console's activity see it), with the kind and, for a personal token,
+    the user, as the routes record a token."""
+    for token_id, tenant_id, user_id in owners:
+        details = token_event_data(token_id, tenant_id, user_id, rows)
+        del details["id"], details["tenantId"]
         audit.record(
-            session, None, f"{kind}.expired", target_type=kind, target_id=target_id, now=now
+            session,
+            None,
+            f"{target}.expired",
+            target_type=target,
+            target_id=token_id,
+            now=now,
+            tenant_id=tenant_id,
+            details=details,
         )
 
 
@@ -573,6 +595,13 @@ async def delete_unused_tokens(context: JobContext) -> Counts:
                     tenant_id=tenant_id,
                     details=details,
                 )
+                # As a DELETE announces it (domain/tokens.py).
+                events.announce(
+                    session,
+                    events.TOKEN_DELETED,
+                    token_event_data(token_id, tenant_id, user_id, suffix),
+                    now,
+                )
             deleted = [row[0] for row in gone]
             if model is AccessToken:
                 return AfterCommit().delete_tokens(access_token_ids=deleted)
@@ -624,11 +653,23 @@ async def deliver_events(context: JobContext) -> Counts:
     return await events.deliver_due(context.sessions, context.events, context.clock)
 
 
+def _still_owned(model: Any) -> list[sa.ColumnElement[bool]]:
+    """Conditions on `model` (AccessToken or ClientCredential): the token is not dead already
+    by a "revoke every token" of its tenant or user, nor by their deletion (its cascade may
+    still be running)."""
+    tenant_deleted = (
+        sa.select(Tenant.id).where(Tenant.id == model.tenant_id, ~not_deleted(Tenant)).exists()
+    )
+    user_deleted = sa.select(User.id).where(User.id == model.user_id, ~not_deleted(User)).exists()
+    return [survived_revocations(model), ~tenant_deleted, ~user_deleted]
+
+
 async def warn_expiring_tokens(context: JobContext) -> Counts:
     """Announce `token.expiring` once per token and warning (30, 7 and 1 days before expiry by
     default, M2M_EXPIRY_WARNING_DAYS): each token gets the warning of the smallest number of
     days its expiry is within, once (a token created 10 days before its expiry gets the 30-day
-    warning at once, then the 7-day and the 1-day ones)."""
+    warning at once, then the 7-day and the 1-day ones). A token dead already (revoked with
+    every token of its user or account, or theirs deleted) is not warned about."""
     now = context.clock()
     warned = 0
     days = sorted(context.events.expiry_warning_days)
@@ -644,6 +685,7 @@ async def warn_expiring_tokens(context: JobContext) -> Counts:
                     sa.select(id_column, model.tenant_id, model.user_id, model.expires_at).where(
                         model.expires_at > now,
                         model.expires_at <= now + timedelta(days=days[-1]),
+                        *_still_owned(model),
                     )
                 )
             ).all()

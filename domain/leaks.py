@@ -87,6 +87,8 @@ class _Found:
     tenant_id: str | None
     live: bool
     family_id: str | None = None  # refresh tokens: the family a revocation ends
+    client_id: str | None = None  # refresh tokens: the credential that issued it
+    user_id: str | None = None  # refresh tokens of a personal credential: its user
 
 
 @dataclass
@@ -188,6 +190,9 @@ async def announce_leak(
             "url": leak.url,
             "source": leak.source,
             "policy": reporting.policy,
+            # A refresh token's leak is filed under its family; these let the credential's
+            # (and its user's) trail find it.
+            **_owner_of(found),
         },
         # A report from a scanner (GitHub) has no caller: the leak report itself acted.
         actor=audit.Actor(audit.LEAK_REPORT, reporting.reporter),
@@ -200,8 +205,19 @@ async def announce_leak(
         "reporter": reporting.reporter,
         "url": leak.url,
         "source": leak.source,
+        **_owner_of(found),
     }
     events.announce(session, events.TOKEN_LEAKED, data, now)
+
+
+def _owner_of(found: _Found) -> dict[str, str]:
+    """A leaked refresh token's credential (`clientId`) and, for a personal one, its user."""
+    owner: dict[str, str] = {}
+    if found.client_id is not None:
+        owner["clientId"] = found.client_id
+    if found.user_id is not None:
+        owner["userId"] = found.user_id
+    return owner
 
 
 # --- recognising a value -----------------------------------------------------------------------
@@ -295,7 +311,9 @@ async def _refresh_token(session: AsyncSession, lookup: str, now: datetime) -> _
             sa.select(
                 RefreshToken.id,
                 RefreshToken.family_id,
+                RefreshToken.client_id,
                 ClientCredential.tenant_id,
+                ClientCredential.user_id,
                 usable.label("usable"),
             )
             .join(ClientCredential, ClientCredential.client_id == RefreshToken.client_id)
@@ -305,7 +323,13 @@ async def _refresh_token(session: AsyncSession, lookup: str, now: datetime) -> _
     if row is None:
         return None
     return _Found(
-        "refresh_token", row.id, row.tenant_id, live=bool(row.usable), family_id=row.family_id
+        "refresh_token",
+        row.id,
+        row.tenant_id,
+        live=bool(row.usable),
+        family_id=row.family_id,
+        client_id=row.client_id,
+        user_id=row.user_id,
     )
 
 
@@ -334,7 +358,12 @@ async def _revoke(
             .values(revoked_at=now)
             .returning(RefreshToken.id)
         )
-        return bool(list(revoked))
+        if not list(revoked):
+            return False
+        reporting.after.revoke(
+            "refreshTokenFamily", familyId=found.family_id, clientId=found.client_id
+        )
+        return True
     rows = ACCESS_TOKEN_ROWS if found.kind == "access_token" else CREDENTIAL_ROWS
     after = await delete_found_token(session, rows, found.target_id)
     if after is None:

@@ -753,7 +753,8 @@ async def _revoke_refresh_tokens(
     locks it, so an exchange either finished before (its refresh token is revoked here) or
     starts after. The JWTs already issued live until their `exp`.
 
-    Returns how many were revoked; the prune job deletes the rows after the commit.
+    Returns how many were revoked; the prune job deletes the rows after the commit. The
+    revocation feed says `refreshTokens` of the credential when any was.
     """
     scope = await _scope(session, caller, acting, kind, "write")
     found = await session.scalar(
@@ -776,7 +777,11 @@ async def _revoke_refresh_tokens(
     count = max(int(getattr(revoked, "rowcount", 0) or 0), 0)
     _record(session, caller, "updated", kind, client_id, scope, now, revokedRefreshTokens=count)
     await session.flush()
-    return count, AfterCommit().enqueue(PRUNE_REFRESH_TOKENS, client_id=client_id)
+    after = AfterCommit().enqueue(PRUNE_REFRESH_TOKENS, client_id=client_id)
+    if count:
+        # One entry for the credential: an entry per family would be as many as its machines.
+        after.revoke("refreshTokens", clientId=client_id)
+    return count, after
 
 
 async def revoke_user_client_credential_refresh_tokens(
@@ -856,7 +861,9 @@ async def revoke_every_token_of_user(
     )
     await session.flush()
     return revoked, (
-        AfterCommit().delete_user(user_id, generation).enqueue(CASCADE_DELETIONS, user_id=user_id)
+        AfterCommit()
+        .revoke_tokens_of_user(user_id, generation, mark)
+        .enqueue(CASCADE_DELETIONS, user_id=user_id)
     )
 
 
@@ -887,7 +894,7 @@ async def revoke_every_token_of_tenant(
     await session.flush()
     return revoked, (
         AfterCommit()
-        .delete_tenant(tenant_id, generation)
+        .revoke_tokens_of_tenant(tenant_id, generation, mark)
         .enqueue(CASCADE_DELETIONS, tenant_id=tenant_id)
     )
 

@@ -240,6 +240,7 @@ async def add_access_token(
     tenant_id: str,
     user_id: str | None = None,
     expires_at: datetime | None = None,
+    created_at: datetime | None = None,
 ) -> str:
     token_id = str(uuid.uuid4())
     async with sessions() as session:
@@ -249,7 +250,7 @@ async def add_access_token(
                 tenant_id=tenant_id,
                 user_id=user_id,
                 expires_at=expires_at,
-                created_at=utcnow(),
+                created_at=created_at or utcnow(),
             )
         )
         await session.commit()

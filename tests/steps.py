@@ -508,3 +508,15 @@ class GitHubScanner:
             "Github-Public-Key-Identifier": identifier,
             "Github-Public-Key-Signature": base64.b64encode(signature).decode(),
         }
+
+
+# --- the revocation feed ----------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def feed_entries(services: Services) -> AsyncIterator[list[dict[str, Any]]]:
+    """The revocation feed entries published while the block runs (filled as it leaves)."""
+    published: list[dict[str, Any]] = []
+    start = await services.feed.newest_id()
+    yield published
+    published.extend(entry.data for entry in await services.feed.after(start, block_ms=1))

@@ -582,3 +582,43 @@ async def test_rotations_leaks_and_revoking_everything_are_announced(
     assert await announced(db, events.TOKENS_REVOKED) == [
         {"tenantId": credential.tenant_id, "reason": "revoke_all"}
     ]
+
+
+async def test_expiry_warnings_skip_tokens_dead_by_a_revoke_all_or_a_deletion(
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    factory: Factory,
+    services: Services,
+    sessions: async_sessionmaker[AsyncSession],
+    db: AsyncSession,
+) -> None:
+    soon = utcnow() + timedelta(days=3)
+    revoked_tenant = await factory.tenant()
+    deleted_tenant = await factory.tenant()
+    kept_tenant = await factory.tenant()
+    revoked_user = await factory.user(kept_tenant.id)
+    deleted_user = await factory.user(kept_tenant.id)
+    # Four tokens that die below, all expiring within the warnings' days.
+    await add_credential(sessions, revoked_tenant.id, expires_at=soon)
+    await add_access_token(sessions, kept_tenant.id, revoked_user.id, expires_at=soon)
+    await add_credential(sessions, deleted_tenant.id, expires_at=soon)
+    await add_access_token(sessions, kept_tenant.id, deleted_user.id, expires_at=soon)
+    for gone in (
+        f"/tenants/resources/tenants/v1/{revoked_tenant.id}/tokens",
+        f"/identity/resources/users/v1/{revoked_user.id}/tokens",
+        f"/identity/resources/users/v1/{deleted_user.id}",
+        f"/tenants/resources/tenants/v1/{deleted_tenant.id}",
+    ):
+        # The cascades have not run: the rows are still there, dead.
+        assert (await client.delete(gone, headers=vendor)).status_code in (200, 204)
+    # Made after the revoke-all: alive, and warned about.
+    alive = {
+        await add_credential(sessions, revoked_tenant.id, expires_at=soon),
+        await add_access_token(sessions, kept_tenant.id, revoked_user.id, expires_at=soon),
+        await add_credential(sessions, kept_tenant.id, expires_at=soon),
+    }
+
+    counts = await run_job(job_context(services, sessions), jobs.WARN_EXPIRING_TOKENS)
+
+    assert {data["id"] for data in await announced(db, events.TOKEN_EXPIRING)} == alive
+    assert counts == {"warnings": 3}

@@ -117,10 +117,21 @@ async def test_expiry_marks_expired_tokens_deletes_their_refresh_tokens_and_is_a
     assert await refresh_ids(db, expiring_credential) == set()
     assert await refresh_ids(db, lasting_credential) == set(kept_refresh)
     assert set(doomed_refresh).isdisjoint(await refresh_ids(db, expiring_credential))
-    actions = set(
-        await db.scalars(sa.select(AuditEvent.action).where(AuditEvent.action.like("%.expired")))
-    )
-    assert actions == {"access_token.expired", "client_credential.expired"}
+    expired = {
+        (entry.action, entry.target_id, entry.tenant_id, entry.details["kind"])
+        for entry in await db.scalars(
+            sa.select(AuditEvent).where(AuditEvent.action.like("%.expired"))
+        )
+    }
+    # In the account's trail, with the kind: its admins and the console's activity see them.
+    assert expired == {
+        ("access_token.expired", expiring["id"], scene.tenant.id, "tenantAccessToken"),
+        ("client_credential.expired", expiring_credential, scene.tenant.id, "tenantApiToken"),
+    }
+    trail = await client.get(f"/audits/v1?tenantId={scene.tenant.id}", headers=vendor)
+    assert {"access_token.expired", "client_credential.expired"} <= {
+        item["action"] for item in trail.json()["items"]
+    }
     assert still_valid.status_code == 200
 
 

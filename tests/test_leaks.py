@@ -17,7 +17,7 @@ from api.state import Services
 from domain.models import AuditEvent, ClientCredential, LeakReport, RefreshToken
 from domain.secrets import SecretShape, new_secret
 from domain.settings import ConfigError, load_settings
-from tests.factories import Factory
+from tests.factories import Factory, build_world
 from tests.steps import (
     EXCHANGE,
     INVALID_REFRESH,
@@ -25,10 +25,12 @@ from tests.steps import (
     bearer,
     create_access_token,
     exchange_ok,
+    feed_entries,
     refresh,
     refresh_ok,
     replaced,
     simple_credential,
+    user_credential,
     validate,
 )
 from tests.suite import VALID
@@ -171,14 +173,19 @@ async def test_concurrent_reports_of_one_leak_act_once(
 
 
 async def test_a_leaked_refresh_token_revokes_its_family_only(
-    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, db: AsyncSession
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    factory: Factory,
+    db: AsyncSession,
+    services: Services,
 ) -> None:
     credential = await simple_credential(client, vendor, factory)
     leaked_family = await exchange_ok(client, credential)
     rotated = await refresh_ok(client, leaked_family["refresh_token"])
     other_family = await exchange_ok(client, credential)
 
-    answer = await report(client, vendor, rotated["refresh_token"], url=SOURCE_URL)
+    async with feed_entries(services) as published:
+        answer = await report(client, vendor, rotated["refresh_token"], url=SOURCE_URL)
 
     assert answer["outcome"] == "revoked"
     assert answer["kind"] == "refresh_token"
@@ -191,6 +198,32 @@ async def test_a_leaked_refresh_token_revokes_its_family_only(
     )
     assert (event.target_type, event.target_id) == ("refresh_token_family", family_id)
     assert event.details["url"] == SOURCE_URL
+    # Filed under the family, found by its credential (README "Audit trail": tokenId).
+    assert event.details["clientId"] == credential.client_id
+    trail = await client.get(f"/audits/v1?tokenId={credential.client_id}", headers=vendor)
+    assert trail.status_code == 200, trail.text
+    assert "leak.revoked" in [item["action"] for item in trail.json()["items"]]
+    # APIs that verify locally hear of it.
+    assert published == [
+        {"type": "refreshTokenFamily", "familyId": family_id, "clientId": credential.client_id}
+    ]
+
+
+async def test_a_leaked_refresh_token_of_a_personal_credential_names_its_user(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, db: AsyncSession
+) -> None:
+    world = await build_world(factory)
+    credential = await user_credential(client, vendor, world.tenant.id, world.admin.id)
+    pair = await exchange_ok(client, credential)
+
+    answer = await report(client, vendor, pair["refresh_token"], url=SOURCE_URL)
+
+    assert answer["outcome"] == "revoked"
+    (event,) = await leak_events(db)
+    assert event.details["clientId"] == credential.client_id
+    assert event.details["userId"] == world.admin.id
+    trail = await client.get(f"/audits/v1?userId={world.admin.id}", headers=vendor)
+    assert "leak.revoked" in [item["action"] for item in trail.json()["items"]]
 
 
 async def test_a_leaked_access_token_is_deleted(

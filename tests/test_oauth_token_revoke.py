@@ -7,7 +7,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.models import AuditEvent
+from api.state import Services
+from domain.models import AuditEvent, RefreshToken
 from tests.factories import Factory, refresh_rows
 from tests.steps import (
     INVALID_REFRESH,
@@ -15,6 +16,7 @@ from tests.steps import (
     assert_oauth_error,
     basic,
     exchange_ok,
+    feed_entries,
     posted,
     refresh,
     refresh_ok,
@@ -61,6 +63,32 @@ async def test_client_revokes_its_refresh_token(
         )
         == 0
     )
+
+
+async def test_a_revoked_refresh_tokens_family_goes_on_the_revocation_feed_once(
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    factory: Factory,
+    db: AsyncSession,
+    services: Services,
+) -> None:
+    credential = await simple_credential(client, vendor, factory)
+    spent = (await exchange_ok(client, credential))["refresh_token"]
+    live = (await refresh_ok(client, spent))["refresh_token"]
+    family_id = await db.scalar(
+        sa.select(RefreshToken.family_id).where(RefreshToken.parent_id.is_not(None))
+    )
+
+    async with feed_entries(services) as published:
+        # A token used already ends nothing: its family lives on in the token it was rotated to.
+        assert (await revoke(client, {"token": spent, **posted(credential)})).status_code == 200
+        assert (await revoke(client, {"token": live, **posted(credential)})).status_code == 200
+        # Revoked already: nothing new.
+        assert (await revoke(client, {"token": live, **posted(credential)})).status_code == 200
+
+    assert published == [
+        {"type": "refreshTokenFamily", "familyId": family_id, "clientId": credential.client_id}
+    ]
 
 
 async def test_unknown_or_already_revoked_tokens_are_200_too(

@@ -7,17 +7,21 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from domain.clock import utcnow
+from domain.models import AccessToken, User
 from domain.revocations import Resync, RevocationFeed
 from domain.settings import Settings
-from tests.factories import Factory
+from tests.factories import Factory, add_access_token
 from tests.kinds import fe_permission_id
 from tests.processes import running_server
 from tests.suite import REDIS_URL, VENDOR_CLIENT_ID, VENDOR_SECRET
@@ -82,6 +86,13 @@ def delete_tenant(base: str, token: str, tenant_id: str) -> None:
         f"{base}/tenants/resources/tenants/v1/{tenant_id}", headers={"x-access-token": token}
     )
     assert response.status_code in (200, 204), response.text
+
+
+def revoke_every_token(base: str, token: str, owner: str) -> httpx.Response:
+    """DELETE <owner>/tokens: every token of a user or an account, as the vendor."""
+    response = httpx.delete(f"{base}{owner}/tokens", headers={"x-access-token": token})
+    assert response.status_code == 200, response.text
+    return response
 
 
 class Following:
@@ -255,3 +266,53 @@ async def test_without_redis_the_feed_keeps_its_entries_in_memory_with_the_same_
     assert await feed.after(tuple(int(p) for p in entries[1].id.split("-")), block_ms=1) == []
     resync, _ = await feed.start((2**62, 0))
     assert isinstance(resync, Resync)
+
+
+async def test_after_a_revoke_all_the_consumer_refuses_tokens_issued_before_and_accepts_later_ones(
+    live_server: str, factory: Factory, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    tenant = await factory.tenant()
+    user = await factory.user(tenant.id)
+    token = vendor_token(live_server)
+    consumer = readme_consumer()(live_server, token)
+    before = utcnow() - timedelta(minutes=5)
+    made_before = await add_access_token(sessions, tenant.id, user.id, created_at=before)
+    with Following(consumer) as following:
+        connected(following, live_server, token, tenant.id)
+        answer = revoke_every_token(live_server, token, f"/identity/resources/users/v1/{user.id}")
+        following.wait_for(lambda consumer: user.id in consumer.users_revoked_at)
+        revoked_at = consumer.users_revoked_at[user.id]
+        # The answer's revokedAt (milliseconds) is the entry's instant (microseconds).
+        said = datetime.fromisoformat(answer.json()["revokedAt"].replace("Z", "+00:00"))
+        assert 0 <= revoked_at - said.timestamp() < 0.001
+        revoke_every_token(live_server, token, f"/tenants/resources/tenants/v1/{tenant.id}")
+        following.wait_for(lambda consumer: tenant.id in consumer.tenants_revoked_at)
+    # A revoke-all is not a deletion: the user and the account stay.
+    assert user.id not in consumer.users
+    assert tenant.id not in consumer.tenants
+    after = datetime.fromtimestamp(consumer.tenants_revoked_at[tenant.id] + 2, UTC)
+    made_after = await add_access_token(sessions, tenant.id, user.id, created_at=after)
+    async with sessions() as session:
+        rows = {
+            row.id: row
+            for row in await session.scalars(
+                sa.select(AccessToken).where(AccessToken.id.in_([made_before, made_after]))
+            )
+        }
+
+    def claims(token_id: str) -> dict[str, Any]:
+        row = rows[token_id]
+        issued_at = int(row.created_at.timestamp())  # as the service signs `iat`
+        return {"sub": token_id, "tenantId": tenant.id, "userId": user.id, "iat": issued_at}
+
+    assert consumer.revoked(claims(made_before)) is True
+    assert consumer.revoked(claims(made_after)) is False
+    # Issued in the second of the (latest) revoke-all (iat is whole seconds): ask the service.
+    same_second = {**claims(made_after), "iat": int(consumer.tenants_revoked_at[tenant.id])}
+    assert consumer.revoked(same_second) is None
+    # The entry carries the instant the service keeps (the user's new generation).
+    async with sessions() as session:
+        user_row = await session.get(User, user.id)
+        assert user_row is not None
+        assert user_row.tokens_revoked_at is not None
+        assert user_row.tokens_revoked_at.timestamp() == revoked_at

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -31,6 +31,7 @@ from tests.steps import (
     configure,
     create_access_token,
     exchange_ok,
+    feed_entries,
     finish_jobs,
     refresh,
     tenant_credential,
@@ -112,6 +113,54 @@ async def test_revoking_a_credentials_refresh_tokens_makes_its_machines_exchange
     assert (await validate(client, bearer(first["access_token"]))).status_code == 200
     actions = await audit_actions(db, credential.client_id)
     assert ("token.updated", {"kind": "tenantApiToken", "revokedRefreshTokens": 2}) in actions
+
+
+async def test_revoking_a_credentials_refresh_tokens_puts_one_entry_on_the_feed(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, services: Services
+) -> None:
+    world = await build_world(factory)
+    credential = await tenant_credential(
+        client, vendor, world.tenant.id, role_ids=[world.admin_role.id]
+    )
+    for _ in range(3):  # three families: one entry names the credential
+        await exchange_ok(client, credential)
+    url = f"{TENANT_API}/{credential.client_id}/refresh-tokens"
+    in_tenant = {**vendor, "frontegg-tenant-id": world.tenant.id}
+
+    async with feed_entries(services) as published:
+        assert (await client.delete(url, headers=in_tenant)).json() == {"revokedRefreshTokens": 3}
+        # Nothing left to revoke: nothing to say.
+        assert (await client.delete(url, headers=in_tenant)).json() == {"revokedRefreshTokens": 0}
+
+    assert published == [{"type": "refreshTokens", "clientId": credential.client_id}]
+
+
+async def test_revoking_every_token_is_its_own_feed_entry_with_the_instant_not_a_deletion(
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    factory: Factory,
+    services: Services,
+    db: AsyncSession,
+) -> None:
+    world = await build_world(factory)
+    async with feed_entries(services) as published:
+        by_user = await client.delete(f"{USERS}/{world.admin.id}/tokens", headers=vendor)
+        by_tenant = await client.delete(f"{TENANTS}/{world.tenant.id}/tokens", headers=vendor)
+    assert by_user.status_code == by_tenant.status_code == 200
+    user_mark = await db.scalar(sa.select(User.tokens_revoked_at).where(User.id == world.admin.id))
+    tenant_mark = await db.scalar(
+        sa.select(Tenant.tokens_revoked_at).where(Tenant.id == world.tenant.id)
+    )
+    # Not `user`/`tenant` (a deletion: every token dead for good), but the instant until which
+    # tokens died, the one the rows keep.
+    assert [(entry["type"], entry.get("userId"), entry.get("tenantId")) for entry in published] == [
+        ("userTokens", world.admin.id, None),
+        ("tenantTokens", None, world.tenant.id),
+    ]
+    assert [datetime.fromisoformat(entry["revokedAt"]) for entry in published] == [
+        user_mark,
+        tenant_mark,
+    ]
 
 
 async def test_an_owner_revokes_its_own_credentials_refresh_tokens_and_no_one_elses(

@@ -117,6 +117,11 @@ async def test_an_unused_token_is_warned_about_days_before_and_then_deleted_ever
     (deleted,) = await events(db, "token.deleted")
     assert (deleted.actor_type, deleted.actor_id) == ("job", jobs.DELETE_UNUSED_TOKENS)
     assert deleted.details["reason"] == "unused"
+    # Announced as a DELETE announces it.
+    (gone,) = await db.scalars(
+        sa.select(OutboundEvent.data).where(OutboundEvent.type == "token.deleted")
+    )
+    assert gone == {"id": token["id"], "kind": "tenantAccessToken", "tenantId": tenant.id}
 
 
 async def test_a_use_after_the_warning_keeps_the_token(

@@ -246,8 +246,8 @@ async def oauth_revoke(
     if presented is None:
         raise InvalidClient("Client authentication is required")
     client_id = await _authenticate(db_session, services, presented, client_address, now)
-    await exchange.revoke_token(db_session, services.secret_shape, client_id, token, now)
-    await commit(db_session, services)
+    after = await exchange.revoke_token(db_session, services.secret_shape, client_id, token, now)
+    await commit(db_session, services, after)
 
 
 ROUTES = [exchange_api_token, exchange_api_token_v1, refresh_api_token, oauth_token, oauth_revoke]
