@@ -10,7 +10,7 @@ from msgspec import UNSET, UnsetType
 
 from api.schemas.common import Body, IdList, Out, Text, iso
 from domain.models import AccessToken, ClientCredential
-from domain.policy import MAX_EXPIRES_IN_MINUTES
+from domain.policy import MAX_EXPIRES_IN_MINUTES, MAX_ROTATION_OVERLAP_MINUTES
 from domain.tokens import Issued, Revoked, TokenView
 
 # --- requests --------------------------------------------------------------------------------
@@ -74,9 +74,12 @@ class CreateTenantAccessTokenRequest(ExpiringTokenRequest):
 
 
 class RotateRequest(Body):
-    # Required: how long the replaced secret or token keeps working; range checked in
-    # domain.rotation.
-    overlap_minutes: int
+    # Required: how long the replaced secret or token keeps working. Its range is checked once,
+    # in domain.rotation, with its own message (the API reference states it).
+    overlap_minutes: Annotated[
+        int,
+        msgspec.Meta(extra_json_schema={"minimum": 0, "maximum": MAX_ROTATION_OVERLAP_MINUTES}),
+    ]
 
 
 T = TypeVar("T")
