@@ -36,10 +36,15 @@ from api.schemas.common import (
 )
 from api.schemas.configuration import ConfigurationRequest
 from api.schemas.directory import AddPermissionsBody, AddRolesBody, CreateTenantRequest
+from api.schemas.events import EndpointChangeRequest, EndpointRequest
 from api.schemas.exchange import ExchangeRequest, OAuthTokenForm, RefreshRequest
-from api.schemas.tokens import CreateTenantApiTokenBody, CreateUserApiTokenRequest
+from api.schemas.leaks import LeakReportRequest
+from api.schemas.policy import TokenPolicyRequest
+from api.schemas.tokens import CreateTenantApiTokenBody, CreateUserApiTokenRequest, RotateRequest
 from api.schemas.vendor import VendorAuthRequest
+from domain import events
 from domain.errors import NotFound
+from domain.last_used import CLIENT_ADDRESS_HEADER
 from domain.tokens import TENANT_HEADER, USER_HEADER
 
 PATH: Final = "/schema"
@@ -231,6 +236,39 @@ EXAMPLES: Final[dict[Any, Any]] = {
     },
     ConfigurationRequest: {"apiTokensEnabled": True},
     OAuthTokenForm: {"grant_type": "client_credentials"},
+    RotateRequest: {"overlapMinutes": 1440},
+    TokenPolicyRequest: {
+        "maxExpiresInMinutes": 90 * 1440,
+        "requireExpiration": True,
+        "maxRotationOverlapMinutes": 1440,
+        "maxTokens": {"userApiToken": 5, "tenantAccessToken": 20},
+    },
+    LeakReportRequest: {
+        "token": "m2m_cs_…",
+        "url": "https://github.com/acme/deploy/blob/main/.env",
+        "source": "internal-scanner",
+    },
+    EndpointRequest: {
+        "url": "https://hooks.example.com/m2m",
+        "eventTypes": [events.TOKEN_DELETED, events.TOKEN_LEAKED],
+        "description": "Security team",
+    },
+    EndpointChangeRequest: {"eventTypes": [events.TOKEN_ROTATED], "enabled": True},
+}
+
+# Headers a route reads from the request itself rather than through a declared parameter.
+HEADERS_BY_ROUTE: Final[dict[tuple[str, str], list[dict[str, Any]]]] = {
+    ("POST", "/identity/resources/auth/v1/validate"): [
+        {
+            "name": CLIENT_ADDRESS_HEADER,
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "examples": ["203.0.113.7"]},
+            "description": "The address the vendor's API saw its own caller come from: recorded "
+            'with the access token\'s use (README "Last used"). A value that is no IP address '
+            "records the use without an address.",
+        }
+    ],
 }
 
 
@@ -387,6 +425,11 @@ def _describe(
         success = next(code for code in operation["responses"] if code.startswith("2"))
         operation["responses"][success]["content"] = {JSON: {"schema": schema_of[answer]}}
     dependencies = handler.resolve_dependencies()
+    operation.setdefault("parameters", []).extend(
+        copy.deepcopy(HEADERS_BY_ROUTE.get((method, path), []))
+    )
+    if not operation["parameters"]:
+        del operation["parameters"]
     _describe_headers(operation, dependencies)
     security = SECURITY_BY_ROUTE.get((method, path))
     if security is None:

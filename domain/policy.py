@@ -141,6 +141,33 @@ def require_expiration_allowed(policy: Policy, expires_in_minutes: int | None) -
         )
 
 
+def require_kept_expiry_allowed(policy: Policy, expires_at: datetime | None, now: datetime) -> None:
+    """A token made now that keeps an earlier token's expiry `expires_at` (None: never), as a
+    rolled access token does, is within the policy: the same rules as a creation's expiration,
+    measured from now."""
+    longest = policy.max_expires_in_minutes
+    kept = "a rolled token keeps its expiry: create a new token instead"
+    if expires_at is None:
+        if longest is not None:
+            raise PolicyViolation(
+                RULE_MAX_EXPIRATION,
+                f"this token never expires, but tokens of this account expire within {longest}"
+                f" minutes; {kept}",
+            )
+        if policy.require_expiration:
+            raise PolicyViolation(
+                RULE_REQUIRE_EXPIRATION,
+                f"this token never expires, but tokens of this account must expire; {kept}",
+            )
+        return
+    if longest is not None and expires_at - now > timedelta(minutes=longest):
+        raise PolicyViolation(
+            RULE_MAX_EXPIRATION,
+            f"this token expires more than {longest} minutes from now, the longest this account"
+            f" allows; {kept}",
+        )
+
+
 def require_rotation_overlap_allowed(policy: Policy, overlap: timedelta) -> None:
     """A rotation's overlap is within the policy's longest (and the service's seven days)."""
     longest = policy.longest_rotation_overlap

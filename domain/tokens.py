@@ -1240,6 +1240,12 @@ async def roll_access_token(
     Needs the kind's write permission, and (account tokens) the right to give its roles, like a
     creation.
 
+    The account's token policy applies as to a creation, for the expiry the new token keeps:
+    PolicyViolation (400, naming the rule) when it never expires and the policy requires an
+    expiration, or expires further off than the policy's longest expiration. The cap on how many
+    tokens there may be is not checked: a roll replaces one token with one, and the old one
+    counts until the overlap ends (README "Rotation").
+
     Conflict for a token already rolled (its successor exists) or expired.
     """
     scope = await _scope(session, caller, acting, kind, "write")
@@ -1248,6 +1254,9 @@ async def roll_access_token(
         raise Conflict(f"Access token {token_id} was already rolled into {old.replaced_by_id}")
     if old.expires_at is not None and old.expires_at <= now:
         raise Conflict(f"Access token {token_id} has expired and cannot be rolled")
+    policy.require_kept_expiry_allowed(
+        await policy.effective_policy(session, scope.tenant_id), old.expires_at, now
+    )
     ends = await overlap_end(session, scope.tenant_id, overlap_minutes, now)
     old_view = await _view(session, kind, old)
     grant = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -914,6 +914,60 @@ async def test_revoking_every_token_of_an_account_is_confirmed_with_what_dies_an
     assert (
         await api.get(f"/tenants/resources/tenants/v1/{tenant_id}", headers=vendor_headers)
     ).is_success
+
+
+async def test_the_rotate_dialog_offers_only_the_overlaps_the_account_policy_allows(
+    live_server: str,
+    browser: Browser,
+    api: httpx.AsyncClient,
+    vendor_headers: dict[str, str],
+    factory: Factory,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # A longest overlap of 3 days: no 7 days, the policy's own longest offered, 1 day first.
+    tenant_id, _ = await populated_tenant(api, vendor_headers, factory, sessions)
+    acme = {**vendor_headers, "frontegg-tenant-id": tenant_id}
+    saved = await api.put(
+        "/identity/resources/tenants/token-policy/v1",
+        headers=acme,
+        json={"maxRotationOverlapMinutes": 3 * 1440},
+    )
+    assert saved.status_code == 200, saved.text
+    permission = await factory.permission()
+    made = await api.post(
+        TENANT_API_V2,
+        headers=acme,
+        json={"description": "Nightly sync", "permissionIds": [permission.id]},
+    )
+    assert made.status_code == 201, made.text
+    async with watched_page(browser) as watched:
+        page = watched.page
+        await sign_in_to_console(page, live_server)
+        await page.goto(f"{live_server}/console#/accounts/{tenant_id}")
+        row = page.get_by_role("row").filter(has_text="Nightly sync")
+        await row.get_by_role("button", name="Rotate").click()
+        dialog = page.get_by_role("dialog", name="Rotate this secret")
+        overlap = dialog.get_by_label("Old one keeps working for")
+        await expect(overlap.locator("option")).to_have_text(
+            ["No overlap: the old one stops now", "1 hour", "1 day", "3 days"]
+        )
+        await expect(overlap.locator("option:checked")).to_have_text("1 day")
+        await overlap.select_option(label="3 days")
+        await screenshot_viewport(page, "console-rotation-policy")
+        await dialog.get_by_role("button", name="Rotate secret").click()
+        await expect(dialog).to_contain_text("The previous secret works until")
+    watched.assert_clean()
+
+    (credential,) = [
+        item
+        for item in (
+            await api.get("/identity/resources/tenants/api-tokens/v1", headers=acme)
+        ).json()
+        if item["clientId"] == made.json()["clientId"]
+    ]
+    rotated = datetime.fromisoformat(credential["rotatedAt"])
+    until = datetime.fromisoformat(credential["previousSecretExpires"])
+    assert until - rotated == timedelta(days=3)
 
 
 async def test_the_account_token_policy_is_shown_and_edited_and_reports_what_exceeds_it(

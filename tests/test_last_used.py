@@ -14,15 +14,18 @@ from litestar import Litestar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.state import Services
+from domain.clock import utcnow
 from domain.db import create_engine, create_session_factory
 from domain.last_used import UsageRecorder
 from domain.models import AccessToken
 from domain.settings import Settings
-from tests.factories import Factory, add_access_token
+from tests.factories import Factory, add_access_token, build_scene
 from tests.processes import running_server
 from tests.steps import (
+    OAUTH_REVOKE,
     TENANT_ACCESS,
     api_key,
+    basic,
     client_at,
     create_access_token,
     exchange_ok,
@@ -38,6 +41,9 @@ pytestmark = both_backends
 
 ADDRESS = "x-m2m-client-address"
 TENANT_API = "/identity/resources/tenants/api-tokens/v1"
+VENDOR_USERS = "/identity/resources/vendor-only/users/access-tokens/v1"
+VENDOR_TENANTS = "/identity/resources/vendor-only/tenants/access-tokens/v1"
+INTROSPECT = "/oauth/introspect"
 T0 = datetime(2026, 11, 30, 10, 0, 0, tzinfo=UTC)
 
 
@@ -169,6 +175,118 @@ async def test_an_exchange_and_a_refresh_record_the_credentials_use_from_the_cli
     assert listed["lastUsedAt"] == iso(T0 + timedelta(minutes=5))
     assert listed["lastUsedFrom"] == [
         {"address": "198.51.100.9", "lastUsedAt": iso(T0 + timedelta(minutes=5))},
+        {"address": "198.51.100.4", "lastUsedAt": iso(T0)},
+    ]
+
+
+@pytest.mark.usefixtures("fresh_validity_cache")
+async def test_a_vendor_only_lookup_by_id_and_an_introspection_of_a_live_token_are_uses(
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    factory: Factory,
+    services: Services,
+    db: AsyncSession,
+) -> None:
+    # The Frontegg SDKs check an access token by looking it up by id: without counting that,
+    # the unused-token policy would delete tokens in use.
+    scene = await build_scene(factory)
+    user_token = await create_access_token(client, vendor, scene.tenant.id, user_id=scene.user.id)
+    tenant_token = await create_access_token(client, vendor, scene.tenant.id)
+    introspected = await create_access_token(client, vendor, scene.tenant.id)
+    untouched = await create_access_token(client, vendor, scene.tenant.id)
+    in_tenant = {**vendor, "frontegg-tenant-id": scene.tenant.id}
+    # Near now, not base: the vendor's token must still be valid.
+    base = utcnow().replace(microsecond=0) + timedelta(minutes=1)
+
+    with freeze_time(base, real_asyncio=True):
+        found = await client.get(f"{VENDOR_USERS}/{user_token['id']}", headers=in_tenant)
+        assert found.status_code == 200, found.text
+    with freeze_time(base + timedelta(minutes=1), real_asyncio=True):
+        found = await client.get(f"{VENDOR_TENANTS}/{tenant_token['id']}", headers=in_tenant)
+        assert found.status_code == 200, found.text
+    with freeze_time(base + timedelta(minutes=2), real_asyncio=True):
+        answer = await client.post(
+            INTROSPECT, data={"token": introspected["secret"]}, headers=vendor
+        )
+        assert (answer.status_code, answer.json()["active"]) == (200, True)
+    # Looked up as the wrong kind or in another tenant: not found, so no use.
+    other = {**vendor, "frontegg-tenant-id": scene.other_tenant.id}
+    assert (
+        await client.get(f"{VENDOR_TENANTS}/{untouched['id']}", headers=other)
+    ).status_code == 404
+    assert (
+        await client.get(f"{VENDOR_USERS}/{untouched['id']}", headers=in_tenant)
+    ).status_code == 404
+    # The list of active ids names every token and uses none.
+    assert (await client.get(f"{VENDOR_TENANTS}/active", headers=in_tenant)).status_code == 200
+
+    assert services.usage.pending == 3  # noted in memory, nothing written yet
+    assert (await stored_token(db, user_token["id"])).last_used_at is None
+    assert await services.usage.write(services.sessions) == 3
+    for token, at in [
+        (user_token, base),
+        (tenant_token, base + timedelta(minutes=1)),
+        (introspected, base + timedelta(minutes=2)),
+    ]:
+        row = await stored_token(db, token["id"])
+        assert row.last_used_at == at
+        assert row.last_used_addresses == []  # the caller is the vendor's API, not the holder
+    assert (await stored_token(db, untouched["id"])).last_used_at is None
+
+
+async def test_an_introspection_of_a_dead_token_records_nothing(
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    factory: Factory,
+    services: Services,
+    db: AsyncSession,
+) -> None:
+    tenant = await factory.tenant()
+    token = await create_access_token(client, vendor, tenant.id)
+    deleted = await client.delete(
+        f"{TENANT_ACCESS}/{token['id']}", headers={**vendor, "frontegg-tenant-id": tenant.id}
+    )
+    assert deleted.status_code < 300, deleted.text
+    answer = await client.post(INTROSPECT, data={"token": token["secret"]}, headers=vendor)
+    assert answer.json() == {"active": False}
+    assert services.usage.pending == 0
+
+
+async def test_an_oauth_revocation_records_the_credentials_use_from_the_client_address(
+    app: Litestar,
+    vendor: dict[str, str],
+    factory: Factory,
+    services: Services,
+) -> None:
+    async with client_at(app, "198.51.100.4") as first, client_at(app, "198.51.100.7") as second:
+        credential = await simple_credential(first, vendor, factory)
+        with freeze_time(T0, real_asyncio=True):
+            pair = await exchange_ok(first, credential)
+        await services.usage.write(services.sessions)
+        with freeze_time(T0 + timedelta(minutes=5), real_asyncio=True):
+            revoked = await second.post(
+                OAUTH_REVOKE,
+                data={"token": pair["refresh_token"]},
+                headers=basic(credential.client_id, credential.secret),
+            )
+        assert revoked.status_code == 200, revoked.text
+        # A wrong secret authenticates nothing, so it is no use.
+        with freeze_time(T0 + timedelta(minutes=9), real_asyncio=True):
+            refused = await second.post(
+                OAUTH_REVOKE,
+                data={"token": pair["refresh_token"]},
+                headers=basic(credential.client_id, credential.secret + "x"),
+            )
+        assert refused.status_code == 401, refused.text
+        await services.usage.write(services.sessions)
+
+        response = await first.get(
+            TENANT_API, headers={**vendor, "frontegg-tenant-id": credential.tenant_id}
+        )
+    (listed,) = response.json()
+    assert listed["lastUsedAt"] == iso(T0 + timedelta(minutes=5))
+    assert listed["lastUsedFrom"] == [
+        {"address": "198.51.100.7", "lastUsedAt": iso(T0 + timedelta(minutes=5))},
         {"address": "198.51.100.4", "lastUsedAt": iso(T0)},
     ]
 

@@ -4,7 +4,7 @@ the test IdP. Each test saves a screenshot of the page it ends on (docs/screensh
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -278,6 +278,56 @@ async def test_a_writer_rotates_a_secret_with_an_overlap_sees_its_state_and_ends
                 assert new.status_code == 200, new.text
             await screenshot(page, "portal-rotation-ended")
             watch.assert_quiet()
+
+
+async def test_the_rotate_dialog_offers_only_the_overlaps_the_account_policy_allows(
+    settings: Settings,
+    factory: Factory,
+    client: httpx.AsyncClient,
+    vendor: dict[str, str],
+    idp_key: rsa.RSAPrivateKey,
+) -> None:
+    # Under a policy whose longest overlap is 12 hours, the usual 1 day would be refused with 400:
+    # the dialog offers what the policy allows and starts on the largest of it up to 1 day.
+    tenant, role, user = await account(factory, TOKEN_PERMISSIONS)
+    acme = {**vendor, "frontegg-tenant-id": tenant.id}
+    saved = await client.put(
+        "/identity/resources/tenants/token-policy/v1",
+        headers=acme,
+        json={"maxRotationOverlapMinutes": 12 * 60},
+    )
+    assert saved.status_code == 200, saved.text
+    made = await client.post(
+        TENANT_API_V2, headers=acme, json={"description": "Nightly export", "roleIds": [role.id]}
+    )
+    assert made.status_code == 201, made.text
+
+    with portal_server(settings) as base:
+        async with chromium() as browser:
+            page = await browser.new_page(viewport=DESKTOP)
+            watch = ScriptWatch().attach(page)
+            await open_portal(page, base, session_jwt(idp_key, user.id, tenant.id))
+            row = page.get_by_role("row").filter(has_text="Nightly export")
+            await row.get_by_role("button", name="Rotate Nightly export").click()
+            dialog = page.get_by_role("dialog", name="Rotate secret")
+            overlap = dialog.get_by_label("Old one keeps working for")
+            await expect(overlap.locator("option")).to_have_text(
+                ["No overlap: the old one stops now", "1 hour", "12 hours"]
+            )
+            await expect(overlap).to_have_value(str(12 * 60))
+            await screenshot(page, "portal-rotation-policy")
+            await dialog.get_by_role("button", name="Rotate secret").click()
+            shown = page.get_by_role("dialog", name="Your new secret")
+            await expect(shown).to_contain_text("The previous secret works until")
+            await shown.get_by_role("button", name="Done").click()
+            await expect(row).to_contain_text("Previous secret works until")
+            watch.assert_quiet()
+
+    listed = await client.get("/identity/resources/tenants/api-tokens/v1", headers=acme)
+    (credential,) = listed.json()
+    rotated = datetime.fromisoformat(credential["rotatedAt"])
+    until = datetime.fromisoformat(credential["previousSecretExpires"])
+    assert until - rotated == timedelta(hours=12)
 
 
 async def test_a_user_who_may_not_read_personal_tokens_sees_no_personal_tokens_tab(

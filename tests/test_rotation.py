@@ -570,6 +570,91 @@ async def test_rolling_without_overlap_deletes_the_old_token_at_once_and_a_secon
     )
 
 
+POLICY = "/identity/resources/tenants/token-policy/v1"
+
+
+async def test_a_roll_keeps_the_expiry_only_within_the_accounts_token_policy(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, db: AsyncSession
+) -> None:
+    # The new token keeps the old one's expiry: the policy judges that expiry as it judges a
+    # creation's, measured from the roll.
+    tenant = await factory.tenant()
+    headers = in_tenant(vendor, tenant.id)
+    never = await create_access_token(client, vendor, tenant.id)
+    far = await create_access_token(client, vendor, tenant.id, minutes=10 * 1440)
+    near = await create_access_token(client, vendor, tenant.id, minutes=3 * 1440)
+
+    required = await client.put(POLICY, headers=headers, json={"requireExpiration": True})
+    assert required.status_code == 200, required.text
+    refused = await rotate(client, headers, TENANT_ACCESS, never["id"], 60)
+    assert refused.status_code == 400, refused.text
+    assert refused.json() == {
+        "errors": [
+            "this token never expires, but tokens of this account must expire; a rolled token"
+            " keeps its expiry: create a new token instead"
+            " (account token policy: requireExpiration)"
+        ]
+    }
+
+    longest = await client.put(POLICY, headers=headers, json={"maxExpiresInMinutes": 7 * 1440})
+    assert longest.status_code == 200, longest.text
+    for token, message in [
+        (
+            never,
+            f"this token never expires, but tokens of this account expire within {7 * 1440}"
+            " minutes",
+        ),
+        (far, f"this token expires more than {7 * 1440} minutes from now, the longest this"),
+    ]:
+        refused = await rotate(client, headers, TENANT_ACCESS, token["id"], 60)
+        assert refused.status_code == 400, refused.text
+        (error,) = refused.json()["errors"]
+        assert error.startswith(message), error
+        assert error.endswith("(account token policy: maxExpiresInMinutes)")
+
+    # Nothing changed for the refused: no new token, the old ones untouched and not rolled.
+    db.expire_all()
+    stored = {row.id: row for row in await db.scalars(sa.select(AccessToken))}
+    assert set(stored) >= {never["id"], far["id"], near["id"]}
+    assert len([row for row in stored.values() if row.tenant_id == tenant.id]) == 3
+    assert stored[never["id"]].expires_at is None
+    assert stored[never["id"]].replaced_by_id is None
+    assert iso(stored[far["id"]].expires_at) == far["expires"]  # type: ignore[arg-type]
+    assert stored[far["id"]].replaced_by_id is None
+    assert [action for action, _ in await audit_actions(db, far["id"])] == ["token.created"]
+
+    allowed = await rotate(client, headers, TENANT_ACCESS, near["id"], 60)
+    assert allowed.status_code == 201, allowed.text
+    assert allowed.json()["expires"] == near["expires"]
+
+
+async def test_a_roll_is_not_held_to_the_token_cap_and_the_old_token_counts_until_its_overlap_ends(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory
+) -> None:
+    tenant = await factory.tenant()
+    headers = in_tenant(vendor, tenant.id)
+    old = await create_access_token(client, vendor, tenant.id)
+    capped = await client.put(POLICY, headers=headers, json={"maxTokens": {"tenantAccessToken": 1}})
+    assert capped.status_code == 200, capped.text
+    rolled_at = utcnow().replace(microsecond=0) + timedelta(minutes=1)
+
+    with at(rolled_at):
+        rolled = await rotate(client, headers, TENANT_ACCESS, old["id"], 30)
+        assert rolled.status_code == 201, rolled.text
+        # During the overlap both tokens work, so both count: no room for another.
+        during = await client.post(TENANT_ACCESS, headers=headers, json={"roleIds": []})
+    assert during.status_code == 400, during.text
+    assert during.json()["errors"][0].endswith(
+        "(account token policy: maxTokens.tenantAccessToken)"
+    )
+    with at(rolled_at + timedelta(minutes=30)):
+        # The old token has stopped: only the new one counts, and it fills the cap.
+        after = await client.post(TENANT_ACCESS, headers=headers, json={"roleIds": []})
+        again = await rotate(client, headers, TENANT_ACCESS, rolled.json()["id"], 0)
+    assert after.status_code == 400, after.text
+    assert again.status_code == 201, again.text
+
+
 async def test_rolling_an_access_token_needs_the_right_to_give_its_roles(
     client: httpx.AsyncClient,
     vendor: dict[str, str],

@@ -248,6 +248,8 @@ async def oauth_revoke(
     client_id = await _authenticate(db_session, services, presented, client_address, now)
     after = await exchange.revoke_token(db_session, services.secret_shape, client_id, token, now)
     await commit(db_session, services, after)
+    # The client authenticated with its secret: a use of the credential, as an exchange is.
+    services.usage.note_credential(client_id, now, client_address)
 
 
 ROUTES = [exchange_api_token, exchange_api_token_v1, refresh_api_token, oauth_token, oauth_revoke]

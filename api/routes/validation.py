@@ -4,6 +4,7 @@ dependency: one step less on the hottest route of the service."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from litestar import MediaType, Request, Response, get, post
@@ -110,12 +111,17 @@ async def introspect_token(
         raise InvalidInput("token is required (application/x-www-form-urlencoded)")
     form.get("token_type_hint", MAX_TOKEN_TYPE_HINT)
     # token_type_hint is only a hint (RFC 7662 lets a server ignore it): both kinds are tried.
+    now = utcnow()
     try:
         validated = await services.validity.validate(
-            services.keyring, token.strip(), ALL_TOKEN_TYPES, utcnow()
+            services.keyring, token.strip(), ALL_TOKEN_TYPES, now
         )
     except Unauthenticated:
         return inactive_response()
+    if validated.is_access_token:
+        # An introspection of a live access token is a use of it, as a validation is (README
+        # "Last used"); the vendor's API is the caller, so no address is recorded.
+        services.usage.note_access_token(validated.sub, now, None)
     return introspection_response(validated)
 
 
@@ -176,6 +182,13 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
+def _note_lookup(services: Services, token_id: str, now: datetime) -> None:
+    """A lookup by id that found a live token is a use of it (README "Last used"): the Frontegg
+    SDKs check access tokens this way. In memory only, as on validation; the vendor's API is the
+    caller, so no address is recorded."""
+    services.usage.note_access_token(token_id, now, None)
+
+
 @get(VENDOR_USER_ACCESS_TOKENS + ONE, dependencies=VENDOR_ONLY)
 async def user_access_token_data(
     token_id: PathId,
@@ -183,9 +196,11 @@ async def user_access_token_data(
     services: ServicesDep,
     tenant_id: OptionalTenantHeader,
 ) -> UserAccessTokenGrantsOut:
+    now = utcnow()
     grants = await services.validity.access_token(
-        token_id, user_token=True, tenant_id=tenant_id, now=utcnow()
+        token_id, user_token=True, tenant_id=tenant_id, now=now
     )
+    _note_lookup(services, token_id, now)
     return user_access_token_grants_response(grants)
 
 
@@ -196,9 +211,11 @@ async def tenant_access_token_data(
     services: ServicesDep,
     tenant_id: OptionalTenantHeader,
 ) -> TenantAccessTokenGrantsOut:
+    now = utcnow()
     grants = await services.validity.access_token(
-        token_id, user_token=False, tenant_id=tenant_id, now=utcnow()
+        token_id, user_token=False, tenant_id=tenant_id, now=now
     )
+    _note_lookup(services, token_id, now)
     return tenant_access_token_grants_response(grants)
 
 

@@ -78,7 +78,27 @@ const OVERLAPS = [
   { label: "1 day", minutes: 1440 },
   { label: "7 days", minutes: 7 * 1440 },
 ];
-const DEFAULT_OVERLAP_MINUTES = 1440;
+// The overlap a rotation dialog starts on: the largest allowed choice up to this one.
+const PREFERRED_OVERLAP_MINUTES = 1440;
+
+/**
+ * The overlap choices the account's token policy allows (the service refuses any other): the
+ * presets within its longest rotation overlap, and the longest itself when no preset is it.
+ */
+export function allowedOverlaps(policy) {
+  const longest = policy?.maxRotationOverlapMinutes ?? null;
+  const choices = OVERLAPS.filter((choice) => longest === null || choice.minutes <= longest);
+  if (longest !== null && !choices.some((choice) => choice.minutes === longest)) {
+    choices.push({ label: duration(longest), minutes: longest });
+    choices.sort((first, second) => first.minutes - second.minutes);
+  }
+  return choices;
+}
+
+/** The choice a rotation dialog starts on: the largest of `choices` up to 1 day. */
+export function defaultOverlap(choices) {
+  return choices.filter((choice) => choice.minutes <= PREFERRED_OVERLAP_MINUTES).at(-1)?.minutes ?? 0;
+}
 
 function previousSecretWorks(token, now) {
   return Boolean(token.previousSecretExpires) && Date.parse(token.previousSecretExpires) > now;
@@ -1138,12 +1158,12 @@ export class M2mApiTokens extends HTMLElement {
     const accessToken = kind === KINDS.AccessToken;
     const ids = (name) => `${this.#id}-${name}`;
     const error = h("p", { class: "error", role: "alert" });
+    const choices = allowedOverlaps(this.#session.tokenPolicy);
+    const preferred = defaultOverlap(choices);
     const overlap = h(
       "select",
       { id: ids("overlap"), name: "overlap" },
-      OVERLAPS.map((choice) =>
-        h("option", { value: String(choice.minutes), selected: choice.minutes === DEFAULT_OVERLAP_MINUTES, text: choice.label }),
-      ),
+      choices.map((choice) => h("option", { value: String(choice.minutes), selected: choice.minutes === preferred, text: choice.label })),
     );
     const submit = h("button", { type: "submit", class: "primary", text: accessToken ? "Roll token" : "Rotate secret" });
     const titleId = ids("rotate-title");

@@ -119,7 +119,20 @@ const OVERLAPS = [
   { label: "1 day", minutes: 1440 },
   { label: "7 days", minutes: 7 * 1440 },
 ];
-const DEFAULT_OVERLAP = 2;
+// The overlap the rotate dialog starts on: the largest allowed choice up to this one.
+const PREFERRED_OVERLAP_MINUTES = 1440;
+
+// The overlap choices the account's token policy allows (the service refuses any other): the
+// presets within its longest rotation overlap, and the longest itself when no preset is it.
+function allowedOverlaps(policy) {
+  const longest = policy?.maxRotationOverlapMinutes ?? null;
+  const choices = OVERLAPS.filter((choice) => longest === null || choice.minutes <= longest);
+  if (longest !== null && !choices.some((choice) => choice.minutes === longest)) {
+    choices.push({ label: minutesText(longest), minutes: longest });
+    choices.sort((first, second) => first.minutes - second.minutes);
+  }
+  return choices;
+}
 
 const EXPIRATIONS = [
   { label: "Never", minutes: null },
@@ -176,7 +189,7 @@ export async function tenantView(ctx, tenantId) {
         // A rolled access token has its successor already; a running overlap is ended first;
         // an expired token has nothing left to rotate.
         disabled: Boolean(token.replacedBy) || overlapRunning || expiresIn(token.expires) === "Expired",
-        onclick: () => rotateToken(ctx, tenantId, token),
+        onclick: () => rotateToken(ctx, tenantId, token, policy),
       }),
       overlapRunning
         ? h("button", {
@@ -350,7 +363,7 @@ function rotationState(token) {
   return h("span", { class: "rotation muted" }, "Secret rotated ", when(token.rotatedAt));
 }
 
-function rotateToken(ctx, tenantId, token) {
+function rotateToken(ctx, tenantId, token, policy) {
   const accessToken = ACCESS_TOKEN_KINDS.has(token.kind);
   let rotated = false;
   return openDialog(ctx.root, {
@@ -358,10 +371,12 @@ function rotateToken(ctx, tenantId, token) {
     build: (dialog, close) => {
       const content = h("div", {});
       const error = h("p", { class: "field-error", role: "alert" });
+      const choices = allowedOverlaps(policy);
+      const preferred = choices.filter((choice) => choice.minutes <= PREFERRED_OVERLAP_MINUTES).at(-1) ?? choices[0];
       const overlap = h(
         "select",
         { id: "rotation-overlap", name: "overlap" },
-        OVERLAPS.map((choice, index) => h("option", { value: String(index), text: choice.label, selected: index === DEFAULT_OVERLAP })),
+        choices.map((choice, index) => h("option", { value: String(index), text: choice.label, selected: choice === preferred })),
       );
       const submit = h("button", { type: "submit", class: "primary", text: accessToken ? "Roll token" : "Rotate secret" });
       const form = h(
@@ -371,7 +386,7 @@ function rotateToken(ctx, tenantId, token) {
           onsubmit: async (event) => {
             event.preventDefault();
             error.textContent = "";
-            const choice = OVERLAPS[Number(overlap.value)];
+            const choice = choices[Number(overlap.value)];
             submit.disabled = true;
             let answer;
             try {
