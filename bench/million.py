@@ -209,6 +209,8 @@ async def seed_million(
 
 def describe(result: LoadResult) -> str:
     failed = f"; {result.failed_answers}" if result.failed_status else ""
+    if result.failed_socket:
+        failed += f"; {result.failed_socket} socket errors or timeouts"
     return (
         f"{result.successes_per_second:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
         f"p99 {result.p99_ms:.2f} ms{failed}"
