@@ -145,6 +145,8 @@ _SIGNING: dict[str, object] = {}
 
 
 def _start_signing(kid: str, private_der: bytes, issuer: str, tenant_id: str, salt: str) -> None:
+    # The pool stops its processes with SIGTERM: not the KeyboardInterrupt main() makes of it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _SIGNING.update(
         kid=kid,
         key=serialization.load_der_private_key(private_der, password=None),
