@@ -200,8 +200,20 @@ def m2m_command() -> str:
 
 def start_service(env: dict[str, str], workdir: Path, cleanup: ExitStack) -> str:
     """`m2m serve --workers 2` on a free port; its base URL."""
+    return start_service_process(env, workdir, cleanup)[0]
+
+
+def start_service_process(
+    env: dict[str, str],
+    workdir: Path,
+    cleanup: ExitStack,
+    *,
+    log_name: str = "service.log",
+    workers: int = WORKERS,
+) -> tuple[str, Server]:
+    """`m2m serve --workers N` on a free port: its base URL, and its process."""
     # Registered first so that it runs last, once the server has stopped.
-    cleanup.callback(save_service_errors, workdir / "service.log")
+    cleanup.callback(save_service_errors, workdir / log_name)
     for _ in range(3):
         port = free_port()
         server = Server(
@@ -214,22 +226,22 @@ def start_service(env: dict[str, str], workdir: Path, cleanup: ExitStack) -> str
                 "--port",
                 str(port),
                 "--workers",
-                str(WORKERS),
+                str(workers),
             ],
             env=env,
             cwd=REPO,
-            log=workdir / "service.log",
+            log=workdir / log_name,
         )
         cleanup.callback(server.stop)
         try:
-            server.start(WORKERS)
+            server.start(workers)
         except ServerFailed as failure:
             refused = OUT_OF_RANGE.search(failure.log_tail)
             if refused is None or refused["name"] not in rate_limit_variables()[0]:
                 raise
             env[refused["name"]] = refused["high"]
             continue
-        return f"http://{HOST}:{port}"
+        return f"http://{HOST}:{port}", server
     raise ServerFailed("m2m serve", "its rate-limit settings were refused three times")
 
 

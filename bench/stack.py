@@ -142,6 +142,11 @@ class Server:
                 raise ServerFailed(self.name, self.log_tail())
             time.sleep(0.2)
 
+    @property
+    def pid(self) -> int | None:
+        """The server's first process (its workers are its descendants), while it runs."""
+        return self._process.pid if self._process is not None else None
+
     def log_text(self) -> str:
         return self._log.read_text(errors="replace") if self._log.exists() else ""
 
