@@ -112,6 +112,7 @@ async def start_services(settings: Settings) -> Services:
                 parallelism=settings.argon2_parallelism,
             ),
             max_pending=settings.argon2_max_pending,
+            max_wait_seconds=settings.argon2_max_wait_ms / 1000 or None,
         ),
         keyring=keyring,
         redis=redis,
