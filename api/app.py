@@ -56,6 +56,7 @@ from domain.jobs import JobQueue, job_context
 from domain.keys import KeyRing, MasterKey
 from domain.last_used import UsageRecorder
 from domain.leaks import GitHubScanningKeys
+from domain.logs import lean_log_records
 from domain.ratelimit import RateLimiter
 from domain.revocations import FOLLOW_BLOCK_MS, RevocationFeed
 from domain.secrets import Argon2Parameters, SecretHasher, SecretShape
@@ -112,6 +113,7 @@ async def start_services(settings: Settings) -> Services:
                 parallelism=settings.argon2_parallelism,
             ),
             max_pending=settings.argon2_max_pending,
+            max_wait_seconds=settings.argon2_max_wait_ms / 1000 or None,
         ),
         keyring=keyring,
         redis=redis,
@@ -292,5 +294,6 @@ def create_app(
 
 def create_app_from_environment() -> Litestar:
     """Entry point for `m2m serve` workers: settings come from the environment."""
+    lean_log_records()  # a worker process is configured by Granian, not configure_logging
     settings = load_settings(os.environ, mode="serve")
     return create_app(settings, freeze_after_start=True, announce_start=True)

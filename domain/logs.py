@@ -103,6 +103,20 @@ def exception_text(exc_info: ExcInfo) -> str:
     return "".join(reversed(blocks)).rstrip("\n")
 
 
+# One encoder for every line: `json.dumps(..., default=str)` builds a new one per call.
+_JSON_LINE: Final = json.JSONEncoder(default=str)
+
+
+def lean_log_records() -> None:
+    """Stop the standard library from filling in what no line of ours shows: the thread, the
+    process and its name, and the caller's file and line (a walk up the stack). Every record
+    costs less, the access line of each request included; the lines are unchanged."""
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None  # the documented switch for the caller lookup
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, then the context fields."""
 
@@ -116,7 +130,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(_fields(record))
         if record.exc_info:
             entry["error"] = exception_text(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _JSON_LINE.encode(entry)
 
 
 class ReadableFormatter(logging.Formatter):
@@ -164,4 +178,5 @@ def log_config(*, readable: bool = False) -> dict[str, Any]:
 
 def configure_logging(*, readable: bool = False) -> None:
     """Give this process the service's log format, before anything logs."""
+    lean_log_records()
     logging.config.dictConfig(log_config(readable=readable))

@@ -11,6 +11,7 @@ import re
 import secrets
 import string
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,10 +24,14 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from domain.errors import Unavailable
 
 SECRET_BYTES = 32  # 256 bits
-# Work admitted to the argon2 pool (running + queued) per worker thread, unless
-# M2M_ARGON2_MAX_PENDING says otherwise: beyond it a caller is refused at once.
+# Work admitted to the argon2 pool (running + queued) per worker thread when neither a count
+# (M2M_ARGON2_MAX_PENDING) nor a wait bound is given: beyond it a caller is refused at once.
 PENDING_PER_WORKER = 4
+# The count bound that stays when a wait bound admits (memory: a waiting request each).
+PENDING_PER_WORKER_WITH_WAIT = 256
 OVERLOAD_RETRY_AFTER_SECONDS = 1
+# How much each finished job moves the running estimate of one job's duration.
+JOB_SECONDS_WEIGHT = 0.2
 
 T = TypeVar("T")
 
@@ -153,8 +158,13 @@ class Overloaded(Unavailable):
 class SecretHasher:
     """argon2id hashing and verification, run on a bounded thread pool off the event loop.
 
-    At most `max_pending` jobs (running and queued) are admitted; one more raises Overloaded
-    at once, so a burst is answered 503 in microseconds instead of waiting seconds in a queue.
+    Admission is a bounded wait. With `max_wait_seconds`, a job is admitted when the jobs ahead
+    of it will be done within that bound (jobs ahead / worker threads * one job's duration,
+    measured as jobs finish), so a burst queues for its turn as long as its turn comes soon
+    enough; at most `max_pending` jobs (running and queued) are admitted in any case. A job
+    beyond either bound raises Overloaded at once (503 with Retry-After in microseconds, not a
+    wait of seconds). The count defaults to 256 per worker thread with a wait bound, and to 4
+    per worker thread without one (then it is the only bound).
     """
 
     def __init__(
@@ -162,6 +172,7 @@ class SecretHasher:
         parameters: Argon2Parameters,
         workers: int | None = None,
         max_pending: int | None = None,
+        max_wait_seconds: float | None = None,
     ) -> None:
         self._hasher = PasswordHasher(
             time_cost=parameters.time_cost,
@@ -170,20 +181,40 @@ class SecretHasher:
             type=Type.ID,
         )
         worker_count = workers or os.cpu_count() or 1
+        self._workers = worker_count
         self._pool = ThreadPoolExecutor(max_workers=worker_count, thread_name_prefix="argon2")
-        self._max_pending = (
-            max_pending if max_pending is not None else PENDING_PER_WORKER * worker_count
+        per_worker = (
+            PENDING_PER_WORKER if max_wait_seconds is None else PENDING_PER_WORKER_WITH_WAIT
         )
+        self._max_pending = max_pending if max_pending is not None else per_worker * worker_count
+        self._max_wait_seconds = max_wait_seconds
         self._pending = 0
         # Released from the pool's threads when a job ends, even if its caller went away.
         self._pending_lock = threading.Lock()
-        # Verifying against this makes an unknown client cost what a known one costs.
+        # Verifying against this makes an unknown client cost what a known one costs; timing it
+        # gives the first estimate of one job's duration.
+        started = time.perf_counter()
         self._dummy_hash = self._hasher.hash(new_secret())
+        self._job_seconds = time.perf_counter() - started
 
     @property
     def pending(self) -> int:
         """Jobs admitted and not finished yet."""
         return self._pending
+
+    @property
+    def job_seconds(self) -> float:
+        """The running estimate of one argon2 job's duration on a busy pool thread."""
+        return self._job_seconds
+
+    def _admits(self) -> bool:
+        """Whether one more job may queue now (called with the pending lock held)."""
+        if self._pending >= self._max_pending:
+            return False
+        if self._max_wait_seconds is None:
+            return True
+        waits_for = self._pending // self._workers * self._job_seconds
+        return waits_for <= self._max_wait_seconds
 
     async def hash(self, secret: str) -> str:
         return await self._run(self._hasher.hash, secret)
@@ -196,16 +227,25 @@ class SecretHasher:
 
     async def _run(self, work: Callable[..., T], *args: str) -> T:
         with self._pending_lock:
-            if self._pending >= self._max_pending:
+            if not self._admits():
                 raise Overloaded()
             self._pending += 1
         try:
-            job: Future[T] = self._pool.submit(work, *args)
+            job: Future[T] = self._pool.submit(self._timed, work, *args)
         except BaseException:
             self._release()
             raise
         job.add_done_callback(self._release)
         return await asyncio.wrap_future(job)
+
+    def _timed(self, work: Callable[..., T], *args: str) -> T:
+        started = time.perf_counter()
+        try:
+            return work(*args)
+        finally:
+            took = time.perf_counter() - started
+            with self._pending_lock:
+                self._job_seconds += (took - self._job_seconds) * JOB_SECONDS_WEIGHT
 
     def _release(self, _job: object = None) -> None:
         with self._pending_lock:

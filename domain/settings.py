@@ -87,6 +87,7 @@ class Settings:
     argon2_memory_kib: int
     argon2_parallelism: int
     argon2_max_pending: int | None
+    argon2_max_wait_ms: int
     exchange_limit_per_client: int
     exchange_limit_per_address: int
     max_body_bytes: int
@@ -203,6 +204,7 @@ def load_settings(
         ),
         argon2_parallelism=reader.argon2("M2M_ARGON2_PARALLELISM", ARGON2_MIN_PARALLELISM, high=64),
         argon2_max_pending=reader.optional_integer("M2M_ARGON2_MAX_PENDING", low=1, high=1_000_000),
+        argon2_max_wait_ms=reader.integer("M2M_ARGON2_MAX_WAIT_MS", 750, low=0, high=60_000),
         exchange_limit_per_client=reader.integer(
             "M2M_EXCHANGE_LIMIT_PER_CLIENT", 60, low=1, high=1_000_000_000
         ),

@@ -580,6 +580,86 @@ async def test_argon2_bound_defaults_to_four_per_worker_and_is_a_setting() -> No
         load_settings({**VALID_SETTINGS, "M2M_ARGON2_MAX_PENDING": "0"})
 
 
+async def test_argon2_with_a_wait_bound_queues_a_burst_whose_turn_comes_in_time() -> None:
+    # Count-only, one worker thread admits 4 (the test above); an hour's wait admits them all.
+    hasher = SecretHasher(Argon2Parameters(), workers=1, max_wait_seconds=3600)
+    attempts = [asyncio.ensure_future(hasher.verify(None, "secret")) for _ in range(12)]
+    results = await asyncio.gather(*attempts, return_exceptions=True)
+    hasher.close()
+    assert results == [False] * 12
+    assert hasher.pending == 0
+    assert hasher.job_seconds > 0
+
+
+async def test_argon2_work_whose_turn_comes_after_the_wait_bound_is_refused_at_once() -> None:
+    # With no wait allowed, each of the two threads takes one job and nothing queues.
+    hasher = SecretHasher(Argon2Parameters(), workers=2, max_wait_seconds=0)
+    admitted = [asyncio.ensure_future(hasher.verify(None, "secret")) for _ in range(2)]
+    await asyncio.sleep(0)  # let both reach the pool (a turn of the loop, no time passes)
+    with pytest.raises(Overloaded) as refused:
+        await hasher.verify(None, "secret")
+    refused_while_busy = not any(job.done() for job in admitted)
+    assert await asyncio.gather(*admitted) == [False, False]
+    hasher.close()
+    assert refused_while_busy
+    assert refused.value.retry_after == 1
+    assert hasher.pending == 0
+
+
+async def test_argon2_wait_bound_keeps_the_count_bound() -> None:
+    hasher = SecretHasher(Argon2Parameters(), workers=1, max_pending=3, max_wait_seconds=3600)
+    attempts = [asyncio.ensure_future(hasher.verify(None, "secret")) for _ in range(4)]
+    results = await asyncio.gather(*attempts, return_exceptions=True)
+    hasher.close()
+    assert [isinstance(result, Overloaded) for result in results] == [False] * 3 + [True]
+
+
+def test_argon2_wait_bound_is_a_setting_of_750_ms_by_default() -> None:
+    assert load_settings(VALID_SETTINGS).argon2_max_wait_ms == 750
+    assert load_settings({**VALID_SETTINGS, "M2M_ARGON2_MAX_WAIT_MS": "0"}).argon2_max_wait_ms == 0
+    for wrong in ("-1", "60001", "soon", "0.5"):
+        with pytest.raises(ConfigError, match="M2M_ARGON2_MAX_WAIT_MS"):
+            load_settings({**VALID_SETTINGS, "M2M_ARGON2_MAX_WAIT_MS": wrong})
+
+
+async def test_a_client_honouring_retry_after_gets_its_token(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, services: Services
+) -> None:
+    credential = await simple_credential(client, vendor, factory)
+    # One thread and no wait allowed: of a burst, whoever finds the thread busy is refused. Ten
+    # passes make each check last long enough for the burst's others to arrive meanwhile.
+    hasher = SecretHasher(Argon2Parameters(time_cost=10), workers=1, max_wait_seconds=0)
+    waiting = list(range(6))
+    tokens: dict[int, str] = {}
+    refusals: list[httpx.Response] = []
+    rounds = 0
+    with replaced(services, "hasher", hasher):
+        while waiting and rounds < 10:
+            rounds += 1
+            answers = await asyncio.gather(
+                *(client.post(EXCHANGE, json=credential.body) for _ in waiting)
+            )
+            # Those refused come back once the work they were refused behind is done: the wait
+            # their Retry-After stands for, taken here without sleeping.
+            still_waiting = []
+            for machine, answer in zip(waiting, answers, strict=True):
+                if answer.status_code == 503:
+                    refusals.append(answer)
+                    still_waiting.append(machine)
+                else:
+                    assert answer.status_code == 200, answer.text
+                    tokens[machine] = answer.json()["access_token"]
+            waiting = still_waiting
+    hasher.close()
+    assert refusals, "the burst never found the thread busy: nothing was tested"
+    for refusal in refusals:
+        assert refusal.headers["retry-after"] == "1"
+        assert refusal.json() == {"errors": ["Too many authentications in progress; retry shortly"]}
+    assert sorted(tokens) == list(range(6))
+    assert len(set(tokens.values())) == 6
+    assert hasher.pending == 0
+
+
 @asynccontextmanager
 async def busy_hasher(services: Services) -> AsyncIterator[asyncio.Future[str]]:
     """A one-slot hasher whose slot is taken by a slow job for the duration of the block."""
