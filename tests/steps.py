@@ -520,3 +520,10 @@ async def feed_entries(services: Services) -> AsyncIterator[list[dict[str, Any]]
     start = await services.feed.newest_id()
     yield published
     published.extend(entry.data for entry in await services.feed.after(start, block_ms=1))
+
+
+def answers_forever(route: Any) -> bool:
+    """A route whose answer never ends (the live revocation feed, an event stream): a walk over
+    every route that reads whole answers leaves it out; tests/test_revocations.py tries it."""
+    handlers = getattr(route, "route_handlers", [])
+    return any(handler.media_type == "text/event-stream" for handler in handlers)

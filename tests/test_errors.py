@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.models import AccessToken, AuditEvent, ClientCredential, Permission, Role, Tenant, User
 from tests.factories import Factory, build_scene
 from tests.kinds import TENANT_ACCESS, TENANT_API, USER_ACCESS, USER_API, Kind
-from tests.steps import create, use_strategy, vendor_acting
+from tests.steps import answers_forever, create, use_strategy, vendor_acting
 
 pytestmark = pytest.mark.both_backends  # the same behaviour on serve and dev
 
@@ -41,12 +41,10 @@ PLACEHOLDER = re.compile(r"\{[^}]+\}")
 
 
 def _paths(app: Litestar) -> list[tuple[str, str]]:
-    """Every route but the live revocation feed, whose answer never ends (its refusals are
-    tried in tests/test_revocations.py)."""
+    """Every route but those whose answer never ends (see answers_forever)."""
     found: list[tuple[str, str]] = []
     for route in app.routes:
-        handlers = getattr(route, "route_handlers", [])
-        if any(handler.media_type == "text/event-stream" for handler in handlers):
+        if answers_forever(route):
             continue
         for method in sorted(getattr(route, "methods", set()) - {"HEAD", "OPTIONS"}):
             found.append((method, route.path))

@@ -20,6 +20,7 @@ from tests.steps import (
     EXCHANGE,
     OAUTH_TOKEN,
     REFRESH,
+    answers_forever,
     exchange_ok,
     posted,
     simple_credential,
@@ -103,6 +104,8 @@ async def test_exchange_refresh_and_oauth_token_are_never_cached_whether_they_su
 def _paths(app: Litestar) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     for route in app.routes:
+        if answers_forever(route):
+            continue
         for method in sorted(getattr(route, "methods", set()) - {"HEAD", "OPTIONS"}):
             found.append((method, PLACEHOLDER.sub("x", route.path)))
     return found
