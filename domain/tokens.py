@@ -43,7 +43,7 @@ from domain.models import (
 from domain.policy import MAX_EXPIRES_IN_MINUTES, Policy
 from domain.rotation import overlap_end
 from domain.secrets import CLIENT_SECRET, SecretHasher, SecretShape, sha256_hex
-from domain.validity.fills import made_since_revocation, not_deleted, survived_revocations
+from domain.validity.fills import live_owner, not_deleted, survived_revocations
 
 TENANT_HEADER = "frontegg-tenant-id"
 USER_HEADER = "frontegg-user-id"
@@ -1037,19 +1037,11 @@ async def active_access_token_ids(
         sa.select(array, sa.func.min(AccessToken.expires_at))
         .join(
             Tenant,
-            sa.and_(
-                Tenant.id == AccessToken.tenant_id,
-                not_deleted(Tenant),
-                made_since_revocation(Tenant, AccessToken.created_at),
-            ),
+            live_owner(Tenant, AccessToken),
         )
         .outerjoin(
             User,
-            sa.and_(
-                User.id == AccessToken.user_id,
-                not_deleted(User),
-                made_since_revocation(User, AccessToken.created_at),
-            ),
+            live_owner(User, AccessToken),
         )
         .where(kind, _valid_now(now), sa.or_(AccessToken.user_id.is_(None), User.id.is_not(None)))
     )

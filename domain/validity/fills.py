@@ -57,6 +57,16 @@ def made_since_revocation(owner: Any, token_created_at: Any) -> sa.ColumnElement
     return sa.or_(revoked_at.is_(None), token_created_at > revoked_at)
 
 
+def live_owner(owner: Any, token: Any) -> sa.ColumnElement[bool]:
+    """How a token (an AccessToken or ClientCredential row, or an alias of one) joins its Tenant
+    or its User: the owner exists, is not deleted, and has not revoked every token since the
+    token was made."""
+    key = token.tenant_id if owner is Tenant else token.user_id
+    return sa.and_(
+        owner.id == key, not_deleted(owner), made_since_revocation(owner, token.created_at)
+    )
+
+
 def survived_revocations(model: Any) -> sa.ColumnElement[bool]:
     """A token of `model` (AccessToken or ClientCredential) made after the last "revoke every
     token" of its tenant and of its user."""
@@ -125,19 +135,11 @@ def _fill_statement(table: Table | None, token_id: str) -> sa.Select[Any]:
         .outerjoin(row, row_id == token_id)
         .outerjoin(
             Tenant,
-            sa.and_(
-                Tenant.id == row.tenant_id,
-                not_deleted(Tenant),
-                made_since_revocation(Tenant, row.created_at),
-            ),
+            live_owner(Tenant, row),
         )
         .outerjoin(
             User,
-            sa.and_(
-                User.id == row.user_id,
-                not_deleted(User),
-                made_since_revocation(User, row.created_at),
-            ),
+            live_owner(User, row),
         )
         .where(Environment.id == ENVIRONMENT_ROW_ID)
     )

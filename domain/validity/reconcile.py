@@ -26,7 +26,7 @@ from domain.validity.entries import (
 from domain.validity.fills import (
     _fill_statement,
     generation_began,
-    made_since_revocation,
+    live_owner,
     not_deleted,
 )
 
@@ -174,19 +174,11 @@ async def _truth(session: AsyncSession, keys: list[str]) -> dict[str, Value | _A
             sa.select(id_column, row.tenant_id, row.user_id, row.expires_at)
             .join(
                 Tenant,
-                sa.and_(
-                    Tenant.id == row.tenant_id,
-                    not_deleted(Tenant),
-                    made_since_revocation(Tenant, row.created_at),
-                ),
+                live_owner(Tenant, row),
             )
             .outerjoin(
                 User,
-                sa.and_(
-                    User.id == row.user_id,
-                    not_deleted(User),
-                    made_since_revocation(User, row.created_at),
-                ),
+                live_owner(User, row),
             )
             .where(id_column.in_(ids), sa.or_(row.user_id.is_(None), User.id.is_not(None)))
         )
