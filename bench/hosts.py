@@ -1,4 +1,4 @@
-"""Target 8 of issue 16, several hosts: three `m2m serve` on different ports (standing for
+"""Several hosts: three `m2m serve` on different ports (standing for
 hosts) and two Celery workers on one PostgreSQL and Redis; under load, an access token is
 deleted through one of them and each of the three is polled in a tight loop until it refuses
 the token. Repeated; the distribution of those delays against the 100 ms target.
@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import secrets
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from contextlib import ExitStack
@@ -31,12 +28,11 @@ from run import (
     TENANT_ID,
     VENDOR_CLIENT_ID,
     m2m_command,
-    quietly,
-    service_environment,
+    migrated_scratch,
     start_service_process,
 )
 from seed import VALIDATE, ServiceClient, expect
-from stack import Server, create_database, delete_redis_keys, drop_database
+from stack import Server
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -152,27 +148,7 @@ def run(args: argparse.Namespace) -> int:
     prefix = f"m2m-bench:{run_id}:"
     RESULTS.mkdir(parents=True, exist_ok=True)
     with ExitStack() as cleanup:
-        workdir = Path(tempfile.mkdtemp(prefix="m2m-hosts-"))
-        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
-        print(f"hosts: database {database}, Redis prefix {prefix!r}, logs in {workdir}")
-        create_database(args.postgres, database)
-
-        def forget() -> None:
-            with quietly("dropping the database"):
-                drop_database(args.postgres, database)
-            with quietly("deleting the Redis keys"):
-                delete_redis_keys(args.redis, prefix)
-
-        cleanup.callback(forget)
-        env = service_environment(args, database, prefix)
-        subprocess.run(
-            [m2m_command(), "migrate"],
-            env=env,
-            cwd=REPO,
-            check=True,
-            timeout=300,
-            stdout=subprocess.DEVNULL,
-        )
+        env, workdir = migrated_scratch(args, cleanup, "hosts", database, prefix)
         urls = [
             start_service_process(env, workdir, cleanup, log_name=f"host-{n}.log", workers=1)[0]
             for n in range(1, HOSTS + 1)
@@ -333,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
         f"refusing answer (status {sorted(statuses) or '—'}) arrives, so it includes that "
         "poll's own latency.",
     ]
-    text = render_figures("Several hosts (issue 16, target 8)", preamble, figures)
+    text = render_figures("Several hosts", preamble, figures)
     args.output.write_text(text)
     print()
     print(text)

@@ -1,4 +1,4 @@
-"""Target 6 of issue 16, a million tokens: 1,000,000 access tokens and 1,000,000 client
+"""A million tokens: 1,000,000 access tokens and 1,000,000 client
 credentials in PostgreSQL, 100,000 distinct tokens validated through `m2m serve --workers 2`,
 each API process's resident memory over time, warm validation against the one-token case, the
 cold path (first sight of a token), and `/active` at a million tokens.
@@ -15,12 +15,9 @@ import asyncio
 import hashlib
 import multiprocessing
 import secrets
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -36,13 +33,11 @@ from run import (
     TENANT_ID,
     VENDOR_CLIENT_ID,
     WORKERS,
-    m2m_command,
-    quietly,
-    service_environment,
+    migrated_scratch,
     start_service_process,
 )
 from seed import ACTIVE, VALIDATE, ServiceClient
-from stack import Server, create_database, delete_redis_keys, drop_database
+from stack import Server
 
 from domain.keys import MasterKey
 from domain.settings import load_settings
@@ -228,27 +223,7 @@ def run(args: argparse.Namespace) -> int:
     transcript.write_text("")
     figures: list[Figure] = []
     with ExitStack() as cleanup:
-        workdir = Path(tempfile.mkdtemp(prefix="m2m-million-"))
-        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
-        print(f"million: database {database}, Redis prefix {prefix!r}, logs in {workdir}")
-        create_database(args.postgres, database)
-
-        def forget() -> None:
-            with quietly("dropping the database"):
-                drop_database(args.postgres, database)
-            with quietly("deleting the Redis keys"):
-                delete_redis_keys(args.redis, prefix)
-
-        cleanup.callback(forget)
-        env = service_environment(args, database, prefix)
-        subprocess.run(
-            [m2m_command(), "migrate"],
-            env=env,
-            cwd=REPO,
-            check=True,
-            timeout=300,
-            stdout=subprocess.DEVNULL,
-        )
+        env, workdir = migrated_scratch(args, cleanup, "million", database, prefix)
         url, server = start_service_process(env, workdir, cleanup, log_name="million.log")
         watch = MemoryWatch(server)
         watch.start()
@@ -459,7 +434,7 @@ def run(args: argparse.Namespace) -> int:
         "Resident memory: VmRSS of each Granian worker, sampled every 2 s "
         "(`bench/results/million-memory.csv`).",
     ]
-    text = render_figures("A million tokens (issue 16, target 6)", preamble, figures)
+    text = render_figures("A million tokens", preamble, figures)
     args.output.write_text(text)
     print()
     print(text)

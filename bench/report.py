@@ -1,4 +1,4 @@
-"""The targets of issue 16, and the Markdown table that puts each figure beside its peer's,
+"""The targets, and the Markdown table that puts each figure beside its peer's,
 measured in the same run, and its target."""
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ EXCHANGE_MAX_P99_MS = 1000.0
 # Refresh against the peer's client-credentials grant.
 REFRESH_MIN_RATIO = 0.3
 REFRESH_AIM_RATIO = 0.5
-# /active: 32 answers/s with 100,000 tokens before issue 16 (uvicorn, one query an answer).
+# /active: 32 answers/s with 100,000 tokens before the per-process kept answer (uvicorn, one
+# query an answer).
 ACTIVE_BEFORE_PER_SECOND = 32.0
 ACTIVE_MIN_GAIN = 10.0
 # A constant-JSON p50 this slow at a few connections is no CPU cost: it is Nagle's algorithm

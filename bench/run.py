@@ -190,6 +190,35 @@ def service_environment(args: argparse.Namespace, database: str, prefix: str) ->
     return env
 
 
+def migrated_scratch(
+    args: argparse.Namespace, cleanup: ExitStack, tag: str, database: str, prefix: str
+) -> tuple[dict[str, str], Path]:
+    """A database of the run's own, migrated, and a Redis prefix of its own, both forgotten when
+    `cleanup` closes; the service's environment for them, and a scratch folder for its logs."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"m2m-{tag}-"))
+    cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+    print(f"{tag}: database {database}, Redis prefix {prefix!r}, logs in {workdir}")
+    create_database(args.postgres, database)
+
+    def forget() -> None:
+        with quietly("dropping the database"):
+            drop_database(args.postgres, database)
+        with quietly("deleting the Redis keys"):
+            delete_redis_keys(args.redis, prefix)
+
+    cleanup.callback(forget)
+    env = service_environment(args, database, prefix)
+    subprocess.run(
+        [m2m_command(), "migrate"],
+        env=env,
+        cwd=REPO,
+        check=True,
+        timeout=300,
+        stdout=subprocess.DEVNULL,
+    )
+    return env, workdir
+
+
 def m2m_command() -> str:
     beside_python = Path(sys.executable).parent / "m2m"
     found = str(beside_python) if beside_python.exists() else shutil.which("m2m")

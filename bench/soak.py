@@ -1,4 +1,4 @@
-"""Target 7 of issue 16, a soak: mixed traffic for minutes or hours on `m2m serve --workers 2`
+"""A soak: mixed traffic for minutes or hours on `m2m serve --workers 2`
 with a Celery worker and beat, watching 5xx answers, memory, database connections, latency per
 minute and the background jobs' runs.
 
@@ -13,11 +13,8 @@ import argparse
 import asyncio
 import random
 import secrets
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from contextlib import ExitStack
@@ -41,18 +38,17 @@ from run import (
     VENDOR_CLIENT_ID,
     WORKERS,
     m2m_command,
-    quietly,
-    service_environment,
+    migrated_scratch,
     start_service_process,
 )
 from seed import EXCHANGE, REFRESH, VALIDATE, ServiceClient
-from stack import Server, create_database, delete_redis_keys, drop_database
+from stack import Server
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 CREDENTIALS = "/identity/resources/tenants/api-tokens/v2"  # created here
 CREDENTIAL = "/identity/resources/tenants/api-tokens/v1/{}"  # deleted here
-# The mix (issue 16: about 90% validation, the rest exchange, refresh, create and delete).
+# The mix: about 90% validation, the rest exchange, refresh, create and delete.
 MIX = (
     ("validate", 0.90),
     ("exchange", 0.03),
@@ -398,27 +394,7 @@ def run(args: argparse.Namespace) -> int:
     prefix = f"m2m-bench:{run_id}:"
     RESULTS.mkdir(parents=True, exist_ok=True)
     with ExitStack() as cleanup:
-        workdir = Path(tempfile.mkdtemp(prefix="m2m-soak-"))
-        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
-        print(f"soak: database {database}, Redis prefix {prefix!r}, logs in {workdir}")
-        create_database(args.postgres, database)
-
-        def forget() -> None:
-            with quietly("dropping the database"):
-                drop_database(args.postgres, database)
-            with quietly("deleting the Redis keys"):
-                delete_redis_keys(args.redis, prefix)
-
-        cleanup.callback(forget)
-        env = service_environment(args, database, prefix)
-        subprocess.run(
-            [m2m_command(), "migrate"],
-            env=env,
-            cwd=REPO,
-            check=True,
-            timeout=300,
-            stdout=subprocess.DEVNULL,
-        )
+        env, workdir = migrated_scratch(args, cleanup, "soak", database, prefix)
         service_url, api = start_service_process(env, workdir, cleanup)
         servers = {"api": api}
         servers["worker"] = start(
@@ -481,7 +457,7 @@ def run(args: argparse.Namespace) -> int:
             + ", ".join(f"{kind} {share:.1%}" for kind, share in MIX)
             + f". Curve: `{picture.relative_to(REPO)}`.",
         ]
-        text = render_figures("Soak (issue 16, target 7)", preamble, figures)
+        text = render_figures("Soak", preamble, figures)
         text += "\n" + "\n".join(minute_lines) + "\n"
         args.output.write_text(text)
         print()
