@@ -54,9 +54,11 @@ async def test_created_tenant_access_token_is_a_signed_jwt_with_its_roles(
         "expires",
         "roleIds",
         "createdByUserId",
+        "replacedBy",
         "lastUsedAt",
         "lastUsedFrom",
     }
+    assert created["replacedBy"] is None  # rolled into no other token (README "Rotation")
     assert uuid.UUID(created["id"]).version == 4
     assert created["roleIds"] == sorted([first.id, second.id])
     assert created["createdByUserId"] is None
