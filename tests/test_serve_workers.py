@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -133,7 +134,9 @@ def test_connections_opened_at_once_are_spread_over_the_workers(
         # each answered once and kept open.
         clients = [httpx.Client(base_url=base, timeout=10) for _ in range(8)]
         try:
-            assert [client.get("/health/live").status_code for client in clients] == [200] * 8
+            with ThreadPoolExecutor(len(clients)) as pool:
+                opened = list(pool.map(lambda client: client.get("/health/live"), clients))
+            assert [response.status_code for response in opened] == [200] * 8
             held = [connections_held(worker, port) for worker in children(process.pid)]
             # Five refused validations on each connection, so on both workers.
             refused = [client.post(VALIDATE).status_code for client in clients for _ in range(5)]
