@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -110,13 +111,23 @@ class ClientSecret:
 
 @dataclass(frozen=True)
 class TokenPair:
-    """What an exchange or a refresh hands out: a signed JWT and a fresh refresh token."""
+    """What an exchange or a refresh hands out: a signed JWT and a fresh refresh token.
 
-    access_token: str = field(repr=False)
+    The JWT is signed when first read, which the routes do after their commit: RS256 costs about
+    a millisecond, and the credential's row lock (which serializes every issuance of one
+    credential) is not held meanwhile. A pair whose transaction fails is never signed.
+    """
+
+    claims: dict[str, Any] = field(repr=False)
+    signer: Signer = field(repr=False)
     refresh_token: str = field(repr=False)
     expires_in: int
     expires_at: datetime
     client_id: str = ""  # the credential it was issued to (its last use is recorded)
+
+    @cached_property
+    def access_token(self) -> str:
+        return self.signer.sign(self.claims)
 
 
 @dataclass(frozen=True)
@@ -813,7 +824,7 @@ def _token_pair(
     grants: Sequence[sa.Row[Any]],
     now: datetime,
 ) -> TokenPair:
-    """Sign the JWT of a credential, with the roles and permissions it holds now."""
+    """The pair of a credential: its JWT carries the roles and permissions it holds now."""
     roles: set[str] = set()
     permissions: set[str] = set()
     for grant in grants:
@@ -837,7 +848,8 @@ def _token_pair(
         jti=str(uuid.uuid4()),
     )
     return TokenPair(
-        access_token=signer.sign(claims),
+        claims=claims,
+        signer=signer,
         refresh_token=refresh_token,
         expires_in=credential.token_seconds,
         expires_at=expires_at,
