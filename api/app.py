@@ -80,7 +80,11 @@ async def start_services(settings: Settings) -> Services:
         statement_ms=settings.database_statement_timeout_ms,
         lock_ms=settings.database_lock_timeout_ms,
     )
-    engine = create_engine(settings.database_url, timeouts=timeouts)
+    engine = create_engine(
+        settings.database_url,
+        timeouts=timeouts,
+        transaction_pooling=settings.database_transaction_pooling,
+    )
     sessions = create_session_factory(engine)
     master_key = MasterKey(settings.master_key)
     keyring = await KeyRing.load(sessions, master_key, settings.issuer, utcnow())

@@ -39,7 +39,9 @@ def _migrate(settings: Settings) -> None:
     from domain.schema import upgrade_to_head
 
     try:
-        created = upgrade_to_head(settings.database_url)
+        created = upgrade_to_head(
+            settings.database_url, transaction_pooling=settings.database_transaction_pooling
+        )
     except (OSError, ConnectionError) as error:
         _fail(f"cannot reach the database named by M2M_DATABASE_URL: {error}")
     if created:
@@ -349,10 +351,14 @@ def _on_keys_database(work: Callable[[Any], Awaitable[T]], nothing_changed: str)
     from domain.db import create_engine, create_session_factory
     from domain.keys import MasterKeyMismatch
 
-    database_url = _settings("keys").database_url
+    settings = _settings("keys")
 
     async def run() -> T:
-        engine = create_engine(database_url, pooled=False)
+        engine = create_engine(
+            settings.database_url,
+            pooled=False,
+            transaction_pooling=settings.database_transaction_pooling,
+        )
         try:
             async with create_session_factory(engine)() as session:
                 result = await work(session)

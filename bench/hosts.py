@@ -52,6 +52,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--connections", type=int, default=2, help="wrk connections of load on each host"
     )
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432")
+    parser.add_argument(
+        "--transaction-pooling",
+        action="store_true",
+        help="--postgres is a pooler in transaction mode (PgBouncer's pool_mode = transaction)",
+    )
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--output", type=Path, default=RESULTS / "hosts.md")
     args = parser.parse_args(argv)

@@ -124,6 +124,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="postgresql://postgres@127.0.0.1:5432",
         help="PostgreSQL server (a user that may create databases), without a database name",
     )
+    parser.add_argument(
+        "--transaction-pooling",
+        action="store_true",
+        help="--postgres is a pooler in transaction mode (PgBouncer's pool_mode = transaction):"
+        " the service runs with M2M_DATABASE_TRANSACTION_POOLING=true",
+    )
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--output", type=Path, default=BENCH / "results" / "results.md")
     args = parser.parse_args(argv)
@@ -187,6 +193,8 @@ def service_environment(args: argparse.Namespace, database: str, prefix: str) ->
     )
     for name in rate_limit_variables()[0]:
         env[name] = str(HIGH_RATE_LIMIT)
+    if getattr(args, "transaction_pooling", False):
+        env["M2M_DATABASE_TRANSACTION_POOLING"] = "true"
     return env
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -44,12 +46,21 @@ class StatementTimeouts:
 
 
 def create_engine(
-    database_url: str, *, pooled: bool = True, timeouts: StatementTimeouts | None = None
+    database_url: str,
+    *,
+    pooled: bool = True,
+    timeouts: StatementTimeouts | None = None,
+    transaction_pooling: bool = False,
 ) -> AsyncEngine:
     """An engine for one event loop. `pooled=False` suits short-lived loops (Celery tasks).
 
     With `timeouts`, PostgreSQL cancels a statement of its connections that runs, or waits for a
     lock, longer than they allow; the driver gives up on one left unanswered a little after.
+
+    `transaction_pooling`: the URL names a pooler that hands each transaction to any server
+    connection (PgBouncer's `pool_mode = transaction`). A statement prepared on one server
+    connection is then unknown, or taken by another client's, on the next: statements are
+    prepared under names of their own and never kept for reuse (one more parse per statement).
 
     Its errors and log lines never show the values bound to a statement (`hide_parameters`):
     they include hashes of tokens, and of what the caller presented as one.
@@ -58,6 +69,8 @@ def create_engine(
     if database_url.startswith("sqlite"):
         return _create_sqlite_engine(database_url, pooled=pooled)
     connect_args: dict[str, Any] = {"timeout": CONNECT_TIMEOUT_SECONDS}
+    if transaction_pooling:
+        connect_args.update(TRANSACTION_POOLING_CONNECT_ARGS)
     if timeouts is not None:
         # Sent with the connection's startup message: no round trip of its own.
         connect_args["server_settings"] = {
@@ -76,8 +89,39 @@ def create_engine(
     else:
         kwargs["poolclass"] = NullPool
     return create_async_engine(
-        database_url, hide_parameters=True, connect_args=connect_args, **kwargs
+        database_url,
+        hide_parameters=True,
+        connect_args=connect_args,
+        execution_options={TRANSACTION_POOLING: transaction_pooling},
+        **kwargs,
     )
+
+
+async def statement_connection(session: AsyncSession) -> AsyncConnection:
+    """The session's connection for work that needs no transaction (one statement, or statements
+    each complete on its own): under AUTOCOMMIT, so no BEGIN or COMMIT round trip. Behind a pooler
+    in transaction mode, though, a statement run outside a transaction may be prepared on one
+    server connection and run on another: there the work runs in the session's transaction, and
+    the caller's commit or rollback ends it as it would have anyway."""
+    if session.get_bind().get_execution_options().get(TRANSACTION_POOLING):
+        return await session.connection()
+    return await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
+# The execution option that marks an engine created with `transaction_pooling`.
+TRANSACTION_POOLING: Final = "m2m_transaction_pooling"
+
+
+def _unique_statement_name() -> str:
+    return f"__m2m_{uuid.uuid4().hex}__"
+
+
+# What asyncpg (through SQLAlchemy) needs behind a pooler in transaction mode.
+TRANSACTION_POOLING_CONNECT_ARGS: Final[dict[str, Any]] = {
+    "statement_cache_size": 0,  # asyncpg's own cache
+    "prepared_statement_cache_size": 0,  # SQLAlchemy's
+    "prepared_statement_name_func": _unique_statement_name,
+}
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from domain import audit, events
 from domain.after_commit import AfterCommit
 from domain.clock import utcnow
+from domain.db import statement_connection
 from domain.errors import Disabled, InvalidInput, Unauthenticated
 from domain.keys import Signer
 from domain.models import (
@@ -426,9 +427,9 @@ async def authenticate_client(
         session, hasher, limiter, shape, presented, address=address, now=now
     )
     if authenticated.previous_secret:
-        connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        connection = await statement_connection(session)
         await connection.execute(_MARK_PREVIOUS_SECRET_USED, _marking(authenticated, now))
-        await session.rollback()  # nothing was begun: this only hands the connection back
+        await session.commit()  # hands the connection back (commits, behind a pooler)
     return authenticated.client_id
 
 
@@ -463,11 +464,11 @@ async def _verify_client(
         limiter.refuse_offline(limiter.clients, client_id, address=address, now=now)
         raise InvalidClient()
     async with limiter.checking(limiter.clients, client_id, address=address, now=now):
-        connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        connection = await statement_connection(session)
         row = (
             await connection.execute(_READ_SECRET, {"credential_id": client_id, "now": now})
         ).first()
-        await session.rollback()  # nothing was begun: this only hands the connection back
+        await session.rollback()  # hands the connection back (nothing to undo)
         if row is None:
             # Unknown clients verify against the dummy hash: they cost what a wrong secret costs.
             await hasher.verify(None, presented.secret)

@@ -99,6 +99,8 @@ class Settings:
     # PostgreSQL cancels an API statement running, or waiting for a lock, longer than these.
     database_statement_timeout_ms: int = 5000
     database_lock_timeout_ms: int = 2000
+    # M2M_DATABASE_URL names PgBouncer (or another pooler) in transaction mode.
+    database_transaction_pooling: bool = False
     # `m2m dev`: one process, SQLite, no Redis or broker; cache, limits and jobs in memory.
     embedded: bool = False
     user_jwt_audience: str | None = None
@@ -222,6 +224,9 @@ def load_settings(
         ),
         database_lock_timeout_ms=reader.integer(
             "M2M_DATABASE_LOCK_TIMEOUT_MS", 2000, low=100, high=600_000
+        ),
+        database_transaction_pooling=reader.boolean(
+            "M2M_DATABASE_TRANSACTION_POOLING", default=False
         ),
         embedded=mode == "dev",
         user_jwt_audience=reader.optional("M2M_USER_JWT_AUDIENCE"),

@@ -35,7 +35,12 @@ def run(job: str, arguments: Mapping[str, Any]) -> Counts:
 
 
 async def _run(settings: Settings, job: str, arguments: Mapping[str, Any]) -> Counts:
-    engine = create_engine(settings.database_url, pooled=False, timeouts=JOB_TIMEOUTS)
+    engine = create_engine(
+        settings.database_url,
+        pooled=False,
+        timeouts=JOB_TIMEOUTS,
+        transaction_pooling=settings.database_transaction_pooling,
+    )
     redis = Redis.from_url(
         settings.redis_url,
         socket_timeout=REDIS_TIMEOUT_SECONDS,

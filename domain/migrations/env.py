@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from domain.db import TRANSACTION_POOLING_CONNECT_ARGS
 from domain.models import Base
 
 config = context.config
@@ -34,7 +35,12 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_async_engine(_database_url(), poolclass=NullPool)
+    pooler = bool(config.attributes.get("transaction_pooling"))
+    engine = create_async_engine(
+        _database_url(),
+        poolclass=NullPool,
+        connect_args=dict(TRANSACTION_POOLING_CONNECT_ARGS) if pooler else {},
+    )
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

@@ -33,7 +33,7 @@ from typing import Any, Final, TypeVar
 from redis.exceptions import RedisError, ResponseError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain.db import database_unreachable
+from domain.db import database_unreachable, statement_connection
 from domain.errors import Disabled, NotFound, Unavailable
 from domain.keys import KeyRing
 from domain.validity.entries import (
@@ -458,9 +458,7 @@ class ValidityCache:
         try:
             async with self._sessions() as session:
                 # No transaction: one statement reads a consistent snapshot on its own.
-                connection = await session.connection(
-                    execution_options={"isolation_level": "AUTOCOMMIT"}
-                )
+                connection = await statement_connection(session)
                 rows = list(await connection.execute(statement))
         except Exception as error:
             if database_unreachable(error):
