@@ -194,10 +194,13 @@ async def _refresh_keys_forever(keyring: KeyRing) -> None:
             logger.exception("reloading signing keys failed; keeping the keys already loaded")
 
 
-def allow_every_method(message: Message, scope: Scope) -> None:
+async def allow_every_method(message: Message, scope: Scope) -> None:
     """OPTIONS names every method of its path. Litestar's own answer names only the methods of
     the first handler registered on a path (its Allow is built before the others join), so it is
-    set here from the app's routes."""
+    set here from the app's routes.
+
+    A coroutine function: Litestar runs a plain function given as a hook in a worker thread, and
+    this one sees every message of every response."""
     if message["type"] != "http.response.start" or scope.get("method") != "OPTIONS":
         return
     route_handler: Any = scope.get("route_handler")
