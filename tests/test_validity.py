@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -15,7 +16,7 @@ from api.state import Services
 from domain.clock import utcnow
 from domain.db import create_engine, create_session_factory
 from domain.settings import Settings
-from domain.validity import ACCESS_TOKEN_TYPES, CREDENTIAL_TYPES, ValidityCache
+from domain.validity import ACCESS_TOKEN_TYPES, CREDENTIAL_TYPES, ENTRY_TTL_SECONDS, ValidityCache
 from tests.factories import Factory, build_scene
 from tests.processes import Stack, redis_client
 from tests.steps import (
@@ -94,6 +95,44 @@ async def test_a_listening_process_answers_warm_validations_from_memory(
 
     assert stack.redis.calls("mget") == before
     assert queries.count == 0
+
+
+async def test_a_token_in_steady_use_is_read_again_behind_its_answers_never_before_one(
+    client: httpx.AsyncClient, vendor: dict[str, str], factory: Factory, services: Services
+) -> None:
+    scene = await build_scene(factory)
+    token = await create_access_token(client, vendor, scene.tenant.id, user_id=scene.user.id)
+    cache, start = services.validity, utcnow()
+
+    async def validate(seconds_later: float) -> list[str]:
+        now = start + timedelta(seconds=seconds_later)
+        validated = await cache.validate(services.keyring, token["secret"], ACCESS_TOKEN_TYPES, now)
+        return list(validated.roles)
+
+    assert await validate(0) == [scene.reader.key]  # filled
+    taken = await client.request(
+        "DELETE",
+        f"/identity/resources/users/v1/{scene.user.id}/roles",
+        headers={**vendor, "frontegg-tenant-id": scene.tenant.id},
+        json={"roleIds": [scene.reader.id]},
+    )
+    assert taken.status_code == 200, taken.text
+    # Past half of its entry's life: answered from memory at once (the role change is within
+    # the 60 s the README allows), and the entry is read again behind the answer.
+    await until(lambda: cache.listening, "the subscription is current")
+    with QueryCounter(services.engine) as behind:
+        answered = await validate(ENTRY_TTL_SECONDS * 0.75)
+        answered_with = behind.count
+        await until(lambda: not cache.refreshing, "the entry is read again in the background")
+    assert behind.count == 1
+    assert answered == [scene.reader.key]
+    assert answered_with == 0
+    # Past the first entry's life: the entry read again answers with no statement, and shows
+    # the change.
+    await until(lambda: cache.listening, "the subscription is current")
+    with QueryCounter(services.engine) as later:
+        assert await validate(ENTRY_TTL_SECONDS + 5) == []
+    assert later.count == 0
 
 
 async def test_without_a_listener_warm_validations_read_redis_and_not_postgresql(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -56,7 +57,12 @@ from domain.validity.entries import (
     _user_key,
     incarnation,
 )
-from domain.validity.fills import _fill_statement, _filled_values
+from domain.validity.fills import (
+    _fill_statement,
+    _filled_values,
+    _refill_statement,
+    _refilled_values,
+)
 from domain.validity.local import (
     LOCAL_MAX_ENTRIES,
     VERIFIED_MAX_TOKENS,
@@ -102,6 +108,15 @@ BREAKER_SECONDS: Final = 1.0
 
 PENDING_MAX: Final = 10_000
 
+# Refresh ahead: a token validated again in the second half of its entry's life has its entry
+# read again in the background, with others due, in one statement per batch; so a token in
+# steady use never waits for a fill, however many tokens there are (each entry would otherwise
+# be filled again once a minute, on the request that finds it expired).
+REFRESH_AHEAD_AFTER_SECONDS: Final = ENTRY_TTL_SECONDS / 2
+REFRESH_BATCH: Final = 500
+REFRESH_GATHER_SECONDS: Final = 0.05
+REFRESH_MAX_QUEUED: Final = 50_000
+
 
 class ValidityCache:
     """Answers "is this token valid now?" from memory, Redis or PostgreSQL, and takes the
@@ -136,6 +151,10 @@ class ValidityCache:
         self._env_from_database_until = -math.inf
         # Tombstones whose Redis write failed, retried by the listener.
         self._pending: dict[str, Value] = {}
+        # Tokens whose entries are read again in the background, with the time of the
+        # validation that asked (a fill's "now").
+        self._refresh_queue: dict[tuple[Table, str], datetime] = {}
+        self._refresher: asyncio.Task[None] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -146,7 +165,12 @@ class ValidityCache:
         self._listener = asyncio.create_task(self._listen_forever(), name="validity-listener")
 
     async def close(self) -> None:
-        """Stop listening."""
+        """Stop listening (and refreshing ahead)."""
+        refresher, self._refresher = self._refresher, None
+        self._refresh_queue.clear()
+        if refresher is not None:
+            refresher.cancel()
+            await asyncio.gather(refresher, return_exceptions=True)
         listener, self._listener = self._listener, None
         self._closing = True
         if listener is not None:
@@ -163,6 +187,11 @@ class ValidityCache:
                 logger.warning("the validity listener failed", exc_info=listener.exception())
         self._closing = False
         self._lose_subscription()
+
+    @property
+    def refreshing(self) -> bool:
+        """Whether entries are due to be, or being, read again in the background."""
+        return bool(self._refresh_queue)
 
     @property
     def listening(self) -> bool:
@@ -230,10 +259,12 @@ class ValidityCache:
             known.answer = answer
             known.generation = generation
             known.answer_deadline = self._clock() + ENV_TTL_SECONDS
+            # Until the row is due for a refresh: the next validation after that goes through
+            # _settle, which asks for one (and answers from memory meanwhile).
             known.answer_not_after = min(
                 known.not_after,
                 math.inf if expires_at is None else expires_at.timestamp(),
-                row.filled_at + ENTRY_TTL_SECONDS,
+                row.filled_at + REFRESH_AHEAD_AFTER_SECONDS,
             )
         return answer
 
@@ -418,12 +449,60 @@ class ValidityCache:
             values = dict(known or {})
             values.update(await self._cached(wanted, now))
             try:
-                return _judge(subject, values, now, final=False)
+                row = _judge(subject, values, now, final=False)
             except _NeedDatabase:
                 values = await self._fill(subject.table, subject.token_id, now)
                 return _judge(subject, values, now, final=True)
         except _Invalid as verdict:
             raise invalid(verdict) from None
+        if row.filled_at + REFRESH_AHEAD_AFTER_SECONDS <= now.timestamp():
+            self._refresh_ahead(subject.table, subject.token_id, now)
+        return row
+
+    def _refresh_ahead(self, table: Table, token_id: str, now: datetime) -> None:
+        """Read the token's entries again in the background (see REFRESH_AHEAD_AFTER_SECONDS).
+        Only while a refreshed copy would be kept (see _remember)."""
+        if not (self._subscribed or self._redis is None) or self._closing:
+            return
+        key = (table, token_id)
+        if key in self._refresh_queue or len(self._refresh_queue) >= REFRESH_MAX_QUEUED:
+            return
+        self._refresh_queue[key] = now
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.get_running_loop().create_task(
+                self._refresh_queued(), name="validity-refresh-ahead"
+            )
+
+    async def _refresh_queued(self) -> None:
+        while self._refresh_queue:
+            await asyncio.sleep(REFRESH_GATHER_SECONDS)  # let a batch gather
+            batch = list(itertools.islice(self._refresh_queue, REFRESH_BATCH))
+            # Filled "as of" the earliest request among them: the read comes after all of them.
+            now = min(self._refresh_queue[key] for key in batch)
+            try:
+                for table in ("at", "cc"):
+                    token_ids = [token_id for kind, token_id in batch if kind == table]
+                    if token_ids:
+                        await self._refill(table, token_ids, now)
+            except Exception as error:
+                # Nothing is lost: the entries expire, and the next validation fills them.
+                logger.debug("refreshing validity entries ahead failed: %r", error)
+            finally:
+                for key in batch:
+                    self._refresh_queue.pop(key, None)
+
+    async def _refill(self, table: Table, token_ids: list[str], now: datetime) -> None:
+        """The entries of `token_ids`, read again from PostgreSQL in one statement, kept in this
+        process (as a fill's are, unless an invalidation arrived meanwhile). Redis keeps the
+        copies it has until they expire: each process refreshes what it uses."""
+        generation = self._generation
+        async with self._sessions() as session:
+            connection = await statement_connection(session)
+            rows = list(await connection.execute(_refill_statement(table, token_ids)))
+        stamp = now.timestamp()
+        for values in _refilled_values(table, rows, now).values():
+            for key, value in values.items():
+                self._remember(key, value, generation, stamp)
 
     async def _cached(self, keys: Sequence[str], now: datetime) -> dict[str, Value]:
         """What the in-process layer, then Redis, hold for `keys`; missing keys are left out."""

@@ -151,6 +151,81 @@ def _fill_statement(table: Table | None, token_id: str) -> sa.Select[Any]:
     return statement
 
 
+def _grants_of_access_tokens(token_ids: Sequence[str]) -> sa.Subquery:
+    """(token id, role key, permission key) rows of several access tokens: what
+    _grants_of_access_token says of each."""
+    token = aliased(AccessToken, name="granting_token")
+    given = sa.select(
+        access_token_roles.c.token_id.label("token_id"), access_token_roles.c.role_id
+    ).where(access_token_roles.c.token_id.in_(token_ids))
+    held = (
+        sa.select(token.id.label("token_id"), user_roles.c.role_id)
+        .join(
+            token,
+            sa.and_(
+                token.user_id == user_roles.c.user_id, token.tenant_id == user_roles.c.tenant_id
+            ),
+        )
+        .where(token.id.in_(token_ids))
+    )
+    roles_held = sa.union(given, held).subquery("roles_held")
+    return (
+        sa.select(
+            roles_held.c.token_id,
+            Role.key.label("role_key"),
+            Permission.key.label("permission_key"),
+        )
+        .select_from(roles_held)
+        .join(Role, Role.id == roles_held.c.role_id)
+        .outerjoin(role_permissions, role_permissions.c.role_id == Role.id)
+        .outerjoin(Permission, Permission.id == role_permissions.c.permission_id)
+        .subquery("grants")
+    )
+
+
+def _refill_statement(table: Table, token_ids: Sequence[str]) -> sa.Select[Any]:
+    """What _fill_statement reads, for several tokens at once (a row per token and grant).
+    A token that is gone has no row: a refill leaves its entry to expire, and the fill that
+    follows finds it gone."""
+    row: Any = AccessToken if table == "at" else ClientCredential
+    row_id = AccessToken.id if table == "at" else ClientCredential.client_id
+    statement = (
+        sa.select(
+            Environment.api_tokens_enabled,
+            row_id.label("row_id"),
+            row.tenant_id,
+            row.user_id,
+            row.expires_at,
+            generation_began(Tenant).label("tenant_created_at"),
+            generation_began(User).label("user_created_at"),
+        )
+        .select_from(Environment)
+        .join(row, row_id.in_(token_ids))
+        .outerjoin(Tenant, live_owner(Tenant, row))
+        .outerjoin(User, live_owner(User, row))
+        .where(Environment.id == ENVIRONMENT_ROW_ID)
+    )
+    if table == "at":
+        grants = _grants_of_access_tokens(token_ids)
+        statement = statement.add_columns(grants.c.role_key, grants.c.permission_key).outerjoin(
+            grants, grants.c.token_id == row_id
+        )
+    return statement
+
+
+def _refilled_values(
+    table: Table, rows: Sequence[sa.Row[Any]], now: datetime
+) -> dict[str, dict[str, Value]]:
+    """The entries of each token _refill_statement found, by token id."""
+    by_token: dict[str, list[sa.Row[Any]]] = {}
+    for item in rows:
+        by_token.setdefault(item.row_id, []).append(item)
+    return {
+        token_id: _filled_values(table, token_id, token_rows, now)
+        for token_id, token_rows in by_token.items()
+    }
+
+
 def _filled_values(
     table: Table | None, token_id: str, rows: Sequence[sa.Row[Any]], now: datetime
 ) -> dict[str, Value]:
