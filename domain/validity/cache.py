@@ -498,7 +498,9 @@ class ValidityCache:
         generation = self._generation
         async with self._sessions() as session:
             connection = await statement_connection(session)
-            rows = list(await connection.execute(_refill_statement(table, token_ids)))
+            rows = list(
+                await connection.execute(_refill_statement(table), {"token_ids": token_ids})
+            )
         stamp = now.timestamp()
         for values in _refilled_values(table, rows, now).values():
             for key, value in values.items():
@@ -536,12 +538,12 @@ class ValidityCache:
     async def _fill(self, table: Table | None, token_id: str, now: datetime) -> dict[str, Value]:
         """Every entry a validation needs, from PostgreSQL; stored in Redis with SET NX."""
         generation = self._generation
-        statement = _fill_statement(table, token_id)
+        statement = _fill_statement(table)
         try:
             async with self._sessions() as session:
                 # No transaction: one statement reads a consistent snapshot on its own.
                 connection = await statement_connection(session)
-                rows = list(await connection.execute(statement))
+                rows = list(await connection.execute(statement, {"token_id": token_id}))
         except Exception as error:
             if database_unreachable(error):
                 raise Unavailable("Service temporarily unavailable") from error

@@ -83,13 +83,19 @@ def survived_revocations(model: Any) -> sa.ColumnElement[bool]:
     return sa.and_(~tenant_took_it, ~user_took_it)
 
 
-def _grants_of_access_token(token_id: str) -> sa.Subquery:
-    """(role key, permission key) rows of an access token: a tenant token's own roles, or the
-    roles its user holds now in the token's tenant."""
+# The token a fill reads, and the tokens a refill reads: bound at execution, so that each
+# statement is built (and its SQL compiled) once, not on every first sight of a token.
+TOKEN_ID = sa.bindparam("token_id", type_=sa.String)
+TOKEN_IDS = sa.bindparam("token_ids", type_=sa.String, expanding=True)
+
+
+def _grants_of_access_token() -> sa.Subquery:
+    """(role key, permission key) rows of the access token TOKEN_ID: a tenant token's own
+    roles, or the roles its user holds now in the token's tenant."""
     token = aliased(AccessToken, name="granting_token")
     given = (
         sa.select(access_token_roles.c.role_id)
-        .where(access_token_roles.c.token_id == token_id)
+        .where(access_token_roles.c.token_id == TOKEN_ID)
         .correlate(None)
     )
     held = (
@@ -100,7 +106,7 @@ def _grants_of_access_token(token_id: str) -> sa.Subquery:
                 token.user_id == user_roles.c.user_id, token.tenant_id == user_roles.c.tenant_id
             ),
         )
-        .where(token.id == token_id)
+        .where(token.id == TOKEN_ID)
         .correlate(None)
     )
     return (
@@ -113,11 +119,8 @@ def _grants_of_access_token(token_id: str) -> sa.Subquery:
     )
 
 
-def _fill_statement(table: Table | None, token_id: str) -> sa.Select[Any]:
-    """One statement for every entry a validation needs: the switch, the row, its tenant and
-    user, and (access tokens) its roles and permissions. `table` None: the switch alone."""
-    if table is None:
-        return sa.select(Environment.api_tokens_enabled).where(Environment.id == ENVIRONMENT_ROW_ID)
+def _row_columns(table: Table) -> tuple[Any, Any, list[Any]]:
+    """The row's model, its id column, and the columns a fill reads of it and its owners."""
     row: Any = AccessToken if table == "at" else ClientCredential
     row_id = AccessToken.id if table == "at" else ClientCredential.client_id
     columns: list[Any] = [
@@ -129,35 +132,49 @@ def _fill_statement(table: Table | None, token_id: str) -> sa.Select[Any]:
         generation_began(Tenant).label("tenant_created_at"),
         generation_began(User).label("user_created_at"),
     ]
+    return row, row_id, columns
+
+
+def _build_fill_statement(table: Table | None) -> sa.Select[Any]:
+    """One statement for every entry a validation needs: the switch, the row TOKEN_ID, its
+    tenant and user, and (access tokens) its roles and permissions. `table` None: the switch
+    alone."""
+    if table is None:
+        return sa.select(Environment.api_tokens_enabled).where(Environment.id == ENVIRONMENT_ROW_ID)
+    row, row_id, columns = _row_columns(table)
     statement = (
         sa.select(*columns)
         .select_from(Environment)
-        .outerjoin(row, row_id == token_id)
-        .outerjoin(
-            Tenant,
-            live_owner(Tenant, row),
-        )
-        .outerjoin(
-            User,
-            live_owner(User, row),
-        )
+        .outerjoin(row, row_id == TOKEN_ID)
+        .outerjoin(Tenant, live_owner(Tenant, row))
+        .outerjoin(User, live_owner(User, row))
         .where(Environment.id == ENVIRONMENT_ROW_ID)
     )
     if table == "at":
-        grants = _grants_of_access_token(token_id)
+        grants = _grants_of_access_token()
         statement = statement.add_columns(grants.c.role_key, grants.c.permission_key).outerjoin(
             grants, sa.true()
         )
     return statement
 
 
-def _grants_of_access_tokens(token_ids: Sequence[str]) -> sa.Subquery:
-    """(token id, role key, permission key) rows of several access tokens: what
+_FILL_STATEMENTS: dict[Table | None, sa.Select[Any]] = {
+    table: _build_fill_statement(table) for table in (None, "at", "cc")
+}
+
+
+def _fill_statement(table: Table | None) -> sa.Select[Any]:
+    """The fill of `table` (None: the switch alone), run with {"token_id": ...}."""
+    return _FILL_STATEMENTS[table]
+
+
+def _grants_of_access_tokens() -> sa.Subquery:
+    """(token id, role key, permission key) rows of the access tokens TOKEN_IDS: what
     _grants_of_access_token says of each."""
     token = aliased(AccessToken, name="granting_token")
     given = sa.select(
         access_token_roles.c.token_id.label("token_id"), access_token_roles.c.role_id
-    ).where(access_token_roles.c.token_id.in_(token_ids))
+    ).where(access_token_roles.c.token_id.in_(TOKEN_IDS))
     held = (
         sa.select(token.id.label("token_id"), user_roles.c.role_id)
         .join(
@@ -166,7 +183,7 @@ def _grants_of_access_tokens(token_ids: Sequence[str]) -> sa.Subquery:
                 token.user_id == user_roles.c.user_id, token.tenant_id == user_roles.c.tenant_id
             ),
         )
-        .where(token.id.in_(token_ids))
+        .where(token.id.in_(TOKEN_IDS))
     )
     roles_held = sa.union(given, held).subquery("roles_held")
     return (
@@ -183,40 +200,41 @@ def _grants_of_access_tokens(token_ids: Sequence[str]) -> sa.Subquery:
     )
 
 
-def _refill_statement(table: Table, token_ids: Sequence[str]) -> sa.Select[Any]:
-    """What _fill_statement reads, for several tokens at once (a row per token and grant).
-    A token that is gone has no row: a refill leaves its entry to expire, and the fill that
+def _build_refill_statement(table: Table) -> sa.Select[Any]:
+    """What the fill reads, for the tokens TOKEN_IDS at once (a row per token and grant). A
+    token that is gone has no row: a refill leaves its entry to expire, and the fill that
     follows finds it gone."""
-    row: Any = AccessToken if table == "at" else ClientCredential
-    row_id = AccessToken.id if table == "at" else ClientCredential.client_id
+    row, row_id, columns = _row_columns(table)
     statement = (
-        sa.select(
-            Environment.api_tokens_enabled,
-            row_id.label("row_id"),
-            row.tenant_id,
-            row.user_id,
-            row.expires_at,
-            generation_began(Tenant).label("tenant_created_at"),
-            generation_began(User).label("user_created_at"),
-        )
+        sa.select(*columns)
         .select_from(Environment)
-        .join(row, row_id.in_(token_ids))
+        .join(row, row_id.in_(TOKEN_IDS))
         .outerjoin(Tenant, live_owner(Tenant, row))
         .outerjoin(User, live_owner(User, row))
         .where(Environment.id == ENVIRONMENT_ROW_ID)
     )
     if table == "at":
-        grants = _grants_of_access_tokens(token_ids)
+        grants = _grants_of_access_tokens()
         statement = statement.add_columns(grants.c.role_key, grants.c.permission_key).outerjoin(
             grants, grants.c.token_id == row_id
         )
     return statement
 
 
+_REFILL_STATEMENTS: dict[Table, sa.Select[Any]] = {
+    table: _build_refill_statement(table) for table in ("at", "cc")
+}
+
+
+def _refill_statement(table: Table) -> sa.Select[Any]:
+    """The refill of `table`, run with {"token_ids": [...]}."""
+    return _REFILL_STATEMENTS[table]
+
+
 def _refilled_values(
     table: Table, rows: Sequence[sa.Row[Any]], now: datetime
 ) -> dict[str, dict[str, Value]]:
-    """The entries of each token _refill_statement found, by token id."""
+    """The entries of each token the refill found, by token id."""
     by_token: dict[str, list[sa.Row[Any]]] = {}
     for item in rows:
         by_token.setdefault(item.row_id, []).append(item)

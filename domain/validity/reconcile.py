@@ -160,7 +160,7 @@ async def _truth(session: AsyncSession, keys: list[str]) -> dict[str, Value | _A
         by_kind.setdefault(kind, []).append(ident)
     truth: dict[str, Value | _Alive] = {}
     if ENV_KEY in by_kind:
-        enabled = await session.scalar(_fill_statement(None, ""))
+        enabled = await session.scalar(_fill_statement(None))
         truth[ENV_KEY] = bool(enabled)
     tables: tuple[tuple[Table, Any, Any], ...] = (
         ("at", AccessToken, AccessToken.id),
