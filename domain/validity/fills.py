@@ -119,11 +119,13 @@ def _grants_of_access_token() -> sa.Subquery:
     )
 
 
-def _row_columns(table: Table) -> tuple[Any, Any, list[Any]]:
-    """The row's model, its id column, and the columns a fill reads of it and its owners."""
+def _rows_and_owners(table: Table, *, many: bool) -> tuple[sa.Select[Any], Any]:
+    """The switch, and the row (TOKEN_ID, or with `many` each of TOKEN_IDS) with its tenant
+    and user; and the row's id column. One token's statement answers with the switch even
+    when the row is gone; several tokens' answer a row per token found."""
     row: Any = AccessToken if table == "at" else ClientCredential
     row_id = AccessToken.id if table == "at" else ClientCredential.client_id
-    columns: list[Any] = [
+    statement = sa.select(
         Environment.api_tokens_enabled,
         row_id.label("row_id"),
         row.tenant_id,
@@ -131,8 +133,17 @@ def _row_columns(table: Table) -> tuple[Any, Any, list[Any]]:
         row.expires_at,
         generation_began(Tenant).label("tenant_created_at"),
         generation_began(User).label("user_created_at"),
-    ]
-    return row, row_id, columns
+    ).select_from(Environment)
+    if many:
+        statement = statement.join(row, row_id.in_(TOKEN_IDS))
+    else:
+        statement = statement.outerjoin(row, row_id == TOKEN_ID)
+    statement = (
+        statement.outerjoin(Tenant, live_owner(Tenant, row))
+        .outerjoin(User, live_owner(User, row))
+        .where(Environment.id == ENVIRONMENT_ROW_ID)
+    )
+    return statement, row_id
 
 
 def _build_fill_statement(table: Table | None) -> sa.Select[Any]:
@@ -141,15 +152,7 @@ def _build_fill_statement(table: Table | None) -> sa.Select[Any]:
     alone."""
     if table is None:
         return sa.select(Environment.api_tokens_enabled).where(Environment.id == ENVIRONMENT_ROW_ID)
-    row, row_id, columns = _row_columns(table)
-    statement = (
-        sa.select(*columns)
-        .select_from(Environment)
-        .outerjoin(row, row_id == TOKEN_ID)
-        .outerjoin(Tenant, live_owner(Tenant, row))
-        .outerjoin(User, live_owner(User, row))
-        .where(Environment.id == ENVIRONMENT_ROW_ID)
-    )
+    statement, _row_id = _rows_and_owners(table, many=False)
     if table == "at":
         grants = _grants_of_access_token()
         statement = statement.add_columns(grants.c.role_key, grants.c.permission_key).outerjoin(
@@ -204,15 +207,7 @@ def _build_refill_statement(table: Table) -> sa.Select[Any]:
     """What the fill reads, for the tokens TOKEN_IDS at once (a row per token and grant). A
     token that is gone has no row: a refill leaves its entry to expire, and the fill that
     follows finds it gone."""
-    row, row_id, columns = _row_columns(table)
-    statement = (
-        sa.select(*columns)
-        .select_from(Environment)
-        .join(row, row_id.in_(TOKEN_IDS))
-        .outerjoin(Tenant, live_owner(Tenant, row))
-        .outerjoin(User, live_owner(User, row))
-        .where(Environment.id == ENVIRONMENT_ROW_ID)
-    )
+    statement, row_id = _rows_and_owners(table, many=True)
     if table == "at":
         grants = _grants_of_access_tokens()
         statement = statement.add_columns(grants.c.role_key, grants.c.permission_key).outerjoin(
