@@ -45,7 +45,7 @@ from tests.suite import (
 )
 
 # Each identity's share of the time budget: schemathesis stops its phases when it is spent.
-DEFAULT_MAX_TIME = 75
+DEFAULT_MAX_TIME = 40
 MAX_EXAMPLES = 25
 REPORTS = Path(__file__).resolve().parent.parent / "schemathesis-report"
 CONFIG = Path(__file__).resolve().parent / "fuzz.toml"
